@@ -1,0 +1,42 @@
+# Two commands for a newcomer:  `make` (set-up + the main job) and `make test`.
+# Everything runs from the virtual environment in .venv/ with the embedded SQLite stores.
+
+VENV := .venv
+PY := $(VENV)/bin/python
+DEBIAN_DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+# `mlflow run` starts `python` from PATH: put the venv first so it finds our packages.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
+export MLFLOW_EXPERIMENT_NAME ?= fashion-mnist
+MLFLOW_RUN := $(VENV)/bin/mlflow run . --env-manager local --experiment-name $(MLFLOW_EXPERIMENT_NAME)
+
+.PHONY: all setup data main test test-fast
+
+all: main
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	@# Debian's copy of FashionMNIST, when apt is at hand (offline machines need it).
+	@if [ ! -f $(DEBIAN_DATA) ] && command -v apt-get >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist \
+	  || echo "note: could not install dataset-fashion-mnist; prepare will try torchvision's download"; \
+	fi
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+data: setup
+	$(MLFLOW_RUN) -e prepare
+
+main: data
+	$(MLFLOW_RUN) -e train
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"

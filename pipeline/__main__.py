@@ -1,0 +1,5 @@
+"""`python -m pipeline ...`: the command line (see pipeline/cli.py)."""
+
+from pipeline.cli import main
+
+main()

@@ -1,0 +1,91 @@
+"""The command line: one command per MLproject entry point (`python -m pipeline --help`).
+
+Heavy libraries (torch, mlflow, optuna) are imported inside the commands, so `--help` and
+argument errors answer at once. Every user error ends as one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.config import INITS, MODELS, OPTIMIZERS, TrainConfig, UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Train, tune and compare PyTorch networks on FashionMNIST, "
+                       "tracked in MLflow.")
+
+Model = StrEnum("Model", {m: m for m in MODELS})
+Optimizer = StrEnum("Optimizer", {o: o for o in OPTIMIZERS})
+Init = StrEnum("Init", {i: i for i in INITS})
+
+DataDir = Annotated[Path, typer.Option(help="Folder of the IDX files and the tensor cache.")]
+
+
+@app.command()
+def prepare(data_dir: DataDir = Path("data")) -> None:
+    """Find, verify (SHA-256) and cache FashionMNIST; write sample grids to DATA_DIR/samples/."""
+    from pipeline import data, plots
+
+    dataset = data.load(data_dir)
+    paths = plots.save_sample_grids(dataset.train.images, dataset.train.labels,
+                                    data_dir / "samples")
+    if os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run -e prepare`: show them in the run
+        from pipeline import tracking
+
+        tracking.log_files(paths, "samples")
+    print(f"FashionMNIST verified and cached in {data_dir / data.CACHE_NAME}; "
+          f"sample grids: {', '.join(str(p) for p in paths)}")
+
+
+@app.command()
+def train(
+    model: Annotated[Model, typer.Option(help="fcn, or the study's CNN.")] = Model.fcn,
+    hidden: Annotated[str, typer.Option(help="FCN hidden sizes, comma-separated.")] = "300,200",
+    optimizer: Annotated[Optimizer, typer.Option(help="momentum is SGD with Nesterov 0.9.")]
+    = Optimizer.sgd,
+    lr: Annotated[float, typer.Option(help="Learning rate (> 0).")] = 0.02,
+    epochs: Annotated[int, typer.Option(help="Passes over the 50k training images.")] = 50,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 512,
+    dropout: Annotated[float, typer.Option(help="Dropout probability in [0, 1).")] = 0.0,
+    init: Annotated[Init, typer.Option(help="Weight initialization scheme.")] = Init.default,
+    batch_norm: Annotated[str, typer.Option(metavar="true|false",
+                                            help="Batch norm after each hidden layer.")] = "false",
+    weight_decay: Annotated[float, typer.Option(help="L2 penalty (>= 0).")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seeds weights, dropout and batch order.")] = 0,
+    data_dir: DataDir = Path("data"),
+) -> None:
+    """Train one model as one MLflow run: per-epoch metrics, curves, confusion matrix, model."""
+    config = TrainConfig(model=model.value, hidden=hidden, optimizer=optimizer.value, lr=lr,
+                         epochs=epochs, batch_size=batch_size, dropout=dropout, init=init.value,
+                         batch_norm=batch_norm, weight_decay=weight_decay, seed=seed)
+    from pipeline import data, tracking
+
+    dataset = data.load(data_dir)  # before any run exists: a data error writes nothing
+    tracking.configure()
+    run_id, result = tracking.train_run(config, dataset, log_model=True)
+    final = result.final
+    print(f"run {run_id}: val_acc {final['val_acc']:.4f}, test_acc {final['test_acc']:.4f}, "
+          f"{result.train_time_s:.1f} s. Look at it: mlflow ui --backend-store-uri "
+          f"{tracking.tracking_uri()}")
+
+
+def main() -> None:
+    """Entry point: typer in non-standalone mode, so every error becomes one line."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as e:  # usage errors: bad option, bad type, bad choice
+        print(f"error: {e.format_message()} (see --help)", file=sys.stderr)
+        sys.exit(2)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

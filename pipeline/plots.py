@@ -1,0 +1,98 @@
+"""Figures a person reads: learning curves, confusion matrices, sample grids.
+
+Each function returns a matplotlib `Figure` (no pyplot state, so nothing leaks between runs);
+callers save it to a file or log it to MLflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from pipeline.data import CLASSES
+
+SPLIT_STYLE = {"train": ("tab:blue", "-"), "val": ("tab:orange", "-"), "test": ("tab:green", "--")}
+
+
+def curves(history: Sequence[dict[str, float]], title: str) -> Figure:
+    """Loss and accuracy against epochs for train, val and test, as in the study's figures."""
+    epochs = np.arange(1, len(history) + 1)
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for split, (color, style) in SPLIT_STYLE.items():
+        loss_ax.plot(epochs, [h[f"{split}_loss"] for h in history], style, color=color,
+                     label=split, marker="." if len(epochs) < 30 else None)
+        acc_ax.plot(epochs, [100 * h[f"{split}_acc"] for h in history], style, color=color,
+                    label=split, marker="." if len(epochs) < 30 else None)
+    final = history[-1]
+    loss_ax.set(title="Cross-entropy loss", xlabel="epoch", ylabel="loss")
+    acc_ax.set(title=f"Accuracy (final: val {100 * final['val_acc']:.2f}%, "
+                     f"test {100 * final['test_acc']:.2f}%)", xlabel="epoch", ylabel="accuracy (%)")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(title)
+    return fig
+
+
+def confusion(counts: np.ndarray, title: str) -> Figure:
+    """Test-set confusion matrix: counts on the left, rows normalized to recall on the right."""
+    counts = np.asarray(counts)
+    recall = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig = Figure(figsize=(17, 7.5), layout="constrained")
+    for ax, values, fmt, name in zip(fig.subplots(1, 2), (counts, recall), ("{:d}", "{:.2f}"),
+                                     ("counts", "row-normalized (recall per true class)")):
+        ax.imshow(values / max(values.max(), 1e-9), cmap="Blues", vmin=0, vmax=1)
+        ticks = np.arange(len(CLASSES))
+        ax.set_xticks(ticks, CLASSES, rotation=40, ha="right")
+        ax.set_yticks(ticks, CLASSES)
+        ax.set(xlabel="predicted class", ylabel="true class", title=name)
+        for i in ticks:
+            for j in ticks:
+                v = values[i, j]
+                ax.text(j, i, fmt.format(int(v) if fmt == "{:d}" else v), ha="center",
+                        va="center", fontsize=8,
+                        color="white" if v / max(values.max(), 1e-9) > 0.55 else "black")
+    accuracy = np.trace(counts) / max(counts.sum(), 1)
+    fig.suptitle(f"{title} (test accuracy {100 * accuracy:.2f}%, {counts.sum()} images)")
+    return fig
+
+
+def sample_grid(images: np.ndarray, labels: np.ndarray, title: str, ncols: int = 8) -> Figure:
+    """Images (N, 28, 28) uint8 in a grid, each captioned with its class name."""
+    nrows = int(np.ceil(len(images) / ncols))
+    fig = Figure(figsize=(1.45 * ncols, 1.6 * nrows + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, label in zip(axes, images, labels):
+        ax.imshow(image.reshape(28, 28), cmap="gray", vmin=0, vmax=255)
+        ax.set_title(CLASSES[int(label)], fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def save_sample_grids(train_images, train_labels, out_dir: Path, batch_size: int = 512,
+                      seed: int = 0) -> list[Path]:
+    """The study's two sample figures, from the training order of `seed`:
+    the first image of each of the first 16 batches, and the first 64 images of the first batch.
+    """
+    order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(seed))
+    firsts = order[:16 * batch_size:batch_size]
+    figures = {
+        "first_of_16_batches.png": sample_grid(
+            train_images[firsts].numpy(), train_labels[firsts].numpy(),
+            f"First image of each of the first 16 training batches (batch {batch_size})", 4),
+        "first_batch_64.png": sample_grid(
+            train_images[order[:64]].numpy(), train_labels[order[:64]].numpy(),
+            "64 images of the first training batch"),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, fig in figures.items():
+        fig.savefig(out_dir / name, dpi=110)
+    return [out_dir / name for name in figures]

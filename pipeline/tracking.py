@@ -1,0 +1,153 @@
+"""MLflow around the core: where runs go, the per-epoch metrics callback, and what a run logs.
+
+The core never imports this module; entry points wrap `training.train` with it.
+Defaults: the tracking store is the embedded SQLite file `mlflow.db` in the working directory
+(override with MLFLOW_TRACKING_URI), the experiment is "fashion-mnist" (MLFLOW_EXPERIMENT_NAME).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.entities import Metric
+from mlflow.models import infer_signature
+
+from pipeline import plots
+from pipeline.config import TrainConfig
+from pipeline.data import CLASSES, FashionMNIST, Split
+from pipeline.training import TRAIN_TIME, Callback, EpochEnd, TrainResult, predict, train
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "fashion-mnist"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def configure() -> None:
+    """Point MLflow at the store and experiment; leave both alone under `mlflow run`.
+
+    `mlflow run` has already created the run (MLFLOW_RUN_ID) in its own experiment: calling
+    set_experiment then would clash with that run, so we only set it for direct CLI calls.
+    """
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+
+
+def tracking_uri() -> str:
+    return mlflow.get_tracking_uri()
+
+
+def log_files(paths: list[Path], artifact_path: str) -> None:
+    with mlflow.start_run():
+        for path in paths:
+            mlflow.log_artifact(str(path), artifact_path)
+
+
+def train_run(config: TrainConfig, data: FashionMNIST, *, log_model: bool = False,
+              nested: bool = False, callbacks: tuple[Callback, ...] = (),
+              tags: dict[str, str] | None = None) -> tuple[str, TrainResult]:
+    """Train `config` inside one MLflow run (the active one under `mlflow run`).
+
+    The run ends FINISHED, or FAILED if training raises (divergence, a pruning callback, Ctrl-C).
+    """
+    # A readable name in the UI; under `mlflow run` the run exists and keeps its own name.
+    name = None if os.environ.get("MLFLOW_RUN_ID") and not nested else describe(config)
+    with mlflow.start_run(nested=nested, run_name=name, tags=tags) as run:
+        run_id = run.info.run_id
+        log_config(config)
+        log_dataset(data)
+        result = train(config, data, callbacks=(MetricsLogger(run_id), *callbacks))
+        log_results(data, result, describe(config))
+        if log_model:
+            save_model(result.model, data.test.images)
+    return run_id, result
+
+
+class MetricsLogger:
+    """Training callback: the epoch's metrics to one run in one call, with step=epoch."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        self.client = mlflow.MlflowClient()
+
+    def __call__(self, end: EpochEnd) -> None:
+        ts = int(1000 * time.time())
+        metrics = [Metric(k, v, ts, end.epoch) for k, v in end.metrics.items()]
+        self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def log_config(config: TrainConfig) -> None:
+    """The resolved config as params in one call, and as config.json."""
+    run = mlflow.active_run()
+    # `mlflow run` has logged the entry point's parameters as the user spelled them ("1e-3");
+    # MLflow refuses to change a param, so log only the ones it has not.
+    logged = mlflow.MlflowClient().get_run(run.info.run_id).data.params
+    mlflow.log_params({k: v for k, v in config.to_dict().items() if k not in logged})
+    mlflow.log_dict(config.to_dict(), "config.json")
+    commit = git_commit()
+    if commit:
+        mlflow.set_tags({"git_commit": commit, "mlflow.source.git.commit": commit})
+
+
+def log_dataset(data: FashionMNIST) -> None:
+    """The three splits as MLflow dataset inputs, each with its digest and context."""
+    for context, split in (("training", data.train), ("validation", data.val),
+                           ("test", data.test)):
+        dataset = mlflow.data.from_numpy(split.images.numpy(), targets=split.labels.numpy(),
+                                         name=f"fashion-mnist-{context}")
+        mlflow.log_input(dataset, context=context)
+
+
+def confusion_counts(model: torch.nn.Module, split: Split) -> np.ndarray:
+    pred = predict(model, split.images).argmax(1)
+    k = len(CLASSES)
+    return torch.bincount(split.labels * k + pred, minlength=k * k).reshape(k, k).cpu().numpy()
+
+
+def log_results(data: FashionMNIST, result: TrainResult, title: str) -> None:
+    """Total time, curves and test confusion matrix of a finished training."""
+    mlflow.log_metric(TRAIN_TIME, result.train_time_s)
+    mlflow.log_figure(plots.curves(result.history, title), "curves.png")
+    counts = confusion_counts(result.model, data.test.to(next(result.model.parameters()).device))
+    mlflow.log_figure(plots.confusion(counts, title), "confusion_matrix.png")
+
+
+def save_model(model: torch.nn.Module, sample: torch.Tensor, **kwargs):
+    """Log a model that takes raw float pixels (N, 1, 28, 28) and returns 10 logits."""
+    model = model.to("cpu").eval()
+    example = sample[:5].float().cpu().numpy()
+    with torch.inference_mode():
+        signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+    # Pinned requirements instead of MLflow's inference, which re-imports the model (slow).
+    requirements = [f"{name}=={importlib.metadata.version(name)}"
+                    for name in ("torch", "torchvision", "mlflow", "numpy")]
+    return mlflow.pytorch.log_model(model, name="model", signature=signature,
+                                    input_example=example, pip_requirements=requirements,
+                                    code_paths=[str(PACKAGE_DIR)], **kwargs)
+
+
+def describe(config: TrainConfig) -> str:
+    """A short human title for figures: model, widths, optimizer and lr."""
+    arch = f"FCN {'-'.join(map(str, (784, *config.hidden, 10)))}" if config.model == "fcn" \
+        else "study CNN"
+    extras = [f"dropout {config.dropout:g}"] if config.dropout else []
+    extras += ["batch norm"] if config.batch_norm else []
+    extras += [f"init {config.init}"] if config.init != "default" else []
+    return ", ".join([f"{arch}: {config.optimizer} lr {config.lr:g}", *extras])

@@ -1,0 +1,149 @@
+"""The training loop: resident tensors, seeded permutations, per-epoch metrics, callbacks.
+
+`train(config, data)` builds the model, trains it for `config.epochs`, and after every epoch
+computes train / val / test loss and accuracy, then calls each callback with an `EpochEnd`.
+It returns a `TrainResult` (model and history). It knows nothing of MLflow or Optuna: tracking
+and pruning are callbacks, and a callback may raise to stop training (Optuna's TrialPruned).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.config import TrainConfig, UserError
+from pipeline.data import FashionMNIST, Split
+from pipeline.models import build_model
+
+# Metric names, defined once; MLflow, Optuna, plots and reports all use these.
+TRAIN_LOSS, TRAIN_ACC = "train_loss", "train_acc"
+VAL_LOSS, VAL_ACC = "val_loss", "val_acc"
+TEST_LOSS, TEST_ACC = "test_loss", "test_acc"
+EPOCH_TIME = "epoch_time_s"
+TRAIN_TIME = "train_time_s"
+EPOCH_METRICS = (TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC, TEST_LOSS, TEST_ACC, EPOCH_TIME)
+
+EVAL_BATCH = 4096  # inference needs no gradients: big batches amortize per-call overhead
+
+
+class Diverged(UserError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, loss: float):
+        super().__init__(f"training diverged at epoch {epoch}: train_loss is {loss}; "
+                         "lower --lr or add batch norm")
+        self.epoch, self.loss = epoch, loss
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """What a callback sees after each epoch (1-based `epoch`)."""
+
+    epoch: int
+    metrics: dict[str, float]
+    model: nn.Module
+
+
+Callback = Callable[[EpochEnd], None]
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[dict[str, float]] = field(default_factory=list)  # one dict per epoch
+    train_time_s: float = 0.0  # wall time of the whole call, callbacks included
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1]
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    lr, wd = config.lr, config.weight_decay
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd)
+    if config.optimizer == "momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=wd)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """Logits for `images`, in eval mode (dropout off, batch norm on running statistics)."""
+    model.eval()
+    return torch.cat([model(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def _loss_and_correct(model: nn.Module, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = predict(model, split.images)
+    loss = F.cross_entropy(logits.float(), split.labels)
+    return loss, (logits.argmax(1) == split.labels).float().mean()
+
+
+def train(config: TrainConfig, data: FashionMNIST, callbacks: Sequence[Callback] = (),
+          device: torch.device | None = None, progress: bool | None = None) -> TrainResult:
+    """Train one model; `progress=None` shows a bar only when stderr is a terminal."""
+    start = time.perf_counter()
+    device = device or pick_device()
+    torch.manual_seed(config.seed)  # weights and dropout masks
+    model = build_model(config).to(device)
+    data = data.to(device)
+    optimizer = make_optimizer(config, model.parameters())
+    order = torch.Generator(device=device).manual_seed(config.seed)  # batch order, separately
+    n = len(data.train)
+    # Drop the last partial batch (a fresh permutation each epoch still shows every image):
+    # all steps then have the same size, and batch norm never sees a batch of one.
+    n_batches = max(n // config.batch_size, 1)
+    result = TrainResult(model)
+
+    from tqdm import tqdm  # a progress bar on terminals, silent in CI and under MLflow's capture
+
+    show = sys.stderr.isatty() if progress is None else progress
+    epochs = tqdm(range(1, config.epochs + 1), desc=f"{config.model} {config.optimizer}",
+                  unit="epoch", disable=not show, leave=False)
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, device=device, generator=order)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        seen = 0
+        for b in range(n_batches):
+            idx = perm[b * config.batch_size:(b + 1) * config.batch_size]
+            x, y = data.train.images[idx], data.train.labels[idx]
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            # Accumulate on the device: no .item() sync per batch.
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(idx)
+        val = _loss_and_correct(model, data.val)
+        test = _loss_and_correct(model, data.test)
+        values = torch.stack([loss_sum / seen, correct / seen, *val, *test]).tolist()  # one sync
+        metrics = dict(zip(EPOCH_METRICS, [*values, time.perf_counter() - t0]))
+        result.history.append(metrics)
+        if not math.isfinite(metrics[TRAIN_LOSS]):
+            raise Diverged(epoch, metrics[TRAIN_LOSS])
+        epochs.set_postfix(val_acc=f"{metrics[VAL_ACC]:.4f}", loss=f"{metrics[TRAIN_LOSS]:.4f}")
+        for callback in callbacks:
+            callback(EpochEnd(epoch, metrics, model))
+    result.train_time_s = time.perf_counter() - start
+    return result

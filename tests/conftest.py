@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny synthetic data for unit tests, the real FashionMNIST for end-to-end ones."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline import data
+from pipeline.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def synthetic_split(n: int, seed: int) -> data.Split:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g)
+    return data.Split(images, torch.randint(0, 10, (n,), generator=g))
+
+
+@pytest.fixture
+def tiny_data() -> data.FashionMNIST:
+    """64 training, 32 validation and 32 test images of noise with random labels."""
+    return data.FashionMNIST(synthetic_split(64, 1), synthetic_split(32, 2),
+                             synthetic_split(32, 3), digest="synthetic")
+
+
+@pytest.fixture
+def tiny_config() -> TrainConfig:
+    return TrainConfig(hidden=(32,), epochs=2, batch_size=16, optimizer="adam", lr=1e-3)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A fresh data dir prepared from the machine's FashionMNIST (Debian's files or a download)."""
+    folder = tmp_path_factory.mktemp("data")
+    data.prepare(folder)
+    return folder
+
+
+@pytest.fixture
+def tracking_env(tmp_path, monkeypatch) -> dict[str, str]:
+    """A private SQLite tracking store; returns the environment for subprocesses."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tests")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
+        timeout: float = 900) -> subprocess.CompletedProcess:
+    """`python -m pipeline ARGS` in a subprocess, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)

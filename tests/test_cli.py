@@ -1,0 +1,73 @@
+"""The command line as a user meets it: errors are one line, and nothing is left behind."""
+
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from pipeline import data
+from tests.conftest import ROOT, cli
+
+
+def test_help_lists_the_commands():
+    out = cli("--help")
+    assert out.returncode == 0
+    for command in ("prepare", "train"):
+        assert command in out.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "resnet"], "'--model'"),
+    (["--optimizer", "lbfgs"], "'--optimizer'"),
+    (["--init", "zeros"], "'--init'"),
+    (["--lr", "0"], "lr: 0.0 must be a number > 0"),
+    (["--lr", "-1e-3"], "lr: -0.001 must be a number > 0"),
+    (["--lr", "fast"], "'--lr'"),
+    (["--dropout", "1"], "dropout: 1.0 must be in [0, 1)"),
+    (["--epochs", "0"], "epochs: 0 must be an integer >= 1"),
+    (["--epochs", "2.5"], "'--epochs'"),
+    (["--batch-size", "0"], "batch_size: 0 must be an integer >= 1"),
+    (["--hidden", "300,x"], "hidden: '300,x' is not a list of positive layer sizes"),
+    (["--batch-norm", "maybe"], "batch_norm: 'maybe' must be true or false"),
+    (["--weight-decay", "-1"], "weight_decay: -1.0 must be >= 0"),
+    (["--bogus", "1"], "--bogus"),
+])
+def test_bad_train_input_is_one_line_and_writes_nothing(args, message, tmp_path, tracking_env):
+    out = cli("train", *args, env=tracking_env, cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: ") and message in out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # no store, no run, nothing half-written
+
+
+def test_a_data_dir_with_wrong_files_is_one_line(tmp_path, tracking_env):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in data.SHA256:
+        (bad / f"{name}.gz").write_bytes(b"not gzip at all")
+    out = cli("train", "--data-dir", str(bad), "--epochs", "1", env=tracking_env, cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.startswith(f"error: {bad}/") and "truncated or corrupt" in out.stderr
+    assert out.stderr.count("\n") == 1
+    assert not (tmp_path / "mlflow.db").exists()
+    assert not (bad / data.CACHE_NAME).exists()
+
+
+def test_a_diverging_train_run_ends_failed_with_one_line(tmp_path, tracking_env, data_dir):
+    out = cli("train", "--lr", "1e9", "--epochs", "3", "--data-dir", str(data_dir),
+              env=tracking_env, cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("error: training diverged at epoch")
+    runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_mlproject_names_every_train_parameter():
+    import yaml
+
+    from pipeline.config import TrainConfig
+
+    spec = yaml.safe_load(Path(ROOT, "MLproject").read_text())
+    params = spec["entry_points"]["train"]["parameters"]
+    assert set(params) == set(TrainConfig.fields()) | {"data_dir"}
+    assert all(f"{{{name}}}" in spec["entry_points"]["train"]["command"] for name in params)

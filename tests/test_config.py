@@ -1,0 +1,50 @@
+import pytest
+
+from pipeline.config import ConfigError, TrainConfig, parse_bool, parse_hidden
+
+
+def test_defaults_are_the_study_base_fcn():
+    c = TrainConfig()
+    assert (c.model, c.hidden, c.optimizer, c.lr, c.epochs, c.batch_size) == \
+        ("fcn", (300, 200), "sgd", 0.02, 50, 512)
+
+
+@pytest.mark.parametrize("text, sizes", [("300,200", (300, 200)), (" 64 , 32 ", (64, 32)),
+                                         ("", ()), ([128], (128,))])
+def test_parse_hidden(text, sizes):
+    assert parse_hidden(text) == sizes
+
+
+@pytest.mark.parametrize("value, expected", [("true", True), ("False", False), ("1", True),
+                                             ("no", False), (True, True)])
+def test_parse_bool(value, expected):
+    assert parse_bool(value) is expected
+
+
+@pytest.mark.parametrize("kwargs, names", [
+    ({"model": "resnet"}, "model: 'resnet' is not one of fcn, study_cnn"),
+    ({"optimizer": "lbfgs"}, "optimizer: 'lbfgs' is not one of sgd, momentum"),
+    ({"init": "zeros"}, "init: 'zeros' is not one of default, normal"),
+    ({"lr": 0.0}, "lr: 0.0 must be a number > 0"),
+    ({"lr": float("nan")}, "lr: nan must be a number > 0"),
+    ({"dropout": 1.0}, "dropout: 1.0 must be in [0, 1)"),
+    ({"dropout": -0.1}, "dropout: -0.1 must be in [0, 1)"),
+    ({"epochs": 0}, "epochs: 0 must be an integer >= 1"),
+    ({"batch_size": 2.5}, "batch_size: 2.5 must be an integer >= 1"),
+    ({"hidden": "300,x"}, "hidden: '300,x' is not a list of positive layer sizes"),
+    ({"hidden": "300,0"}, "hidden: '300,0' is not a list of positive layer sizes"),
+    ({"batch_norm": "maybe"}, "batch_norm: 'maybe' must be true or false"),
+    ({"weight_decay": -1.0}, "weight_decay: -1.0 must be >= 0"),
+    ({"seed": -3}, "seed: -3 must be an integer >= 0"),
+])
+def test_bad_values_name_the_parameter(kwargs, names):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(**kwargs)
+    assert str(e.value).startswith(names)
+    assert "\n" not in str(e.value)
+
+
+def test_to_dict_is_flat_and_readable():
+    d = TrainConfig(hidden=(64, 32)).to_dict()
+    assert d["hidden"] == "64,32"
+    assert set(d) == set(TrainConfig.fields())

@@ -1,0 +1,69 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.config import INITS, TrainConfig
+from pipeline.models import FCN, NORMAL_STD, StudyCNN, build_model, init_weights
+
+
+def expected_std(scheme: str, fan_in: int, fan_out: int) -> float:
+    """What each scheme's formula gives (uniform U(-b, b) has std b / sqrt(3))."""
+    return {
+        "default": 1 / math.sqrt(fan_in) / math.sqrt(3),
+        "normal": NORMAL_STD,
+        "xavier_normal": math.sqrt(2 / (fan_in + fan_out)),
+        "xavier_uniform": math.sqrt(6 / (fan_in + fan_out)) / math.sqrt(3),
+        "kaiming_uniform": math.sqrt(6 / fan_in) / math.sqrt(3),
+        "kaiming_normal": math.sqrt(2 / fan_in),
+    }[scheme]
+
+
+@pytest.mark.parametrize("model", [FCN(), FCN((64,), dropout=0.5, batch_norm=True),
+                                   FCN(()), StudyCNN(), StudyCNN(0.3, True)])
+@pytest.mark.parametrize("shape", [(5, 1, 28, 28), (5, 784)])
+def test_raw_pixels_in_ten_logits_out(model, shape):
+    x = torch.randint(0, 256, shape, dtype=torch.uint8)
+    model.eval()
+    assert model(x).shape == (5, 10)
+    assert torch.allclose(model(x), model(x.float()))  # uint8 and float pixels agree
+
+
+def test_study_cnn_is_the_study_architecture():
+    convs = [m for m in StudyCNN().modules() if isinstance(m, nn.Conv2d)]
+    linears = [m for m in StudyCNN().modules() if isinstance(m, nn.Linear)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == \
+        [(1, 32, (5, 5), (2, 2)), (32, 64, (5, 5), (2, 2))]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == \
+        [(3136, 256), (256, 128), (128, 10)]
+
+
+@pytest.mark.parametrize("scheme", INITS)
+def test_init_schemes_give_their_weight_statistics(scheme):
+    torch.manual_seed(0)
+    model = FCN((300, 200))
+    init_weights(model, scheme)
+    first = model.net[2]  # Normalize, Flatten, then the 784 -> 300 Linear
+    assert first.weight.shape == (300, 784)
+    want = expected_std(scheme, 784, 300)
+    assert first.weight.std().item() == pytest.approx(want, rel=0.03)
+    assert first.weight.mean().item() == pytest.approx(0, abs=want / 20)
+    if scheme != "default":
+        assert torch.all(first.bias == 0)
+
+
+@pytest.mark.parametrize("model_name, batch_norm", [("fcn", False), ("fcn", True),
+                                                    ("study_cnn", False), ("study_cnn", True)])
+def test_initial_loss_is_near_ln_10(model_name, batch_norm):
+    torch.manual_seed(0)
+    model = build_model(TrainConfig(model=model_name, batch_norm=batch_norm)).eval()
+    images = torch.randint(0, 256, (256, 1, 28, 28), dtype=torch.uint8)
+    loss = F.cross_entropy(model(images), torch.randint(0, 10, (256,)))
+    assert loss.item() == pytest.approx(math.log(10), abs=0.25)
+
+
+def test_normalization_travels_with_the_state_dict():
+    keys = FCN().state_dict().keys()
+    assert {"net.0.scale", "net.0.shift"} <= set(keys)

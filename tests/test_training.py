@@ -1,0 +1,73 @@
+import dataclasses
+
+import pytest
+import torch
+
+from pipeline.config import TrainConfig
+from pipeline.training import EPOCH_METRICS, Diverged, make_optimizer, train
+
+
+def without_times(history):
+    return [{k: v for k, v in h.items() if k != "epoch_time_s"} for h in history]
+
+
+def test_history_has_every_metric_every_epoch(tiny_data, tiny_config):
+    result = train(tiny_config, tiny_data)
+    assert len(result.history) == tiny_config.epochs
+    for h in result.history:
+        assert tuple(h) == EPOCH_METRICS
+        assert all(0 <= h[k] <= 1 for k in ("train_acc", "val_acc", "test_acc"))
+        assert h["epoch_time_s"] > 0
+    assert result.train_time_s >= sum(h["epoch_time_s"] for h in result.history)
+
+
+@pytest.mark.parametrize("model", ["fcn", "study_cnn"])
+def test_a_model_overfits_one_batch(tiny_data, model):
+    one_batch = dataclasses.replace(tiny_data, train=tiny_data.train)
+    config = TrainConfig(model=model, hidden=(128,), optimizer="adam", lr=2e-3,
+                         epochs=60, batch_size=64)
+    result = train(config, one_batch)
+    assert result.final["train_loss"] < 0.05
+    assert result.final["train_acc"] == 1.0
+
+
+def test_same_seed_same_history_other_seed_other_history(tiny_data, tiny_config):
+    config = dataclasses.replace(tiny_config, dropout=0.2, batch_norm=True, epochs=3)
+    a = train(config, tiny_data).history
+    b = train(config, tiny_data).history
+    c = train(dataclasses.replace(config, seed=1), tiny_data).history
+    assert without_times(a) == without_times(b)
+    assert without_times(a) != without_times(c)
+
+
+def test_callbacks_see_each_epoch_and_can_stop_training(tiny_data, tiny_config):
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def callback(end):
+        seen.append((end.epoch, end.metrics["val_acc"], end.model.training))
+        if end.epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(dataclasses.replace(tiny_config, epochs=5), tiny_data, callbacks=[callback])
+    assert [epoch for epoch, *_ in seen] == [1, 2]
+
+
+def test_a_diverging_run_raises(tiny_data):
+    config = TrainConfig(hidden=(32,), optimizer="sgd", lr=1e12, epochs=5, batch_size=16)
+    with pytest.raises(Diverged, match="diverged at epoch"):
+        train(config, tiny_data)
+
+
+@pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("momentum", torch.optim.SGD),
+                                       ("rmsprop", torch.optim.RMSprop),
+                                       ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+def test_optimizers(name, cls):
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    opt = make_optimizer(TrainConfig(optimizer=name, lr=0.1, weight_decay=1e-4), params)
+    assert type(opt) is cls
+    assert opt.defaults["lr"] == 0.1 and opt.defaults["weight_decay"] == 1e-4
+    assert opt.defaults.get("momentum", 0) == (0.9 if name == "momentum" else 0)
