@@ -33,7 +33,7 @@ data: setup
 	$(MLFLOW_RUN) -e prepare
 
 main: data
-	$(MLFLOW_RUN) -e train
+	$(MLFLOW_RUN) -e tune
 
 test: setup
 	$(PY) -m pytest -q

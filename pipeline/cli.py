@@ -75,6 +75,79 @@ def train(
           f"{tracking.tracking_uri()}")
 
 
+SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+DEFAULT_SPACE = {"fcn": "fcn.yaml", "study_cnn": "cnn.yaml"}
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+Pruner = StrEnum("Pruner", {p: p for p in ("median", "hyperband", "none")})
+
+
+@app.command()
+def tune(
+    model: Annotated[Model, typer.Option(help="The network every trial trains.")] = Model.fcn,
+    space: Annotated[str, typer.Option(
+        help="Search-space YAML; empty: search_spaces/fcn.yaml or cnn.yaml by model.")] = "",
+    n_trials: Annotated[int, typer.Option(help="Trials to add in this call (0: no limit).")] = 30,
+    timeout: Annotated[float, typer.Option(
+        help="Seconds after which no new trial starts (0: no limit).")] = 540,
+    epochs: Annotated[int, typer.Option(help="Epochs per trial (pruning may stop earlier).")]
+    = 15,
+    study_name: Annotated[str, typer.Option(
+        help="Optuna study; empty: the model name. The same name resumes the study.")] = "",
+    storage: Annotated[str, typer.Option(
+        help="Optuna storage: an RDB URL (sqlite:///, postgresql://, mysql://) or a journal "
+             "file path.")] = DEFAULT_STORAGE,
+    seed: Annotated[int, typer.Option(help="Seeds the sampler and every trial's training.")] = 0,
+    pruner: Annotated[Pruner, typer.Option(help="Stops poor trials early on val_acc.")]
+    = Pruner.median,
+    data_dir: DataDir = Path("data"),
+) -> None:
+    """Run (or resume) an Optuna study; each trial is a nested MLflow run; register the best."""
+    from pipeline.config import ConfigError
+    from pipeline.search_space import load_space
+
+    for name, value, low in (("n_trials", n_trials, 0), ("timeout", timeout, 0),
+                             ("epochs", epochs, 1), ("seed", seed, 0)):
+        if value < low:
+            raise ConfigError(f"{name}: {value} must be >= {low}")
+    if n_trials == 0 and timeout == 0:
+        raise ConfigError("n_trials and timeout are both 0: the study would never end; "
+                          "set one of them")
+    search_space = load_space(Path(space) if space else SPACES / DEFAULT_SPACE[model.value])
+    from pipeline import data, tracking, tuning
+
+    settings = tuning.TuneSettings(
+        model=model.value, space=search_space, study_name=study_name or model.value,
+        storage=storage, n_trials=n_trials or None, timeout=timeout or None, epochs=epochs,
+        seed=seed, pruner=pruner.value)
+    dataset = data.load(data_dir)
+    study = tuning.open_study(settings)  # storage errors surface before any MLflow write
+    tracking.configure()
+    try:
+        study = tuning.tune(settings, dataset, study)
+    except KeyboardInterrupt:
+        raise UserError("interrupted: the running trial ends FAIL and its MLflow run KILLED; "
+                        "run the same command again to resume the study") from None
+    print(tuning.summary(study))
+    print(f"Look at it: mlflow ui --backend-store-uri {tracking.tracking_uri()}  and  "
+          f"python -m pipeline dashboard --storage {tuning.mask_password(storage)}")
+
+
+@app.command()
+def dashboard(
+    storage: Annotated[str, typer.Option(help="The study storage that tune used.")]
+    = DEFAULT_STORAGE,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the web page.")] = 8080,
+) -> None:
+    """Start optuna-dashboard on a study storage (open http://HOST:PORT; Ctrl-C stops it)."""
+    from optuna_dashboard import run_server
+
+    from pipeline.tuning import make_storage
+
+    print(f"optuna-dashboard on http://{host}:{port} for {storage} (Ctrl-C stops it)")
+    run_server(make_storage(storage), host=host, port=port)
+
+
 def main() -> None:
     """Entry point: typer in non-standalone mode, so every error becomes one line."""
     try:

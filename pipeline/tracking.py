@@ -11,6 +11,7 @@ import importlib.metadata
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -35,6 +36,7 @@ def configure() -> None:
     `mlflow run` has already created the run (MLFLOW_RUN_ID) in its own experiment: calling
     set_experiment then would clash with that run, so we only set it for direct CLI calls.
     """
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # noise in logs
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
     if not os.environ.get("MLFLOW_RUN_ID"):
@@ -52,23 +54,45 @@ def log_files(paths: list[Path], artifact_path: str) -> None:
 
 
 def train_run(config: TrainConfig, data: FashionMNIST, *, log_model: bool = False,
-              nested: bool = False, callbacks: tuple[Callback, ...] = (),
-              tags: dict[str, str] | None = None) -> tuple[str, TrainResult]:
+              confusion: bool = True, nested: bool = False, callbacks: tuple[Callback, ...] = (),
+              tags: dict[str, str] | None = None, run_name: str | None = None,
+              finished_on: tuple[type[BaseException], ...] = (),
+              on_start: Callable[[str], None] | None = None) -> tuple[str, TrainResult]:
     """Train `config` inside one MLflow run (the active one under `mlflow run`).
 
-    The run ends FINISHED, or FAILED if training raises (divergence, a pruning callback, Ctrl-C).
+    The run ends FINISHED; KILLED on Ctrl-C; FAILED on any other exception, except those in
+    `finished_on` (a pruned trial is a normal end). A stopped run still gets its curves.
+    `on_start` receives the run id as soon as the run exists.
     """
-    # A readable name in the UI; under `mlflow run` the run exists and keeps its own name.
-    name = None if os.environ.get("MLFLOW_RUN_ID") and not nested else describe(config)
-    with mlflow.start_run(nested=nested, run_name=name, tags=tags) as run:
-        run_id = run.info.run_id
+    if run_name is None and not (os.environ.get("MLFLOW_RUN_ID") and not nested):
+        run_name = describe(config)  # under `mlflow run` the run exists and keeps its name
+    run = mlflow.start_run(nested=nested, run_name=run_name, tags=tags)
+    run_id = run.info.run_id
+    history: list[dict[str, float]] = []
+    status = "FAILED"
+    try:
+        if on_start:
+            on_start(run_id)
         log_config(config)
         log_dataset(data)
-        result = train(config, data, callbacks=(MetricsLogger(run_id), *callbacks))
-        log_results(data, result, describe(config))
+        result = train(config, data, callbacks=(lambda end: history.append(end.metrics),
+                                                MetricsLogger(run_id), *callbacks))
+        log_results(data, result, describe(config), confusion)
         if log_model:
             save_model(result.model, data.test.images)
-    return run_id, result
+        status = "FINISHED"
+        return run_id, result
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except finished_on:
+        status = "FINISHED"
+        raise
+    finally:
+        if history and status != "KILLED" and len(history) < config.epochs:
+            mlflow.log_figure(plots.curves(history, f"{describe(config)} (stopped at epoch "
+                                                    f"{len(history)})"), "curves.png")
+        mlflow.end_run(status)
 
 
 class MetricsLogger:
@@ -121,16 +145,26 @@ def confusion_counts(model: torch.nn.Module, split: Split) -> np.ndarray:
     return torch.bincount(split.labels * k + pred, minlength=k * k).reshape(k, k).cpu().numpy()
 
 
-def log_results(data: FashionMNIST, result: TrainResult, title: str) -> None:
-    """Total time, curves and test confusion matrix of a finished training."""
+def log_results(data: FashionMNIST, result: TrainResult, title: str,
+                confusion: bool = True) -> None:
+    """Total time, curves and (optionally: it takes a second or two) the test confusion matrix."""
     mlflow.log_metric(TRAIN_TIME, result.train_time_s)
     mlflow.log_figure(plots.curves(result.history, title), "curves.png")
-    counts = confusion_counts(result.model, data.test.to(next(result.model.parameters()).device))
+    if confusion:
+        log_confusion(result.model, data, title)
+
+
+def log_confusion(model: torch.nn.Module, data: FashionMNIST, title: str) -> None:
+    counts = confusion_counts(model, data.test.to(next(model.parameters()).device))
     mlflow.log_figure(plots.confusion(counts, title), "confusion_matrix.png")
 
 
 def save_model(model: torch.nn.Module, sample: torch.Tensor, **kwargs):
-    """Log a model that takes raw float pixels (N, 1, 28, 28) and returns 10 logits."""
+    """Log a model that takes raw float32 pixels (N, 1, 28, 28) in 0..255 and returns 10 logits.
+
+    MLflow's default "pt2" format stores the exported graph (torch.export), not pickled code:
+    loading it needs neither this package nor trust in the file.
+    """
     model = model.to("cpu").eval()
     example = sample[:5].float().cpu().numpy()
     with torch.inference_mode():
@@ -140,7 +174,7 @@ def save_model(model: torch.nn.Module, sample: torch.Tensor, **kwargs):
                     for name in ("torch", "torchvision", "mlflow", "numpy")]
     return mlflow.pytorch.log_model(model, name="model", signature=signature,
                                     input_example=example, pip_requirements=requirements,
-                                    code_paths=[str(PACKAGE_DIR)], **kwargs)
+                                    **kwargs)
 
 
 def describe(config: TrainConfig) -> str:

@@ -63,3 +63,51 @@ def test_mlflow_run_train_entry_point(tmp_path, tracking_env, data_dir):
     assert run.info.status == "FINISHED"
     assert run.data.params["hidden"] == "64" and run.data.params["lr"] == "1e-3"
     assert "val_acc" in run.data.metrics and run.data.tags["mlflow.project.entryPoint"] == "train"
+
+
+SMALL_FCN_SPACE = """
+lr: {type: float, low: 5.0e-4, high: 5.0e-3, log: true}
+optimizer: {type: categorical, choices: [adam, adamw]}
+dropout: {type: float, low: 0.0, high: 0.2}
+init: {type: categorical, choices: [default, kaiming_uniform]}
+batch_norm: {type: categorical, choices: [false, true]}
+hidden: {type: layers, depth: [1, 2], width: {low: 64, high: 256, log: true}}
+batch_size: 512
+"""
+
+
+def test_mlflow_run_tune_nests_trials_under_the_project_run_and_resumes(tmp_path, tracking_env,
+                                                                        data_dir):
+    import subprocess
+
+    import optuna
+
+    space = tmp_path / "small.yaml"
+    space.write_text(SMALL_FCN_SPACE)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def mlflow_run_tune():
+        out = subprocess.run(
+            ["mlflow", "run", str(ROOT), "-e", "tune", "--env-manager", "local",
+             "--experiment-name", "tests", "-P", "n_trials=2", "-P", "epochs=2",
+             "-P", f"space={space}", "-P", f"storage={storage}", "-P", "study_name=e2e",
+             "-P", f"data_dir={data_dir}"],
+            env=tracking_env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stderr[-3000:]
+
+    mlflow_run_tune()
+    mlflow_run_tune()  # the same study name resumes: 2 more trials
+    study = optuna.load_study(study_name="e2e", storage=storage)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
+    parents = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "tune"]
+    assert len(parents) == 2 and {p.info.status for p in parents} == {"FINISHED"}
+    children = [r for r in runs if "trial_number" in r.data.tags]
+    assert sorted(int(c.data.tags["trial_number"]) for c in children) == [0, 1, 2, 3]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == \
+        {p.info.run_id for p in parents}
+    assert all(c.data.metrics["val_acc"] > 0.7 for c in children
+               if c.data.tags["trial_state"] == "COMPLETE")
+    champion = mlflow.MlflowClient().get_model_version_by_alias("fashion-mnist-fcn", "champion")
+    assert champion.tags["trial_number"] == str(study.best_trial.number)
+    assert float(champion.tags["test_acc"]) > 0.7

@@ -1,0 +1,192 @@
+"""Optuna search spaces as data: read and validate `search_spaces/*.yaml`, sample a TrainConfig.
+
+The grammar (one YAML mapping; keys are `train` parameters, so a trial is just a train config):
+
+    lr:         {type: float, low: 1.0e-4, high: 0.3, log: true}    # optional step (not with log)
+    batch_size: {type: int, low: 128, high: 512, step: 128}          # optional step or log
+    optimizer:  {type: categorical, choices: [sgd, adam]}
+    hidden:     {type: layers, depth: [1, 3], width: {low: 64, high: 1024, log: true}}
+    weight_decay: 0.0                                                # a fixed value
+    init:       {type: fixed, value: kaiming_uniform}                # the same, spelled out
+
+`layers` samples a depth, then one width per layer (Optuna params `n_layers`, `width_1`, ...).
+`model`, `epochs` and `seed` are not part of a space: `tune` sets them. `load_space` rejects a
+malformed file with one line naming the file, the key and what is wrong, before any trial runs.
+
+Imports optuna only for type hints: sampling takes any object with Optuna's `suggest_*` methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import ConfigError, TrainConfig, UserError
+
+TYPES = ("float", "int", "categorical", "layers", "fixed")
+SET_BY_TUNE = ("model", "epochs", "seed")
+SEARCHABLE = tuple(f for f in TrainConfig.fields() if f not in SET_BY_TUNE)
+SPEC_KEYS = {
+    "float": {"type", "low", "high", "log", "step"},
+    "int": {"type", "low", "high", "log", "step"},
+    "categorical": {"type", "choices"},
+    "layers": {"type", "depth", "width"},
+    "fixed": {"type", "value"},
+}
+
+
+class SpaceError(UserError):
+    """A malformed search-space file."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str  # one of TYPES
+    spec: dict[str, Any]  # validated bounds / choices / value
+
+    def suggest(self, trial) -> Any:
+        s = self.spec
+        if self.kind == "float":
+            return trial.suggest_float(self.name, s["low"], s["high"], log=s["log"],
+                                       step=s["step"])
+        if self.kind == "int":
+            return trial.suggest_int(self.name, s["low"], s["high"], log=s["log"],
+                                     step=s["step"] or 1)
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.name, s["choices"])
+        if self.kind == "layers":
+            depth = trial.suggest_int("n_layers", *s["depth"])
+            w = s["width"]
+            return tuple(trial.suggest_int(f"width_{i}", w["low"], w["high"], log=w["log"],
+                                           step=w["step"] or 1) for i in range(1, depth + 1))
+        return s["value"]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    path: Path
+    params: tuple[Param, ...]
+
+    def sample(self, trial, **set_by_tune: Any) -> TrainConfig:
+        """A TrainConfig from the trial's suggestions plus tune's model, epochs and seed."""
+        values = {p.name: p.suggest(trial) for p in self.params}
+        return TrainConfig(**values, **set_by_tune)
+
+    @property
+    def searched(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params if p.kind != "fixed")
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate one search-space file; every problem is a one-line SpaceError."""
+    import yaml
+
+    path = Path(path)
+    where = path.name
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpaceError(f"{path}: no such search-space file; see search_spaces/ for the "
+                         "shipped ones") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise SpaceError(f"{where}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict) or not raw:
+        raise SpaceError(f"{where}: must be a non-empty mapping of train parameters to specs")
+    params = tuple(_param(where, str(name), spec) for name, spec in raw.items())
+    if not any(p.kind != "fixed" for p in params):
+        raise SpaceError(f"{where}: searches nothing; give at least one parameter a type")
+    return SearchSpace(path, params)
+
+
+def _param(where: str, name: str, spec: Any) -> Param:
+    def fail(message: str) -> SpaceError:
+        return SpaceError(f"{where}: {name}: {message}")
+
+    if name in SET_BY_TUNE:
+        raise fail(f"is set by tune (--{name}), not by the search space; remove it")
+    if name not in SEARCHABLE:
+        raise fail(f"unknown parameter; use one of {', '.join(SEARCHABLE)}")
+    if not isinstance(spec, dict):
+        spec = {"type": "fixed", "value": spec}
+    kind = spec.get("type")
+    if kind not in TYPES:
+        raise fail(f"unknown type {kind!r}; use one of {', '.join(TYPES)}")
+    unknown = set(spec) - SPEC_KEYS[kind]
+    if unknown:
+        raise fail(f"unknown key(s) {', '.join(sorted(unknown))} for type {kind}; "
+                   f"allowed: {', '.join(sorted(SPEC_KEYS[kind]))}")
+    if kind in ("float", "int"):
+        spec = _range(fail, spec, kind)
+        _check_values(fail, name, [spec["low"], spec["high"]])
+    elif kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise fail("choices must be a non-empty list")
+        if name == "hidden":  # Optuna stores str, int, float, bool or None: widths as "300,200"
+            choices = [",".join(map(str, c)) if isinstance(c, list) else c for c in choices]
+        if any(not isinstance(c, (str, int, float, bool)) for c in choices):
+            raise fail("choices must be strings, numbers or booleans")
+        if len(set(map(repr, choices))) != len(choices):
+            raise fail("choices repeat a value")
+        _check_values(fail, name, choices)
+        spec = {"choices": choices}
+    elif kind == "layers":
+        if name != "hidden":
+            raise fail("type layers is only for hidden")
+        depth = spec.get("depth")
+        if not (isinstance(depth, list) and len(depth) == 2
+                and all(isinstance(d, int) and not isinstance(d, bool) for d in depth)
+                and 1 <= depth[0] <= depth[1]):
+            raise fail("depth must be [low, high] with integers 1 <= low <= high")
+        width = spec.get("width")
+        if not isinstance(width, dict) or set(width) - {"low", "high", "log", "step"}:
+            raise fail("width must be a mapping with low, high and optional log / step")
+        width = _range(lambda m: fail(f"width: {m}"), {**width, "type": "int"}, "int")
+        if width["low"] < 1:
+            raise fail("width: low must be >= 1")
+        spec = {"depth": depth, "width": width}
+    else:
+        if "value" not in spec:
+            raise fail("a fixed parameter needs a value")
+        _check_values(fail, name, [spec["value"]])
+        spec = {"value": spec["value"]}
+    return Param(name, kind, spec)
+
+
+def _range(fail, spec: dict, kind: str) -> dict:
+    number = int if kind == "int" else (int, float)
+    low, high, log, step = spec.get("low"), spec.get("high"), spec.get("log", False), \
+        spec.get("step")
+    for key, value in (("low", low), ("high", high)):
+        if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value):
+            raise fail(f"{key} must be {'an integer' if kind == 'int' else 'a number'}, "
+                       f"got {value!r}")
+    if low > high:
+        raise fail(f"low ({low}) is greater than high ({high})")
+    if not isinstance(log, bool):
+        raise fail(f"log must be true or false, got {log!r}")
+    if log and low <= 0:
+        raise fail(f"log scale needs low > 0, got {low}")
+    if step is not None:
+        if isinstance(step, bool) or not isinstance(step, number) or step <= 0:
+            raise fail(f"step must be a positive {'integer' if kind == 'int' else 'number'}")
+        if log:
+            raise fail("step and log cannot be combined (Optuna samples one or the other)")
+    return {"low": low, "high": high, "log": log, "step": step}
+
+
+def _check_values(fail, name: str, values: list) -> None:
+    """Each value must make a valid TrainConfig: catches 'lbfgs', dropout 1.5, lr -1 ..."""
+    for value in values:
+        try:
+            dataclasses.replace(TrainConfig(), **{name: value})
+        except ConfigError as e:
+            raise fail(f"value {value!r} is invalid: {e}") from None
+        except TypeError:
+            raise fail(f"value {value!r} has the wrong type") from None

@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import optuna
+import pytest
+
+from pipeline.config import TrainConfig
+from pipeline.search_space import SpaceError, load_space
+from pipeline.training import train
+from tests.conftest import ROOT
+
+SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
+
+
+def test_the_shipped_spaces_exist():
+    assert {p.name for p in SPACES} >= {"fcn.yaml", "cnn.yaml"}
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
+def test_every_space_parses_and_covers_the_study_knobs(path):
+    space = load_space(path)
+    assert {"lr", "optimizer", "dropout", "init", "batch_norm"} <= set(space.searched)
+    lr = next(p for p in space.params if p.name == "lr")
+    assert lr.spec["log"] is True
+    optimizers = next(p for p in space.params if p.name == "optimizer").spec["choices"]
+    assert set(optimizers) == {"sgd", "momentum", "rmsprop", "adam", "adamw"}
+
+
+def test_the_fcn_space_searches_depth_and_widths():
+    hidden = next(p for p in load_space(ROOT / "search_spaces/fcn.yaml").params
+                  if p.name == "hidden")
+    assert hidden.kind == "layers" and hidden.spec["depth"][1] > hidden.spec["depth"][0]
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
+def test_every_sampled_config_trains_for_a_step(path, tiny_data):
+    space = load_space(path)
+    model = "study_cnn" if path.name == "cnn.yaml" else "fcn"
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(4):
+        config = space.sample(study.ask(), model=model, epochs=1, seed=0)
+        assert isinstance(config, TrainConfig) and config.model == model
+        result = train(config, tiny_data)  # batch sizes above 64 train one batch of 64
+        assert len(result.history) == 1
+
+
+BAD = {
+    "unknown type": ("lr: {type: floaty, low: 0.1, high: 1}", "lr: unknown type 'floaty'"),
+    "low > high": ("lr: {type: float, low: 0.1, high: 0.01}", "lr: low (0.1) is greater than high"),
+    "log with low 0": ("lr: {type: float, low: 0, high: 0.1, log: true}",
+                       "lr: log scale needs low > 0"),
+    "unknown parameter": ("lrr: {type: float, low: 0.1, high: 1}", "lrr: unknown parameter"),
+    "set by tune": ("epochs: {type: int, low: 1, high: 5}", "epochs: is set by tune"),
+    "empty choices": ("optimizer: {type: categorical, choices: []}",
+                      "optimizer: choices must be a non-empty list"),
+    "bad choice": ("optimizer: {type: categorical, choices: [sgd, lbfgs]}",
+                   "optimizer: value 'lbfgs' is invalid"),
+    "bad YAML": ("lr: {type: float, low: 0.1\nhigh", "not valid YAML at line"),
+    "not a mapping": ("- lr\n- dropout", "must be a non-empty mapping"),
+    "unknown key": ("lr: {type: float, low: 0.1, high: 1, lg: true}", "lr: unknown key(s) lg"),
+    "out of range": ("dropout: {type: float, low: 0.0, high: 1.5}",
+                     "dropout: value 1.5 is invalid"),
+    "int bounds": ("batch_size: {type: int, low: 64.5, high: 512}",
+                   "batch_size: low must be an integer"),
+    "layers depth": ("hidden: {type: layers, depth: [0, 2], width: {low: 8, high: 64}}",
+                     "hidden: depth must be [low, high]"),
+    "searches nothing": ("lr: 0.1", "searches nothing"),
+    "fixed without value": ("lr: {type: fixed}", "lr: a fixed parameter needs a value"),
+}
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+def test_a_malformed_space_is_one_line_naming_file_and_key(case, tmp_path):
+    text, message = BAD[case]
+    path = tmp_path / "broken.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(SpaceError) as e:
+        load_space(path)
+    assert str(e.value).startswith("broken.yaml: ") and message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_a_missing_space_file_is_an_error(tmp_path):
+    with pytest.raises(SpaceError, match="no such search-space file"):
+        load_space(Path(tmp_path / "nope.yaml"))

@@ -1,0 +1,138 @@
+"""tune on tiny synthetic data with private stores: runs, tags, states, resume, failures."""
+
+import mlflow
+import optuna
+import pytest
+
+from pipeline import tuning
+from pipeline.search_space import load_space
+
+SMALL_SPACE = """
+lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
+optimizer: {type: categorical, choices: [adam, sgd]}
+dropout: {type: float, low: 0.0, high: 0.3}
+hidden: {type: layers, depth: [1, 2], width: {low: 8, high: 32, log: true}}
+batch_size: 32
+"""
+
+
+@pytest.fixture
+def settings(tmp_path, tracking_env):
+    def make(space_text=SMALL_SPACE, n_trials=3, pruner="median", study_name="s"):
+        path = tmp_path / "space.yaml"
+        path.write_text(space_text)
+        mlflow.set_experiment("tests")
+        return tuning.TuneSettings(model="fcn", space=load_space(path), study_name=study_name,
+                                   storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+                                   n_trials=n_trials, timeout=None, epochs=2, seed=0,
+                                   pruner=pruner)
+    return make
+
+
+def runs():
+    return mlflow.search_runs(experiment_names=["tests"], output_format="list")
+
+
+def children_of(parent_id):
+    return [r for r in runs() if r.data.tags.get("mlflow.parentRunId") == parent_id]
+
+
+def test_a_study_leaves_one_parent_and_a_child_run_per_trial(settings, tiny_data):
+    s = settings()
+    study = tuning.tune(s, tiny_data)
+    assert len(study.trials) == 3
+    parents = [r for r in runs() if r.data.tags.get("tune_parent") == "true"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["study_name"] == "s"
+    assert parent.data.metrics["best_val_acc"] == pytest.approx(study.best_value)
+    assert {f"best_{k}" for k in study.best_params} <= set(parent.data.params)
+    client = mlflow.MlflowClient()
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"trials.csv", "space.yaml", "optuna", "confusion_matrix.png"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "optuna")}
+    assert {"optuna/optimization_history.png", "optuna/intermediate_values.png",
+            "optuna/param_importances.png", "optuna/parallel_coordinate.png"} <= plots
+
+    children = children_of(parent.info.run_id)
+    assert sorted(int(c.data.tags["trial_number"]) for c in children) == [0, 1, 2]
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["trial_state"] == "COMPLETE"
+        assert child.data.tags["study_name"] == "s"
+        assert "lr" in child.data.params and "val_acc" in child.data.metrics
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")] == [1, 2]
+        child_artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"curves.png", tuning.STATE_FILE} <= child_artifacts
+
+    champion = client.get_model_version_by_alias("fashion-mnist-fcn", "champion")
+    assert champion.tags["trial_number"] == str(study.best_trial.number)
+    model = mlflow.pytorch.load_model("models:/fashion-mnist-fcn@champion")
+    assert model(tiny_data.test.images.float()).shape == (32, 10)
+
+
+def test_the_same_name_resumes_the_study_with_new_configs(settings, tiny_data):
+    s = settings(n_trials=2)
+    first = tuning.tune(s, tiny_data)
+    second = tuning.tune(s, tiny_data)
+    assert len(second.trials) == 4 and second.trials[0].params == first.trials[0].params
+    params = [tuple(sorted(t.params.items())) for t in second.trials]
+    assert len(set(params)) == 4  # the resumed sampler does not replay the first configs
+    assert len([r for r in runs() if r.data.tags.get("tune_parent") == "true"]) == 2
+
+
+def test_pruned_trials_are_visible_as_pruned(settings, tiny_data, monkeypatch):
+    monkeypatch.setattr(tuning, "make_pruner",
+                        lambda name: optuna.pruners.ThresholdPruner(lower=1.01))
+    study = tuning.tune(settings(n_trials=2), tiny_data)
+    assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
+    children = [r for r in runs() if "trial_number" in r.data.tags]
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert {c.data.tags["trial_state"] for c in children} == {"PRUNED"}
+    assert all("pruned at epoch 1" in c.data.tags["trial_reason"] for c in children)
+
+
+def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(settings, tiny_data):
+    space = "lr: {type: categorical, choices: [1.0e+12]}\noptimizer: sgd\nbatch_size: 32\n"
+    study = tuning.tune(settings(space_text=space, n_trials=2), tiny_data)
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    assert all("diverged" in t.user_attrs["fail_reason"] for t in study.trials)
+    children = [r for r in runs() if "trial_number" in r.data.tags]
+    assert len(children) == 2
+    assert {c.info.status for c in children} == {"FAILED"}
+    assert all("diverged" in c.data.tags["trial_reason"] for c in children)
+    parent = next(r for r in runs() if r.data.tags.get("tune_parent") == "true")
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_fail"] == 2
+
+
+def test_ctrl_c_leaves_nothing_running_and_the_next_call_resumes(settings, tiny_data,
+                                                                 monkeypatch):
+    s = settings(n_trials=3)
+
+    def interrupt(self, end):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(tuning.PruneOnValAcc, "__call__", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            tuning.tune(s, tiny_data)
+    assert mlflow.active_run() is None
+    statuses = {r.info.status for r in runs()}
+    assert statuses == {"KILLED"}  # the parent and the interrupted trial's child
+    study = tuning.tune(s, tiny_data)
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
+    assert "RUNNING" not in {r.info.status for r in runs()}
+
+
+def test_an_existing_study_with_another_direction_is_refused(settings):
+    s = settings()
+    optuna.create_study(study_name="s", storage=s.storage, direction="minimize")
+    with pytest.raises(tuning.UserError, match="direction MINIMIZE"):
+        tuning.open_study(s)
+
+
+def test_passwords_never_reach_the_logs():
+    assert tuning.mask_password("postgresql://u:secret@db:5432/optuna") == \
+        "postgresql://u:***@db:5432/optuna"
+    assert tuning.mask_password("sqlite:///optuna.db") == "sqlite:///optuna.db"
