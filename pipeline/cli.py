@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.config import INITS, MODELS, OPTIMIZERS, TrainConfig, UserError
+from pipeline.config import INITS, MODELS, OPTIMIZERS, SCHEDULES, TrainConfig, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, tune and compare PyTorch networks on FashionMNIST, "
@@ -23,6 +23,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 Model = StrEnum("Model", {m: m for m in MODELS})
 Optimizer = StrEnum("Optimizer", {o: o for o in OPTIMIZERS})
 Init = StrEnum("Init", {i: i for i in INITS})
+Schedule = StrEnum("Schedule", {s: s for s in SCHEDULES})
 
 DataDir = Annotated[Path, typer.Option(help="Folder of the IDX files and the tensor cache.")]
 
@@ -57,13 +58,17 @@ def train(
     batch_norm: Annotated[str, typer.Option(metavar="true|false",
                                             help="Batch norm after each hidden layer.")] = "false",
     weight_decay: Annotated[float, typer.Option(help="L2 penalty (>= 0).")] = 0.0,
+    schedule: Annotated[Schedule, typer.Option(
+        help="Learning rate over time: constant, or 1-epoch warm-up then cosine decay.")]
+    = Schedule.constant,
     seed: Annotated[int, typer.Option(help="Seeds weights, dropout and batch order.")] = 0,
     data_dir: DataDir = Path("data"),
 ) -> None:
     """Train one model as one MLflow run: per-epoch metrics, curves, confusion matrix, model."""
     config = TrainConfig(model=model.value, hidden=hidden, optimizer=optimizer.value, lr=lr,
                          epochs=epochs, batch_size=batch_size, dropout=dropout, init=init.value,
-                         batch_norm=batch_norm, weight_decay=weight_decay, seed=seed)
+                         batch_norm=batch_norm, weight_decay=weight_decay,
+                         schedule=schedule.value, seed=seed)
     from pipeline import data, tracking
 
     dataset = data.load(data_dir)  # before any run exists: a data error writes nothing
@@ -90,7 +95,7 @@ def tune(
     timeout: Annotated[float, typer.Option(
         help="Seconds after which no new trial starts (0: no limit).")] = 540,
     epochs: Annotated[int, typer.Option(help="Epochs per trial (pruning may stop earlier).")]
-    = 15,
+    = 20,
     study_name: Annotated[str, typer.Option(
         help="Optuna study; empty: the model name. The same name resumes the study.")] = "",
     storage: Annotated[str, typer.Option(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 MODELS = ("fcn", "study_cnn")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
+SCHEDULES = ("constant", "cosine")
 INITS = ("default", "normal", "xavier_normal", "xavier_uniform", "kaiming_uniform", "kaiming_normal")
 
 
@@ -63,6 +64,7 @@ class TrainConfig:
     init: str = "default"  # "default" keeps PyTorch's own (Kaiming-uniform with a=sqrt(5)) init
     batch_norm: bool = False
     weight_decay: float = 0.0
+    schedule: str = "constant"  # the study's; "cosine": 1 warm-up epoch, then cosine decay to 0
     seed: int = 0
 
     def __post_init__(self):
@@ -71,6 +73,7 @@ class TrainConfig:
         _check_choice("model", self.model, MODELS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("init", self.init, INITS)
+        _check_choice("schedule", self.schedule, SCHEDULES)
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr: {self.lr!r} must be a number > 0, such as 0.02")
         if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):

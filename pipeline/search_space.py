@@ -10,6 +10,13 @@ The grammar (one YAML mapping; keys are `train` parameters, so a trial is just a
     init:       {type: fixed, value: kaiming_uniform}                # the same, spelled out
 
 `layers` samples a depth, then one width per layer (Optuna params `n_layers`, `width_1`, ...).
+
+One reserved key, `enqueue`, lists known configurations that a new study tries first (Optuna's
+`enqueue_trial`), so the search starts from them and compares against them:
+
+    enqueue:
+      - {optimizer: adam, lr: 8.0e-5, hidden: [300, 200]}   # unlisted params are sampled
+
 `model`, `epochs` and `seed` are not part of a space: `tune` sets them. `load_space` rejects a
 malformed file with one line naming the file, the key and what is wrong, before any trial runs.
 
@@ -70,6 +77,7 @@ class Param:
 class SearchSpace:
     path: Path
     params: tuple[Param, ...]
+    enqueue: tuple[dict[str, Any], ...] = ()  # Optuna param dicts, ready for enqueue_trial
 
     def sample(self, trial, **set_by_tune: Any) -> TrainConfig:
         """A TrainConfig from the trial's suggestions plus tune's model, epochs and seed."""
@@ -98,10 +106,52 @@ def load_space(path: str | Path) -> SearchSpace:
         raise SpaceError(f"{where}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
     if not isinstance(raw, dict) or not raw:
         raise SpaceError(f"{where}: must be a non-empty mapping of train parameters to specs")
+    starts = raw.pop("enqueue", [])
     params = tuple(_param(where, str(name), spec) for name, spec in raw.items())
     if not any(p.kind != "fixed" for p in params):
         raise SpaceError(f"{where}: searches nothing; give at least one parameter a type")
-    return SearchSpace(path, params)
+    if not isinstance(starts, list):
+        raise SpaceError(f"{where}: enqueue: must be a list of parameter mappings")
+    enqueue = tuple(_start(where, i, start, params) for i, start in enumerate(starts, 1))
+    return SearchSpace(path, params, enqueue)
+
+
+def _start(where: str, index: int, start: Any, params: tuple[Param, ...]) -> dict[str, Any]:
+    """One enqueued configuration as Optuna params, each value checked against its spec."""
+    def fail(message: str) -> SpaceError:
+        return SpaceError(f"{where}: enqueue #{index}: {message}")
+
+    if not isinstance(start, dict) or not start:
+        raise fail("must be a non-empty mapping of searched parameters to values")
+    by_name = {p.name: p for p in params if p.kind != "fixed"}
+    out: dict[str, Any] = {}
+    for name, value in start.items():
+        param = by_name.get(name)
+        if param is None:
+            raise fail(f"{name} is not a searched parameter of this space")
+        s = param.spec
+        if param.kind == "layers":
+            sizes = value if isinstance(value, list) else None
+            ok = (sizes and s["depth"][0] <= len(sizes) <= s["depth"][1]
+                  and all(isinstance(w, int) and s["width"]["low"] <= w <= s["width"]["high"]
+                          for w in sizes))
+            if not ok:
+                raise fail(f"hidden: {value!r} is outside depth {s['depth']} or widths "
+                           f"[{s['width']['low']}, {s['width']['high']}]")
+            out["n_layers"] = len(sizes)
+            out.update({f"width_{i}": w for i, w in enumerate(sizes, 1)})
+            continue
+        if param.kind == "categorical":
+            if name == "hidden" and isinstance(value, list):
+                value = ",".join(map(str, value))
+            ok = value in s["choices"]
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and s["low"] <= value <= s["high"]
+        if not ok:
+            raise fail(f"{name}: {value!r} is outside the space")
+        out[name] = value
+    return out
 
 
 def _param(where: str, name: str, spec: Any) -> Param:

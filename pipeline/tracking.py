@@ -64,10 +64,12 @@ def train_run(config: TrainConfig, data: FashionMNIST, *, log_model: bool = Fals
     `finished_on` (a pruned trial is a normal end). A stopped run still gets its curves.
     `on_start` receives the run id as soon as the run exists.
     """
-    if run_name is None and not (os.environ.get("MLFLOW_RUN_ID") and not nested):
-        run_name = describe(config)  # under `mlflow run` the run exists and keeps its name
-    run = mlflow.start_run(nested=nested, run_name=run_name, tags=tags)
+    resumed = bool(os.environ.get("MLFLOW_RUN_ID")) and not nested  # `mlflow run` made it
+    run_name = run_name or describe(config)
+    run = mlflow.start_run(nested=nested, run_name=None if resumed else run_name, tags=tags)
     run_id = run.info.run_id
+    if resumed:
+        mlflow.set_tag("mlflow.runName", run_name)  # a readable name instead of a random one
     history: list[dict[str, float]] = []
     status = "FAILED"
     try:
@@ -184,4 +186,5 @@ def describe(config: TrainConfig) -> str:
     extras = [f"dropout {config.dropout:g}"] if config.dropout else []
     extras += ["batch norm"] if config.batch_norm else []
     extras += [f"init {config.init}"] if config.init != "default" else []
+    extras += [f"{config.schedule} schedule"] if config.schedule != "constant" else []
     return ", ".join([f"{arch}: {config.optimizer} lr {config.lr:g}", *extras])

@@ -82,6 +82,23 @@ def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
 
 
+def make_schedule(config: TrainConfig, optimizer: torch.optim.Optimizer,
+                  steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-step learning-rate factor: constant, or linear warm-up for one epoch (large
+    early steps of adaptive optimizers are the usual divergence) then cosine decay to zero."""
+    if config.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    warmup = steps_per_epoch if config.epochs > 1 else 0
+    total = config.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 @torch.inference_mode()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
     """Logits for `images`, in eval mode (dropout off, batch norm on running statistics)."""
@@ -109,6 +126,7 @@ def train(config: TrainConfig, data: FashionMNIST, callbacks: Sequence[Callback]
     # Drop the last partial batch (a fresh permutation each epoch still shows every image):
     # all steps then have the same size, and batch norm never sees a batch of one.
     n_batches = max(n // config.batch_size, 1)
+    schedule = make_schedule(config, optimizer, n_batches)
     result = TrainResult(model)
 
     from tqdm import tqdm  # a progress bar on terminals, silent in CI and under MLflow's capture
@@ -131,6 +149,7 @@ def train(config: TrainConfig, data: FashionMNIST, callbacks: Sequence[Callback]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
             # Accumulate on the device: no .item() sync per batch.
             loss_sum += loss.detach() * len(idx)
             correct += (logits.detach().argmax(1) == y).sum()

@@ -112,10 +112,14 @@ def open_study(settings: TuneSettings) -> optuna.Study:
         # group: the FCN's depth changes which width params exist; multivariate TPE then
         # models each group of co-occurring params jointly.
         sampler = optuna.samplers.TPESampler(seed=settings.seed + n_before, multivariate=True,
-                                             group=True, n_startup_trials=8)
-    return optuna.create_study(study_name=settings.study_name, storage=storage,
-                               direction="maximize", sampler=sampler,
-                               pruner=make_pruner(settings.pruner), load_if_exists=True)
+                                             group=True, n_startup_trials=6)
+    study = optuna.create_study(study_name=settings.study_name, storage=storage,
+                                direction="maximize", sampler=sampler,
+                                pruner=make_pruner(settings.pruner), load_if_exists=True)
+    if n_before == 0:  # a new study starts from the space's known configurations
+        for params in settings.space.enqueue:
+            study.enqueue_trial(params, skip_if_exists=True)
+    return study
 
 
 def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[str, str]):
@@ -168,8 +172,12 @@ def tune(settings: TuneSettings, data: FashionMNIST,
     study = study or open_study(settings)
     storage_shown = mask_password(settings.storage)
     study_tags = {"study_name": settings.study_name, "optuna_storage": storage_shown}
-    name = None if os.environ.get("MLFLOW_RUN_ID") else f"tune {settings.study_name}"
-    parent = mlflow.start_run(run_name=name, tags={**study_tags, "tune_parent": "true"})
+    name = f"tune {settings.study_name}"
+    resumed = bool(os.environ.get("MLFLOW_RUN_ID"))  # the run `mlflow run` has started
+    parent = mlflow.start_run(run_name=None if resumed else name,
+                              tags={**study_tags, "tune_parent": "true"})
+    if resumed:
+        mlflow.set_tag("mlflow.runName", name)
     status = "FAILED"
     try:
         mlflow.log_params({"model": settings.model, "space": str(settings.space.path),
@@ -223,34 +231,42 @@ def log_study(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -
 
 def register_champion(best: optuna.trial.FrozenTrial, settings: TuneSettings,
                       data: FashionMNIST) -> None:
-    """Log the best trial's model on the parent run; register it with the alias `champion`."""
+    """Log the best trial's model on the parent run and register it as a new version of
+    `fashion-mnist-<model>`; the alias `champion` moves to it only if its validation accuracy
+    beats the current champion's (the test accuracy is recorded, never compared)."""
     client = mlflow.MlflowClient()
     registry_name = f"fashion-mnist-{settings.model}"
     tags = {"study_name": settings.study_name, "trial_number": str(best.number)}
     try:
         current = client.get_model_version_by_alias(registry_name, "champion")
-        if all(current.tags.get(k) == v for k, v in tags.items()):
-            print(f"champion unchanged: {registry_name} version {current.version}")
-            return
     except mlflow.exceptions.MlflowException:
-        pass  # no champion yet
+        current = None  # no champion yet
+    if current and all(current.tags.get(k) == v for k, v in tags.items()):
+        print(f"champion unchanged: {registry_name} version {current.version} is this "
+              f"study's best trial already")
+        return
     config = settings.space.sample(optuna.trial.FixedTrial(best.params), model=settings.model,
                                    epochs=settings.epochs, seed=settings.seed)
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(best.user_attrs[RUN_ID_ATTR], STATE_FILE, tmp)
         model = build_model(config)
         model.load_state_dict(torch.load(path, weights_only=True))
+    test_acc = best.user_attrs.get(TEST_ACC, math.nan)
     info = tracking.save_model(model, data.test.images, registered_model_name=registry_name)
-    tracking.log_confusion(model, data, f"champion: trial {best.number} of "
+    tracking.log_confusion(model, data, f"best model: trial {best.number} of "
                                         f"{settings.study_name}")
-    mlflow.log_metric("champion_test_acc", best.user_attrs.get(TEST_ACC, math.nan))
+    mlflow.log_metric("best_model_test_acc", test_acc)
     version = info.registered_model_version
-    client.set_registered_model_alias(registry_name, "champion", version)
-    for k, v in {**tags, "val_acc": f"{best.value:.4f}",
-                 "test_acc": f"{best.user_attrs.get(TEST_ACC, math.nan):.4f}"}.items():
+    for k, v in {**tags, "val_acc": f"{best.value:.4f}", "test_acc": f"{test_acc:.4f}"}.items():
         client.set_model_version_tag(registry_name, version, k, v)
+    current_val = float(current.tags.get("val_acc", "nan")) if current else -math.inf
+    if not best.value > current_val:
+        print(f"registered {registry_name} version {version} (val_acc {best.value:.4f}); "
+              f"champion stays version {current.version} (val_acc {current_val:.4f})")
+        return
+    client.set_registered_model_alias(registry_name, "champion", version)
     print(f"registered {registry_name} version {version} as champion "
-          f"(trial {best.number}, val_acc {best.value:.4f})")
+          f"(trial {best.number}, val_acc {best.value:.4f}, test_acc {test_acc:.4f})")
 
 
 def summary(study: optuna.Study) -> str:

@@ -36,6 +36,7 @@ def test_parse_bool(value, expected):
     ({"batch_norm": "maybe"}, "batch_norm: 'maybe' must be true or false"),
     ({"weight_decay": -1.0}, "weight_decay: -1.0 must be >= 0"),
     ({"seed": -3}, "seed: -3 must be an integer >= 0"),
+    ({"schedule": "step"}, "schedule: 'step' is not one of constant, cosine"),
 ])
 def test_bad_values_name_the_parameter(kwargs, names):
     with pytest.raises(ConfigError) as e:

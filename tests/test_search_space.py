@@ -82,3 +82,37 @@ def test_a_malformed_space_is_one_line_naming_file_and_key(case, tmp_path):
 def test_a_missing_space_file_is_an_error(tmp_path):
     with pytest.raises(SpaceError, match="no such search-space file"):
         load_space(Path(tmp_path / "nope.yaml"))
+
+
+def test_enqueued_configs_become_optuna_params(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "lr: {type: float, low: 1.0e-4, high: 0.1, log: true}\n"
+        "optimizer: {type: categorical, choices: [sgd, adam]}\n"
+        "hidden: {type: layers, depth: [1, 3], width: {low: 16, high: 512}}\n"
+        "enqueue:\n  - {optimizer: adam, lr: 1.0e-3, hidden: [300, 200]}\n  - {lr: 0.05}\n")
+    space = load_space(path)
+    assert space.enqueue == ({"optimizer": "adam", "lr": 1e-3, "n_layers": 2, "width_1": 300,
+                              "width_2": 200}, {"lr": 0.05})
+    study = optuna.create_study()
+    study.enqueue_trial(space.enqueue[0])
+    config = space.sample(study.ask(), model="fcn", epochs=1, seed=0)
+    assert (config.optimizer, config.lr, config.hidden) == ("adam", 1e-3, (300, 200))
+
+
+@pytest.mark.parametrize("start, message", [
+    ("{lr: 5.0}", "enqueue #1: lr: 5.0 is outside the space"),
+    ("{momentum: 0.9}", "enqueue #1: momentum is not a searched parameter"),
+    ("{hidden: [300, 200, 100, 50]}", "enqueue #1: hidden: [300, 200, 100, 50] is outside"),
+    ("{optimizer: lbfgs}", "enqueue #1: optimizer: 'lbfgs' is outside the space"),
+])
+def test_a_bad_enqueued_config_is_one_line(start, message, tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("lr: {type: float, low: 1.0e-4, high: 0.1, log: true}\n"
+                    "optimizer: {type: categorical, choices: [sgd, adam]}\n"
+                    "hidden: {type: layers, depth: [1, 3], width: {low: 16, high: 512}}\n"
+                    f"enqueue:\n  - {start}\n")
+    with pytest.raises(SpaceError) as e:
+        load_space(path)
+    assert str(e.value).startswith("s.yaml: " + message.split(":")[0])
+    assert message in str(e.value)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pipeline.config import TrainConfig
-from pipeline.training import EPOCH_METRICS, Diverged, make_optimizer, train
+from pipeline.training import EPOCH_METRICS, Diverged, make_optimizer, make_schedule, train
 
 
 def without_times(history):
@@ -71,3 +71,27 @@ def test_optimizers(name, cls):
     assert type(opt) is cls
     assert opt.defaults["lr"] == 0.1 and opt.defaults["weight_decay"] == 1e-4
     assert opt.defaults.get("momentum", 0) == (0.9 if name == "momentum" else 0)
+
+
+def test_cosine_schedule_warms_up_for_an_epoch_then_decays_to_zero():
+    config = TrainConfig(optimizer="adam", lr=0.01, epochs=5, schedule="cosine")
+    opt = make_optimizer(config, [torch.nn.Parameter(torch.zeros(2))])
+    schedule = make_schedule(config, opt, steps_per_epoch=10)
+    lrs = []
+    for _ in range(50):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    assert lrs[0] == pytest.approx(0.001) and lrs[9] == pytest.approx(0.01)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # never rises after the warm-up
+    assert lrs[-1] < 0.0002 and opt.param_groups[0]["lr"] == pytest.approx(0, abs=1e-12)
+
+
+def test_constant_schedule_keeps_the_learning_rate():
+    config = TrainConfig(optimizer="sgd", lr=0.02)
+    opt = make_optimizer(config, [torch.nn.Parameter(torch.zeros(2))])
+    schedule = make_schedule(config, opt, steps_per_epoch=10)
+    for _ in range(30):
+        opt.step()
+        schedule.step()
+    assert opt.param_groups[0]["lr"] == 0.02
