@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import optuna
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 vis = optuna.visualization.matplotlib
 ACC = "validation accuracy"
@@ -44,11 +46,14 @@ def figures(study: optuna.Study) -> dict[str, Figure]:
         for name, (draw, title, xlabel, ylabel) in PLOTS.items():
             try:
                 ax = draw(study)
-            except (ValueError, RuntimeError, ZeroDivisionError):
-                continue  # e.g. importances of a study with fewer than two completed trials
+            except (ValueError, RuntimeError, ZeroDivisionError) as e:
+                # e.g. importances of a study with fewer than two completed trials
+                print(f"note: no {name} plot ({type(e).__name__}: {e})", file=sys.stderr)
+                continue
             ax = ax.flat[0] if hasattr(ax, "flat") else ax
-            if xlabel:
+            if xlabel:  # trials and epochs are counted: integer ticks only
                 ax.set_xlabel(xlabel)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if ylabel:
                 ax.set_ylabel(ylabel)
             ax.set_title("")  # Optuna's generic title; the figure title says what to read

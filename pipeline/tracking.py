@@ -119,13 +119,19 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def log_new_params(params: dict) -> None:
+    """Log params in one call, skipping those the active run has already.
+
+    `mlflow run` logs the entry point's parameters as the user spelled them ("1e-3"), and MLflow
+    refuses to change a param, so ours ("0.001") may only add what it has not logged.
+    """
+    logged = mlflow.MlflowClient().get_run(mlflow.active_run().info.run_id).data.params
+    mlflow.log_params({k: v for k, v in params.items() if k not in logged})
+
+
 def log_config(config: TrainConfig) -> None:
     """The resolved config as params in one call, and as config.json."""
-    run = mlflow.active_run()
-    # `mlflow run` has logged the entry point's parameters as the user spelled them ("1e-3");
-    # MLflow refuses to change a param, so log only the ones it has not.
-    logged = mlflow.MlflowClient().get_run(run.info.run_id).data.params
-    mlflow.log_params({k: v for k, v in config.to_dict().items() if k not in logged})
+    log_new_params(config.to_dict())
     mlflow.log_dict(config.to_dict(), "config.json")
     commit = git_commit()
     if commit:

@@ -174,17 +174,17 @@ def tune(settings: TuneSettings, data: FashionMNIST,
     study_tags = {"study_name": settings.study_name, "optuna_storage": storage_shown}
     name = f"tune {settings.study_name}"
     resumed = bool(os.environ.get("MLFLOW_RUN_ID"))  # the run `mlflow run` has started
-    parent = mlflow.start_run(run_name=None if resumed else name,
-                              tags={**study_tags, "tune_parent": "true"})
+    mlflow.start_run(run_name=None if resumed else name,
+                     tags={**study_tags, "tune_parent": "true"})
     if resumed:
         mlflow.set_tag("mlflow.runName", name)
     status = "FAILED"
     try:
-        mlflow.log_params({"model": settings.model, "space": str(settings.space.path),
-                           "study_name": settings.study_name, "storage": storage_shown,
-                           "n_trials": settings.n_trials, "timeout": settings.timeout,
-                           "epochs": settings.epochs, "seed": settings.seed,
-                           "pruner": settings.pruner} | _already_logged(parent.info.run_id))
+        tracking.log_new_params({"model": settings.model, "space": str(settings.space.path),
+                                 "study_name": settings.study_name, "storage": storage_shown,
+                                 "n_trials": settings.n_trials, "timeout": settings.timeout,
+                                 "epochs": settings.epochs, "seed": settings.seed,
+                                 "pruner": settings.pruner})
         mlflow.log_artifact(str(settings.space.path))
         study.optimize(make_objective(settings, data, study_tags), n_trials=settings.n_trials,
                        timeout=settings.timeout, catch=(Diverged,), gc_after_trial=True)
@@ -196,11 +196,6 @@ def tune(settings: TuneSettings, data: FashionMNIST,
         raise
     finally:
         mlflow.end_run(status)
-
-
-def _already_logged(run_id: str) -> dict:
-    """Params `mlflow run` logged as the user spelled them (MLflow refuses to change a param)."""
-    return dict(mlflow.MlflowClient().get_run(run_id).data.params)
 
 
 def log_study(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -> None:
