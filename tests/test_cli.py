@@ -12,7 +12,7 @@ from tests.conftest import ROOT, cli
 def test_help_lists_the_commands():
     out = cli("--help")
     assert out.returncode == 0
-    for command in ("prepare", "train"):
+    for command in ("prepare", "train", "tune", "dashboard"):
         assert command in out.stdout
 
 
