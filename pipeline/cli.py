@@ -138,6 +138,65 @@ def tune(
 
 
 @app.command()
+def evaluate(
+    model_uri: Annotated[str, typer.Option(
+        help="runs:/<run id>/model, models:/<name>@<alias>, models:/<name>/<version> or a "
+             "logged model id m-...")] = "models:/fashion-mnist-fcn@champion",
+    data_dir: DataDir = Path("data"),
+) -> None:
+    """Score a logged model on the test set in its own MLflow run: accuracy, loss, per-class
+    precision / recall / F1, confusion matrix, misclassified images, JSON and CSV."""
+    from pipeline import data, tracking
+    from pipeline import evaluate as evaluation
+
+    dataset = data.load(data_dir)
+    tracking.configure(experiment=False)
+    info = evaluation.resolve(model_uri)  # a bad URI fails here, before anything is written
+    model = evaluation.load(model_uri)
+    tracking.configure()
+    run_id, result = evaluation.evaluate_run(model_uri, info, model, dataset)
+    print(f"model {evaluation.normalize_uri(model_uri)}")
+    print(evaluation.table(result))
+    print(f"run {run_id}. Look at it: mlflow ui --backend-store-uri {tracking.tracking_uri()}")
+
+
+@app.command()
+def replicate(
+    seeds: Annotated[int, typer.Option(
+        help="Seeds per variant (0: 3, or 2 with --quick).")] = 0,
+    epochs: Annotated[int, typer.Option(
+        help="FCN epochs (0: the study's 50, or 2 with --quick).")] = 0,
+    cnn_epochs: Annotated[int, typer.Option(
+        help="CNN epochs (0: the study's 10, or 1 with --quick).")] = 0,
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="A glance in minutes: 10,000 training images, few epochs, 2 seeds.")]
+    = False,
+    out: Annotated[Path, typer.Option(help="Folder of the report (replaced).")] = Path("report"),
+    from_results: Annotated[str, typer.Option(
+        help="Only rebuild the report from this results.json of an earlier call.")] = "",
+    data_dir: DataDir = Path("data"),
+) -> None:
+    """Re-run the study's tables over several seeds and write the replication report
+    (Markdown, HTML, figures, JSON), also logged to MLflow."""
+    from pipeline.replicate import ReplicateSettings
+
+    if from_results:
+        from pipeline.replicate import render
+
+        print(f"report: {render(Path(from_results), out)}")
+        return
+    settings = ReplicateSettings.build(seeds, epochs, cnn_epochs, quick, out)
+    from pipeline import data, tracking
+    from pipeline import replicate as replication
+
+    dataset = data.load(data_dir)
+    tracking.configure()
+    run_id, path = replication.replicate(settings, dataset)
+    print(f"report: {path} and {path.with_suffix('.html')} (also in run {run_id}, folder "
+          f"report/). Look at it: mlflow ui --backend-store-uri {tracking.tracking_uri()}")
+
+
+@app.command()
 def dashboard(
     storage: Annotated[str, typer.Option(help="The study storage that tune used.")]
     = DEFAULT_STORAGE,
@@ -153,8 +212,17 @@ def dashboard(
     run_server(make_storage(storage), host=host, port=port)
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # `kill`, a CI timeout, `docker stop`: end runs KILLED, not RUNNING
+
+
 def main() -> None:
     """Entry point: typer in non-standalone mode, so every error becomes one line."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started with `&` by a shell
+        signal.signal(signal.SIGINT, _terminate)
     try:
         code = app(standalone_mode=False)
     except typer.TyperException as e:  # usage errors: bad option, bad type, bad choice

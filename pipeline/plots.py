@@ -96,3 +96,20 @@ def save_sample_grids(train_images, train_labels, out_dir: Path, batch_size: int
     for name, fig in figures.items():
         fig.savefig(out_dir / name, dpi=110)
     return [out_dir / name for name in figures]
+
+
+def misclassified(images: np.ndarray, true: np.ndarray, pred: np.ndarray,
+                  confidence: np.ndarray, title: str, ncols: int = 8) -> Figure:
+    """Wrongly classified images (N, 28, 28), each captioned with its true and predicted class
+    and the model's probability for the wrong class."""
+    nrows = max(int(np.ceil(len(images) / ncols)), 1)
+    fig = Figure(figsize=(1.75 * ncols, 1.95 * nrows + 0.7), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, t, p, c in zip(axes, images, true, pred, confidence):
+        ax.imshow(image.reshape(28, 28), cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"true: {CLASSES[int(t)]}\npred: {CLASSES[int(p)]} {100 * c:.0f}%",
+                     fontsize=7.5)
+    fig.suptitle(title)
+    return fig

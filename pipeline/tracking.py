@@ -30,8 +30,9 @@ DEFAULT_EXPERIMENT = "fashion-mnist"
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def configure() -> None:
-    """Point MLflow at the store and experiment; leave both alone under `mlflow run`.
+def configure(experiment: bool = True) -> None:
+    """Point MLflow at the store and (unless `experiment` is False: nothing is written yet)
+    the experiment; leave both alone under `mlflow run`.
 
     `mlflow run` has already created the run (MLFLOW_RUN_ID) in its own experiment: calling
     set_experiment then would clash with that run, so we only set it for direct CLI calls.
@@ -39,7 +40,7 @@ def configure() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # noise in logs
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
-    if not os.environ.get("MLFLOW_RUN_ID"):
+    if experiment and not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
 
 

@@ -111,3 +111,61 @@ def test_mlflow_run_tune_nests_trials_under_the_project_run_and_resumes(tmp_path
     champion = mlflow.MlflowClient().get_model_version_by_alias("fashion-mnist-fcn", "champion")
     assert champion.tags["trial_number"] == str(study.best_trial.number)
     assert float(champion.tags["test_acc"]) > 0.7
+
+
+def test_mlflow_run_replicate_quick_writes_every_table_and_claim(tmp_path, tracking_env,
+                                                                 data_dir):
+    import subprocess
+
+    from pipeline.experiments import CLAIMS, TABLES, variant_keys
+
+    out = subprocess.run(
+        ["mlflow", "run", str(ROOT), "-e", "replicate", "--env-manager", "local",
+         "--experiment-name", "tests", "-P", "quick=true", "-P", f"out={tmp_path / 'report'}",
+         "-P", f"data_dir={data_dir}"],
+        env=tracking_env, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = (tmp_path / "report" / "report.md").read_text()
+    for table in TABLES:
+        assert f"### Table {table.number}: {table.title}" in text
+    for claim in CLAIMS:
+        assert claim in text
+    assert text.count("Verdict: **") == len(CLAIMS)
+    assert "QUICK MODE" in text and "## Time to accuracy" in text
+    assert (tmp_path / "report" / "report.html").read_text().count("data:image/png") == 6
+
+    runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    top = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "replicate"]
+    assert len(top) == 1
+    tables = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == top[0].info.run_id]
+    assert sorted(int(r.data.tags["replicate_table"]) for r in tables) == \
+        [t.number for t in TABLES]
+    seeds = [r for r in runs if "variant" in r.data.tags]
+    assert sorted((r.data.tags["variant"], r.data.tags["seed"]) for r in seeds) == \
+        sorted((k, s) for k in variant_keys() for s in ("0", "1"))
+    # Every number of the report traces to a run that holds it.
+    import json
+
+    results = json.loads((tmp_path / "report" / "results.json").read_text())
+    by_id = {r.info.run_id: r for r in seeds}
+    assert {r["run_id"] for r in results["runs"]} == set(by_id)
+    for entry in results["runs"]:
+        assert entry["run_id"] in text
+        assert by_id[entry["run_id"]].data.metrics["test_acc"] == \
+            pytest.approx(entry["final"]["test_acc"])
+    client = mlflow.MlflowClient()
+    artifacts = {a.path for a in client.list_artifacts(top[0].info.run_id, "report")}
+    assert {"report/report.md", "report/report.html", "report/results.json",
+            "report/figures"} <= artifacts
+
+
+def test_replicate_bad_quick_value_is_one_line(tmp_path, tracking_env):
+    import subprocess
+
+    out = subprocess.run(
+        ["mlflow", "run", str(ROOT), "-e", "replicate", "--env-manager", "local",
+         "--experiment-name", "tests", "-P", "quick=maybe"],
+        env=tracking_env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "error: No such option: --quick-must-be-true-or-false" in out.stderr

@@ -1,0 +1,105 @@
+"""`evaluate` on real data: its accuracy is the one an independent computation gives, it logs
+what it promises, and a bad model URI is one line with nothing written."""
+
+import json
+
+import mlflow
+import pytest
+import torch
+
+from pipeline import data
+from pipeline.config import TrainConfig
+from tests.conftest import cli
+
+pytestmark = pytest.mark.slow
+
+
+def runs(experiment="tests"):
+    return mlflow.search_runs(experiment_names=[experiment], output_format="list")
+
+
+@pytest.fixture
+def trained(tracking_env, data_dir):
+    """A small FCN trained and logged as `train` does; returns its run id and model."""
+    from pipeline import tracking
+
+    tracking.configure()
+    config = TrainConfig(hidden=(64,), epochs=1, optimizer="adam", lr=1e-3)
+    run_id, result = tracking.train_run(config, data.load(data_dir), log_model=True,
+                                        confusion=False)
+    return run_id, result.model
+
+
+def test_evaluate_matches_an_independent_computation(tmp_path, tracking_env, data_dir, trained):
+    run_id, model = trained
+    out = cli("evaluate", "--model-uri", f"runs:/{run_id}/model", "--data-dir", str(data_dir),
+              env=tracking_env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    test = data.load(data_dir).test
+    with torch.inference_mode():
+        model.eval()
+        expected = (model(test.images.float()).argmax(1) == test.labels).float().mean().item()
+    evaluation = [r for r in runs() if r.info.run_id != run_id]
+    assert len(evaluation) == 1
+    run = evaluation[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test_acc"] == pytest.approx(expected, abs=1e-6)
+    assert f"test accuracy {100 * expected:.2f}%" in out.stdout
+    assert "Shirt" in out.stdout and "macro" in out.stdout
+    for name in ("precision", "recall", "f1"):
+        assert f"test_{name}_t_shirt_top" in run.data.metrics
+        assert f"test_macro_{name}" in run.data.metrics
+    client = mlflow.MlflowClient()
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"confusion_matrix.png", "misclassified.png", "evaluation.json",
+            "per_class.csv"} <= artifacts
+    figures = json.loads(open(client.download_artifacts(run.info.run_id, "evaluation.json",
+                                                        str(tmp_path))).read())
+    assert sum(map(sum, figures["confusion_matrix"])) == len(test)
+    assert figures["accuracy"] == pytest.approx(expected, abs=1e-6)
+    # Linked to the model: the evaluation's metrics are on the logged model's page.
+    model_id = run.data.tags["evaluated_model_id"]
+    logged = client.get_logged_model(model_id)
+    assert any(m.key == "test_acc" and m.run_id == run.info.run_id for m in logged.metrics)
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("models:/fashion-mnist-fcn@champion", "run `python -m pipeline tune` first"),
+    ("models:/no-such-model/1", "not found"),
+    ("runs:/0123456789abcdef0123456789abcdef/model", "not found"),
+    ("m-0123456789abcdef0123456789abcdef", "not found"),
+    ("just-a-name", "is not runs:/<run id>/model"),
+])
+def test_a_bad_model_uri_is_one_line_and_writes_nothing(tmp_path, tracking_env, data_dir, uri,
+                                                        message):
+    mlflow.set_experiment("tests")  # a store exists, with no model in it
+    out = cli("evaluate", "--model-uri", uri, "--data-dir", str(data_dir), env=tracking_env,
+              cwd=tmp_path)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+    assert runs() == []
+
+
+def test_no_tracking_store_is_one_line_and_creates_none(tmp_path, tracking_env, data_dir):
+    out = cli("evaluate", "--data-dir", str(data_dir), env=tracking_env, cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: ") and "there is no tracking store" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_model_that_is_not_ours_is_refused(tmp_path, tracking_env, data_dir):
+    import numpy as np
+
+    mlflow.set_experiment("tests")
+    with mlflow.start_run():
+        example = np.zeros((2, 3), dtype=np.float32)
+        info = mlflow.pytorch.log_model(torch.nn.Linear(3, 2), name="model",
+                                        input_example=example)
+    out = cli("evaluate", "--model-uri", info.model_uri, "--data-dir", str(data_dir),
+              env=tracking_env, cwd=tmp_path)
+    assert out.returncode == 2
+    assert "is not a FashionMNIST classifier of this project" in out.stderr
+    assert len(runs()) == 1  # only the run that logged the foreign model
