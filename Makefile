@@ -10,7 +10,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 export MLFLOW_EXPERIMENT_NAME ?= fashion-mnist
 MLFLOW_RUN := $(VENV)/bin/mlflow run . --env-manager local --experiment-name $(MLFLOW_EXPERIMENT_NAME)
 
-.PHONY: all setup data main test test-fast
+.PHONY: all setup data main test test-fast bench
 
 all: main
 
@@ -40,3 +40,6 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+bench: data
+	$(PY) -m bench

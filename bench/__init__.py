@@ -1,0 +1,1 @@
+"""The speed benchmark (`python -m bench`, `make bench`): see bench/run.py."""

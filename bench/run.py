@@ -1,0 +1,298 @@
+"""The speed benchmark: one run, one machine, every figure of issue 5 (`python -m bench --help`).
+
+Measures, in this order: the float32 matmul rate (the floor's reference); the base FCN for 50
+epochs through our core, its FLOPs and its ratio to the floor; the same through a faithful copy
+of the study's DataLoader loop; the study's CNN for 10 epochs with our recipe (Adam, dropout, cosine) and its
+time-to-test-accuracy; the cost of MLflow tracking and of an Optuna trial around the same training; and tune's
+trials per hour with one 2-thread process vs two 1-thread processes on one storage.
+It prints a table and writes every figure as JSON. It asserts nothing: it is a tool, not a test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTIONS = ("matmul", "fcn", "study_loop", "cnn", "tracking", "tune")
+
+app = typer.Typer(add_completion=False)
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip()
+                   for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cores": os.cpu_count(), "cpu": cpu, "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "python": platform.python_version()}
+
+
+def matmul_rate(size: int = 2048, seconds: float = 3.0) -> dict:
+    """float32 GFLOP/s of a size x size matmul, best of repeated timings after a warm-up."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    for _ in range(3):
+        a @ b
+    best, end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return {"size": size, "gflops": 2 * size ** 3 / best / 1e9}
+
+
+def fcn_flops_per_epoch(hidden: tuple[int, ...], n_train: int, n_eval: int) -> float:
+    """Matmul FLOPs of one epoch: forward (2 per multiply-add) and backward (4) on the training
+    images, forward on validation + test. Biases, ReLU and the optimizer are left out (< 1%)."""
+    widths = (784, *hidden, 10)
+    macs = sum(a * b for a, b in zip(widths, widths[1:]))
+    return 6 * macs * n_train + 2 * macs * n_eval
+
+
+def fcn_core(data, epochs: int, gflops: float) -> dict:
+    from pipeline.config import TrainConfig
+    from pipeline.training import train
+
+    config = TrainConfig(epochs=epochs)  # the study's base: 784-300-200-10, SGD 0.02, batch 512
+    result = train(config, data, progress=False)
+    n_train = len(data.train) // config.batch_size * config.batch_size
+    flops = fcn_flops_per_epoch(config.hidden, n_train, len(data.val) + len(data.test))
+    floor = epochs * flops / (gflops * 1e9)
+    return {"epochs": epochs, "wall_s": result.train_time_s,
+            "epoch_s_median": median([h["epoch_time_s"] for h in result.history]),
+            "gflop_per_epoch": flops / 1e9, "floor_s": floor,
+            "ratio_to_floor": result.train_time_s / floor,
+            "test_acc": result.final["test_acc"], "val_acc": result.final["val_acc"]}
+
+
+def study_loop(data_dir: Path, epochs: int, train_subset: int | None) -> dict:
+    from bench import study_loop as loop
+    from pipeline.data import find_raw_files
+
+    root = loop.torchvision_root(data_dir, find_raw_files(data_dir))
+    out = loop.train(root, epochs, train_subset=train_subset)
+    return {"epochs": epochs, "wall_s": out["wall_s"],
+            "epoch_s_median": median(out["epoch_times_s"]),
+            "test_acc": out["final"]["test_acc"], "val_acc": out["final"]["val_acc"]}
+
+
+def cnn(data, epochs: int, thresholds: tuple[float, ...] = ()) -> dict:
+    from pipeline.experiments import CNN
+    from pipeline.stats import time_to_accuracy
+    from pipeline.training import train
+
+    config = dataclasses.replace(CNN, epochs=epochs)
+    result = train(config, data, progress=False)
+    out = {"config": config.to_dict(), "wall_s": result.train_time_s,
+           "epoch_s_median": median([h["epoch_time_s"] for h in result.history]),
+           "test_acc": result.final["test_acc"], "val_acc": result.final["val_acc"],
+           "best_test_acc": max(h["test_acc"] for h in result.history)}
+    for t in thresholds:
+        out[f"seconds_to_test_{100 * t:.1f}"] = time_to_accuracy(result.history, t, "test_acc")
+    return out
+
+
+def tracking_overhead(data, epochs: int, tmp: Path) -> dict:
+    """The same FCN training plain, as a tracked `train` run, and as a `tune` trial."""
+    import mlflow
+
+    from pipeline import tracking, tuning
+    from pipeline.config import TrainConfig
+    from pipeline.search_space import load_space
+    from pipeline.training import train
+
+    config = TrainConfig(epochs=epochs)
+    train(dataclasses.replace(config, epochs=1), data, progress=False)  # warm-up
+    plain = train(config, data, progress=False).train_time_s
+    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
+    mlflow.set_experiment("bench")
+    t0 = time.perf_counter()
+    tracking.train_run(config, data, confusion=False)
+    tracked_run = time.perf_counter() - t0
+    space = tmp / "fixed.yaml"
+    space.write_text("".join(f"{k}: {v}\n" for k, v in config.to_dict().items()
+                             if k not in ("model", "epochs", "seed", "hidden"))
+                     + "hidden: {type: layers, depth: [2, 2], width: {low: 200, high: 300}}\n")
+    settings = tuning.TuneSettings(model="fcn", space=load_space(space), study_name="bench",
+                                   storage=f"sqlite:///{tmp / 'optuna.db'}", n_trials=1,
+                                   timeout=None, epochs=epochs, seed=0, pruner="none")
+    t0 = time.perf_counter()
+    study = tuning.tune(settings, data)
+    tune_call = time.perf_counter() - t0
+    trial = study.trials[0]
+    in_trial = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    return {"epochs": epochs, "plain_s": plain, "tracked_run_s": tracked_run,
+            "trial_s": in_trial, "tune_call_s": tune_call,
+            "tracked_ratio": tracked_run / plain, "trial_ratio": in_trial / plain}
+
+
+def trials_per_hour(data_dir: Path, seconds: float, epochs: int, tmp: Path) -> dict:
+    """The default FCN study for `seconds`: one process with 2 threads, then two processes with
+    one thread each on one SQLite storage. Counts every finished trial (complete or pruned)."""
+    import optuna
+
+    out = {"seconds": seconds, "epochs": epochs}
+    for mode, procs, threads in (("1x2", 1, 2), ("2x1", 2, 1)):
+        storage = f"sqlite:///{tmp / f'optuna-{mode}.db'}"
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+                   MLFLOW_TRACKING_URI=f"sqlite:///{tmp / f'mlflow-{mode}.db'}",
+                   MLFLOW_EXPERIMENT_NAME="bench")
+        cmd = [sys.executable, "-m", "pipeline", "tune", "--n-trials", "0", "--timeout",
+               str(seconds), "--epochs", str(epochs), "--storage", storage, "--study-name",
+               "bench", "--data-dir", str(data_dir)]
+        if procs > 1:  # the first creates the study (and its start points) alone
+            subprocess.run([*cmd[:4], "1", *cmd[5:]], env=env, cwd=ROOT, check=True,
+                           capture_output=True)
+        t0 = time.perf_counter()
+        workers = [subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL) for _ in range(procs)]
+        for w in workers:
+            w.wait()
+        wall = time.perf_counter() - t0
+        trials = optuna.load_study(study_name="bench", storage=storage).trials
+        done = [t for t in trials if t.state.is_finished() and t.datetime_start is not None
+                and t.datetime_start.timestamp() >= time.time() - wall - 1]
+        out[mode] = {"processes": procs, "threads": threads, "wall_s": wall,
+                     "trials": len(done), "trials_per_hour": 3600 * len(done) / wall}
+    out["best"] = max(("1x2", "2x1"), key=lambda m: out[m]["trials_per_hour"])
+    return out
+
+
+def median(values: list[float]) -> float:
+    s = sorted(values)
+    return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
+
+
+def table(results: dict) -> str:
+    m, lines = results["machine"], []
+    lines.append(f"machine: {m['cores']} cores, {m['cpu']}, torch {m['torch']}, "
+                 f"{m['threads']} threads, device {m['device']}"
+                 + ("  [QUICK: tiny sizes, not comparable]" if results["quick"] else ""))
+    r = results
+    if "matmul" in r:
+        lines.append(f"matmul {r['matmul']['size']}^2 float32:   {r['matmul']['gflops']:.0f} "
+                     "GFLOP/s")
+    if "fcn" in r:
+        f = r["fcn"]
+        lines.append(f"base FCN, our core:        {f['wall_s']:.1f} s for {f['epochs']} epochs "
+                     f"({f['epoch_s_median']:.2f} s/epoch; {f['gflop_per_epoch']:.0f} GFLOP/epoch;"
+                     f" floor {f['floor_s']:.1f} s; {f['ratio_to_floor']:.2f}x the floor), "
+                     f"test {100 * f['test_acc']:.2f}%")
+    if "study_loop" in r:
+        s = r["study_loop"]
+        line = (f"base FCN, study's loop:    {s['wall_s']:.1f} s for {s['epochs']} epochs "
+                f"({s['epoch_s_median']:.2f} s/epoch), test {100 * s['test_acc']:.2f}%")
+        if "fcn" in r and r["fcn"]["epochs"] == s["epochs"] and not r["quick"]:
+            line += f"; ours is {s['wall_s'] / r['fcn']['wall_s']:.1f}x faster"
+        elif "fcn" in r:
+            line += (f"; per epoch ours is "
+                     f"{s['epoch_s_median'] / r['fcn']['epoch_s_median']:.1f}x faster")
+        lines.append(line)
+    if "cnn" in r:
+        c = r["cnn"]
+        lines.append(f"study CNN, {c['config']['epochs']} epochs:     {c['wall_s']:.1f} s "
+                     f"({c['epoch_s_median']:.1f} s/epoch), test {100 * c['test_acc']:.2f}%")
+    if "cnn" in r:
+        c = r["cnn"]
+        marks = ", ".join(f"{k.split('_')[-1]}%: " + ("not reached" if v is None else f"{v:.0f} s")
+                          for k, v in c.items() if k.startswith("seconds_to_test"))
+        lines.append(f"CNN time-to-test-accuracy: {marks} (best test "
+                     f"{100 * c['best_test_acc']:.2f}% in {c['wall_s']:.0f} s)")
+    if "tracking" in r:
+        t = r["tracking"]
+        lines.append(f"tracking overhead, {t['epochs']} epochs: plain {t['plain_s']:.1f} s, "
+                     f"MLflow run {t['tracked_run_s']:.1f} s ({t['tracked_ratio']:.2f}x), "
+                     f"Optuna trial {t['trial_s']:.1f} s ({t['trial_ratio']:.2f}x)")
+    if "tune" in r:
+        t = r["tune"]
+        lines.append(f"tune trials/hour ({t['seconds']:.0f} s each, {t['epochs']} epochs): "
+                     f"1 process x 2 threads {t['1x2']['trials_per_hour']:.0f}, 2 processes x 1 "
+                     f"thread {t['2x1']['trials_per_hour']:.0f} -> {t['best']}")
+    return "\n".join(lines)
+
+
+@app.command()
+def main(
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes: under a minute.")] = False,
+    only: Annotated[str, typer.Option(
+        help=f"Comma-separated sections ({', '.join(SECTIONS)}); empty: all.")] = "",
+    out: Annotated[Path, typer.Option(help="JSON file of every figure.")]
+    = Path("bench_results.json"),
+    data_dir: Annotated[Path, typer.Option(help="FashionMNIST folder, as for prepare.")]
+    = Path("data"),
+    tune_seconds: Annotated[float, typer.Option(help="Budget of each tune measurement.")] = 300,
+) -> None:
+    """Measure training speed against the machine's matmul floor and the study's loop."""
+    sections = [s for s in only.split(",") if s] or list(SECTIONS)
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise typer.BadParameter(f"unknown sections {sorted(unknown)}; choose from "
+                                 f"{', '.join(SECTIONS)}")
+    from pipeline import data as data_module
+
+    data = data_module.load(data_dir)
+    if quick:
+        small = data_module.Split
+        data = data_module.FashionMNIST(
+            small(data.train.images[:5000], data.train.labels[:5000]),
+            small(data.val.images[:2000], data.val.labels[:2000]),
+            small(data.test.images[:2000], data.test.labels[:2000]), data.digest)
+    results: dict = {"machine": machine(), "quick": quick,
+                     "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    steps = {
+        "matmul": lambda: matmul_rate(1024 if quick else 2048, 1 if quick else 3),
+        "fcn": lambda: fcn_core(data, 2 if quick else 50,
+                                results.get("matmul", {}).get("gflops") or matmul_rate()["gflops"]),
+        "study_loop": lambda: study_loop(data_dir, 1 if quick else 50, 5000 if quick else None),
+        # Our CNN recipe is still the study's CNN with Adam, dropout and a cosine schedule
+        # (pipeline.experiments.CNN): one training gives both its time and time-to-accuracy.
+        "cnn": lambda: cnn(data, 1 if quick else 10, (0.935, 0.94)),
+        "tracking": lambda: tracking_overhead(data, 1 if quick else 5, tmp),
+        "tune": lambda: trials_per_hour(data_dir, tune_seconds, 20, tmp),
+    }
+    if quick and "tune" in sections and not only:
+        sections.remove("tune")  # process start-ups alone take longer than a minute
+        results["skipped"] = ["tune (--quick)"]
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for name in sections:
+            t0 = time.perf_counter()
+            results[name] = steps[name]()
+            print(f"... {name} measured in {time.perf_counter() - t0:.0f} s", file=sys.stderr,
+                  flush=True)
+    out.write_text(json.dumps(results, indent=1))
+    print(table(results))
+    print(f"(every figure in {out})")
+
+
+def entry() -> None:
+    try:
+        app(standalone_mode=False)
+    except typer.TyperException as e:
+        print(f"error: {e.format_message()}", file=sys.stderr)
+        sys.exit(2)

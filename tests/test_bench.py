@@ -1,0 +1,37 @@
+"""The benchmark runs end to end in --quick mode and writes every figure it prints (no timing
+is asserted: speed lives in the benchmark's output, not in tests)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_quick_writes_its_figures(tmp_path, data_dir):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only",
+                           "matmul,fcn,study_loop", "--out", str(out), "--data-dir",
+                           str(data_dir)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert results["quick"] is True and results["machine"]["cores"] >= 1
+    assert results["matmul"]["gflops"] > 0
+    fcn = results["fcn"]
+    assert fcn["gflop_per_epoch"] == pytest.approx(
+        (6 * 297_200 * 4608 + 2 * 297_200 * 4000) / 1e9)  # 5,000 images -> 9 batches of 512
+    assert fcn["ratio_to_floor"] == pytest.approx(fcn["wall_s"] / fcn["floor_s"])
+    assert 0 < results["study_loop"]["test_acc"] <= 1
+    assert "base FCN, our core" in proc.stdout and "study's loop" in proc.stdout
+
+
+def test_bench_rejects_an_unknown_section():
+    proc = subprocess.run([sys.executable, "-m", "bench", "--only", "gpu"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and "unknown sections" in proc.stderr
