@@ -201,7 +201,8 @@ def close_runs_of_dead_trial(study: optuna.Study, trial: optuna.trial.FrozenTria
     client = mlflow.MlflowClient()
     run_id = trial.user_attrs.get(RUN_ID_ATTR)
     if run_id and client.get_run(run_id).info.status == "RUNNING":
-        client.set_tags(run_id, {"trial_state": "FAIL", "trial_reason": reason})
+        client.set_tag(run_id, "trial_state", "FAIL")
+        client.set_tag(run_id, "trial_reason", reason)
         client.set_terminated(run_id, "KILLED")
     parent_id = trial.user_attrs.get(PARENT_RUN_ID_ATTR)
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
