@@ -98,43 +98,69 @@ def tune(
     = 20,
     study_name: Annotated[str, typer.Option(
         help="Optuna study; empty: the model name. The same name resumes the study.")] = "",
-    storage: Annotated[str, typer.Option(
-        help="Optuna storage: an RDB URL (sqlite:///, postgresql://, mysql://) or a journal "
-             "file path.")] = DEFAULT_STORAGE,
+    storage_url: Annotated[str, typer.Option(
+        "--storage", help="Optuna storage: an RDB URL (sqlite:///, postgresql://, "
+                          "mysql+pymysql://) or a journal file path.")] = DEFAULT_STORAGE,
     seed: Annotated[int, typer.Option(help="Seeds the sampler and every trial's training.")] = 0,
     pruner: Annotated[Pruner, typer.Option(help="Stops poor trials early on val_acc.")]
     = Pruner.median,
+    total_trials: Annotated[int, typer.Option(
+        help="Study-wide cap shared by all workers: no worker starts a trial once the study "
+             "holds this many (retries of dead workers' trials still run). 0: no cap. RDB "
+             "storages only.")] = 0,
+    heartbeat: Annotated[int, typer.Option(
+        help="Seconds between a running trial's heartbeats in an RDB storage (0: off).")] = 60,
+    grace_period: Annotated[int, typer.Option(
+        help="Seconds without a heartbeat after which a trial's worker counts as dead: the "
+             "trial fails, its MLflow runs end KILLED, and it is retried once.")] = 180,
     data_dir: DataDir = Path("data"),
 ) -> None:
-    """Run (or resume) an Optuna study; each trial is a nested MLflow run; register the best."""
+    """Run (or resume) an Optuna study; each trial is a nested MLflow run; register the best.
+
+    Many workers, on one machine or many, cooperate on one study when they share --storage (a
+    database) and --study-name: start the same command on each.
+    """
     from pipeline.config import ConfigError
     from pipeline.search_space import load_space
 
     for name, value, low in (("n_trials", n_trials, 0), ("timeout", timeout, 0),
-                             ("epochs", epochs, 1), ("seed", seed, 0)):
+                             ("epochs", epochs, 1), ("seed", seed, 0),
+                             ("total_trials", total_trials, 0), ("heartbeat", heartbeat, 0)):
         if value < low:
             raise ConfigError(f"{name}: {value} must be >= {low}")
-    if n_trials == 0 and timeout == 0:
-        raise ConfigError("n_trials and timeout are both 0: the study would never end; "
-                          "set one of them")
+    if n_trials == 0 and timeout == 0 and total_trials == 0:
+        raise ConfigError("n_trials, timeout and total_trials are all 0: the study would never "
+                          "end; set one of them")
+    if heartbeat and grace_period <= heartbeat:
+        raise ConfigError(f"grace_period: {grace_period} must be greater than heartbeat "
+                          f"({heartbeat}), or a live trial would look dead; such as "
+                          f"{3 * heartbeat}")
     search_space = load_space(Path(space) if space else SPACES / DEFAULT_SPACE[model.value])
     from pipeline import data, tracking, tuning
 
     settings = tuning.TuneSettings(
         model=model.value, space=search_space, study_name=study_name or model.value,
-        storage=storage, n_trials=n_trials or None, timeout=timeout or None, epochs=epochs,
-        seed=seed, pruner=pruner.value)
+        storage=storage_url, n_trials=n_trials or None, timeout=timeout or None, epochs=epochs,
+        seed=seed, pruner=pruner.value, total_trials=total_trials or None,
+        heartbeat=heartbeat or None, grace_period=grace_period)
     dataset = data.load(data_dir)
-    study = tuning.open_study(settings)  # storage errors surface before any MLflow write
-    tracking.configure()
+    storage = tuning.check_storage(settings)  # storage errors surface before any MLflow write
+    tracking.configure()  # and tracking errors before the study is created
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
-        study = tuning.tune(settings, dataset, study)
+        study = tuning.tune(settings, dataset, tuning.open_study(settings, storage))
     except KeyboardInterrupt:
         raise UserError("interrupted: the running trial ends FAIL and its MLflow run KILLED; "
                         "run the same command again to resume the study") from None
+    except (StorageInternalError, SQLAlchemyError) as e:  # the database went away mid-study
+        raise UserError(f"storage {tuning.mask_password(storage_url)}: lost the database "
+                        f"({tuning.first_line(e.__cause__ or e)}); completed trials are kept: "
+                        "run the same command again to resume") from None
     print(tuning.summary(study))
     print(f"Look at it: mlflow ui --backend-store-uri {tracking.tracking_uri()}  and  "
-          f"python -m pipeline dashboard --storage {tuning.mask_password(storage)}")
+          f"python -m pipeline dashboard --storage {tuning.mask_password(storage_url)}")
 
 
 @app.command()

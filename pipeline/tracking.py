@@ -11,6 +11,7 @@ import importlib.metadata
 import os
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from mlflow.entities import Metric
 from mlflow.models import infer_signature
 
 from pipeline import plots
-from pipeline.config import TrainConfig
+from pipeline.config import TrainConfig, UserError
 from pipeline.data import CLASSES, FashionMNIST, Split
 from pipeline.training import TRAIN_TIME, Callback, EpochEnd, TrainResult, predict, train
 
@@ -40,8 +41,27 @@ def configure(experiment: bool = True) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # noise in logs
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
+    uri = mlflow.get_tracking_uri()
+    check_server(uri)
     if experiment and not os.environ.get("MLFLOW_RUN_ID"):
-        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+        try:
+            mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+        except mlflow.exceptions.MlflowException as e:  # an unknown scheme, a bad path
+            raise UserError(f"MLFLOW_TRACKING_URI {uri}: unusable "
+                            f"({str(e).splitlines()[0][:160]})") from None
+
+
+def check_server(uri: str) -> None:
+    """Fail in seconds on a tracking server that does not answer: MLflow's client would retry
+    with back-off for minutes before saying so."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10):
+            pass
+    except (OSError, ValueError) as e:  # refused, timed out, not HTTP, a malformed URL
+        raise UserError(f"MLflow tracking server {uri} does not answer ({e}); start it "
+                        "(mlflow server ...) or fix MLFLOW_TRACKING_URI") from None
 
 
 def tracking_uri() -> str:

@@ -7,13 +7,21 @@ CSV of all trials, Optuna's plots, and the best trial's model registered as `cha
 We open the MLflow runs ourselves instead of using Optuna's MLflowCallback: that callback calls
 `set_experiment`, which clashes with the run `mlflow run` has already started (MLFLOW_RUN_ID), and
 it logs a trial only after it ends, so per-epoch metrics and pruned trials would be lost.
+
+Many workers (processes, machines) cooperate through Optuna's own distributed mode: each calls
+`tune` with the same RDB storage and study name. Each worker has its own parent run; a trial's
+child run sits under the parent of the worker that ran it. Running trials send heartbeats; a
+trial whose worker died is failed by the next worker that starts a trial, its MLflow runs are
+closed KILLED, and it is queued once more (`retry_of` tag). `total_trials` caps the study itself.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +39,10 @@ from pipeline.training import TEST_ACC, VAL_ACC, Diverged, EpochEnd
 
 STATE_FILE = "model_state.pt"  # each completed trial's weights, to rebuild the champion later
 RUN_ID_ATTR = "mlflow_run_id"
+PARENT_RUN_ID_ATTR = "mlflow_parent_run_id"  # the worker's run: closed when the worker dies
+RETRY_OF_ATTR = "retry_of"  # number of the trial whose dead worker this trial runs again
 FAIL_REASON_ATTR = "fail_reason"
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,9 @@ class TuneSettings:
     epochs: int
     seed: int
     pruner: str = "median"
+    total_trials: int | None = None  # study-wide cap, shared by all workers (RDB storages)
+    heartbeat: int | None = 60  # seconds between a running trial's heartbeats (RDB storages)
+    grace_period: int = 180  # seconds without a heartbeat after which a trial's worker is dead
 
 
 class PruneOnValAcc:
@@ -60,18 +74,142 @@ class PruneOnValAcc:
                                      f"(val_acc {end.metrics[VAL_ACC]:.4f})")
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """An RDB URL (sqlite:///, postgresql://, mysql://) or a journal file path."""
-    if "://" in url:
+class StudyFull(Exception):
+    """The study holds `total_trials` trials: this worker starts no new one."""
+
+
+class WorkerStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage plus what cooperating workers need: an exact study-wide trial cap,
+    and heartbeats that outlive a database restart."""
+
+    def __init__(self, url: str, max_trials: int | None = None, **kwargs):
+        super().__init__(url, **kwargs)
+        self.max_trials = max_trials
+
+    def _get_prepared_new_trial(self, study_id, template_trial, session):
+        # Optuna calls this with the study's row locked (SELECT ... FOR UPDATE) to number the
+        # new trial. Counting under that lock is what makes the cap exact when workers race;
+        # a callback that counts after each trial lets two workers both start the last one.
+        # Queued trials (retries of dead workers' trials, start points) come with a template
+        # and are never refused; a retry stands in for its failed trial, so it does not count.
+        if self.max_trials is not None and template_trial is None:
+            from optuna.storages._rdb import models
+
+            trials = session.query(models.TrialModel).filter(
+                models.TrialModel.study_id == study_id)
+            retries = trials.join(models.TrialSystemAttributeModel).filter(
+                models.TrialSystemAttributeModel.key == "failed_trial")
+            if trials.count() - retries.count() >= self.max_trials:
+                raise StudyFull(f"the study holds its {self.max_trials} trials")
+        return super()._get_prepared_new_trial(study_id, template_trial, session)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        # Runs in Optuna's heartbeat thread, which an exception would end silently, and the
+        # trial would then look dead. A missed beat while the database restarts is harmless:
+        # the grace period spans several beats.
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True}
-                                              if not url.startswith("sqlite") else None)
-        except Exception as e:  # bad driver, unreachable host, bad credentials, bad URL
-            raise UserError(f"storage {mask_password(url)}: cannot be opened "
-                            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+            super().record_heartbeat(trial_id)
+        except Exception as e:
+            print(f"warning: heartbeat skipped ({type(e).__name__}: "
+                  f"{str(e).splitlines()[0][:120]})", file=sys.stderr)
+
+
+def make_storage(url: str, heartbeat: int | None = None, grace_period: int | None = None,
+                 max_trials: int | None = None) -> optuna.storages.BaseStorage:
+    """An RDB URL (sqlite:///, postgresql://, mysql+pymysql://) or a journal file path.
+
+    With `heartbeat`, running trials record a heartbeat that often; a trial silent for
+    `grace_period` seconds is failed and retried once (RDB storages only: Optuna's journal
+    storage has no heartbeat).
+    """
+    if "://" not in url:
+        if Path(url).suffix in (".db", ".sqlite", ".sqlite3"):
+            raise UserError(f"storage {url}: looks like an SQLite file but has no scheme; "
+                            f"write sqlite:///{url} (or a .log path for a journal file)")
+        if max_trials is not None:
+            raise UserError(f"storage {url}: total_trials needs an RDB storage (sqlite:///..., "
+                            "postgresql://...) that counts trials for all workers at once")
+        return journal_storage(url)
+    scheme = url.split("://")[0].split("+")[0]
+    if scheme not in RDB_SCHEMES:
+        raise UserError(f"storage {mask_password(url)}: unknown scheme {scheme!r}; use "
+                        "sqlite:///FILE, postgresql://USER:PW@HOST/DB, mysql+pymysql://... "
+                        "or a journal file path")
+    engine_kwargs = {}
+    if scheme != "sqlite":
+        # pre-ping: a pooled connection that a database restart closed is replaced on checkout;
+        # connect_timeout: an unreachable host is an error within seconds, not minutes.
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    callback = None
+    if heartbeat:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            callback = StaleTrialHandler(grace_period)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return WorkerStorage(url, max_trials=max_trials, engine_kwargs=engine_kwargs,
+                                 heartbeat_interval=heartbeat,
+                                 grace_period=grace_period if heartbeat else None,
+                                 heartbeat_stale_trial_callback=callback)
+    except Exception as e:  # bad driver, unreachable host, bad credentials, missing folder
+        raise UserError(f"storage {mask_password(url)}: cannot be opened "
+                        f"({type(e).__name__}: {first_line(e)})") from None
+
+
+def journal_storage(path: str) -> optuna.storages.BaseStorage:
     from optuna.storages.journal import JournalFileBackend
 
-    return optuna.storages.JournalStorage(JournalFileBackend(url))
+    try:
+        return optuna.storages.JournalStorage(JournalFileBackend(path))
+    except Exception as e:  # a missing folder, a file that is not a journal
+        raise UserError(f"storage {path}: cannot be opened as a journal file "
+                        f"({type(e).__name__}: {first_line(e)})") from None
+
+
+def first_line(e: BaseException) -> str:
+    """The gist of a driver's multi-line message, short enough for one line of error."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return (lines[0] if lines else type(e).__name__)[:200]
+
+
+class StaleTrialHandler:
+    """Optuna's stale-trial callback: a trial whose worker stopped sending heartbeats (killed,
+    machine lost) has just been failed. Close its MLflow run (and its worker's parent run when
+    no live trial needs it) as KILLED, then queue the trial once more, tagged `retry_of`.
+
+    Runs in whichever worker notices: Optuna looks for stale trials before starting each trial.
+    """
+
+    def __init__(self, grace_period: int | None):
+        self.grace_period = grace_period
+        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        try:
+            close_runs_of_dead_trial(study, trial, f"its worker sent no heartbeat for "
+                                                  f"{self.grace_period} s (killed or lost)")
+        except Exception as e:  # the tracking server's trouble must not stop this worker
+            print(f"warning: could not close the MLflow run of dead trial {trial.number}: "
+                  f"{first_line(e)}", file=sys.stderr)
+        trial.set_user_attr(RETRY_OF_ATTR, trial.user_attrs.get(RETRY_OF_ATTR, trial.number))
+        self.retry(study, trial)
+
+
+def close_runs_of_dead_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                             reason: str) -> None:
+    client = mlflow.MlflowClient()
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
+    if run_id and client.get_run(run_id).info.status == "RUNNING":
+        client.set_tag(run_id, "trial_state", "FAIL")
+        client.set_tag(run_id, "trial_reason", reason)
+        client.set_terminated(run_id, "KILLED")
+    parent_id = trial.user_attrs.get(PARENT_RUN_ID_ATTR)
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if (parent_id and client.get_run(parent_id).info.status == "RUNNING"
+            and not any(t.user_attrs.get(PARENT_RUN_ID_ATTR) == parent_id for t in running)):
+        client.set_tag(parent_id, "end_reason", f"worker lost: trial {trial.number} {reason}")
+        client.set_terminated(parent_id, "KILLED")
 
 
 def mask_password(url: str) -> str:
@@ -94,45 +232,75 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_study(settings: TuneSettings) -> optuna.Study:
-    storage = make_storage(settings.storage)
+class TrialSeededTPE(optuna.samplers.TPESampler):
+    """TPE whose random draws for trial k come from `seed + k`.
+
+    So a resumed study continues the sequence instead of replaying its random start-up
+    configurations, one call of 4 trials samples what two calls of 2 sample, and workers that
+    start together do not all try the same configurations.
+    """
+
+    def __init__(self, seed: int, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self.base_seed = seed
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self._rng.rng.seed(self.base_seed + trial.number)
+        self._random_sampler._rng.rng.seed(self.base_seed + trial.number)
+        super().before_trial(study, trial)
+
+
+def check_storage(settings: TuneSettings) -> optuna.storages.BaseStorage:
+    """Open the storage and refuse a study of this name that minimizes; creates no study."""
+    storage = make_storage(settings.storage, settings.heartbeat, settings.grace_period,
+                           settings.total_trials)
     try:
         existing = optuna.load_study(study_name=settings.study_name, storage=storage)
     except KeyError:
-        existing = None
-    if existing is not None and existing.direction != optuna.study.StudyDirection.MAXIMIZE:
+        return storage
+    if existing.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise UserError(f"study {settings.study_name!r} in {mask_password(settings.storage)} "
                         f"exists with direction {existing.direction.name}; tune maximizes "
                         "val_acc: choose another --study-name")
-    n_before = len(existing.trials) if existing else 0
-    # Seed with the number of trials already run, so a resumed study continues the sequence
-    # instead of replaying the same random start-up configs.
+    return storage
+
+
+def open_study(settings: TuneSettings,
+               storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
+    storage = storage or check_storage(settings)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # group: the FCN's depth changes which width params exist; multivariate TPE then
         # models each group of co-occurring params jointly.
-        sampler = optuna.samplers.TPESampler(seed=settings.seed + n_before, multivariate=True,
-                                             group=True, n_startup_trials=6)
-    study = optuna.create_study(study_name=settings.study_name, storage=storage,
-                                direction="maximize", sampler=sampler,
-                                pruner=make_pruner(settings.pruner), load_if_exists=True)
-    if n_before == 0:  # a new study starts from the space's known configurations
-        for params in settings.space.enqueue:
-            study.enqueue_trial(params, skip_if_exists=True)
+        sampler = TrialSeededTPE(settings.seed, multivariate=True, group=True,
+                                 n_startup_trials=6)
+    kwargs = dict(study_name=settings.study_name, storage=storage, sampler=sampler,
+                  pruner=make_pruner(settings.pruner))
+    try:  # only the worker that creates the study queues its start points, even in a race
+        study = optuna.create_study(direction="maximize", **kwargs)
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(**kwargs)
+    for params in settings.space.enqueue:
+        study.enqueue_trial(params, skip_if_exists=True)
     return study
 
 
-def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[str, str]):
+def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[str, str],
+                   parent_run_id: str):
     def objective(trial: optuna.Trial) -> float:
         config = settings.space.sample(trial, model=settings.model, epochs=settings.epochs,
                                        seed=settings.seed)
         tags = {**study_tags, "trial_number": str(trial.number), "trial_state": "RUNNING"}
+        if RETRY_OF_ATTR in trial.user_attrs:
+            tags[RETRY_OF_ATTR] = str(trial.user_attrs[RETRY_OF_ATTR])
         state, reason = "FAIL", None
         run_ids: list[str] = []
 
-        def remember(run_id: str) -> None:  # for the champion, and for the final tags
+        def remember(run_id: str) -> None:
+            # At once: the champion needs it, and so does whoever closes this run if we die.
             run_ids.append(run_id)
             trial.set_user_attr(RUN_ID_ATTR, run_id)
+            trial.set_user_attr(PARENT_RUN_ID_ATTR, parent_run_id)
 
         try:
             run_id, result = tracking.train_run(
@@ -184,10 +352,13 @@ def tune(settings: TuneSettings, data: FashionMNIST,
                                  "study_name": settings.study_name, "storage": storage_shown,
                                  "n_trials": settings.n_trials, "timeout": settings.timeout,
                                  "epochs": settings.epochs, "seed": settings.seed,
-                                 "pruner": settings.pruner})
+                                 "pruner": settings.pruner,
+                                 "total_trials": settings.total_trials,
+                                 "heartbeat": settings.heartbeat,
+                                 "grace_period": settings.grace_period})
         mlflow.log_artifact(str(settings.space.path))
-        study.optimize(make_objective(settings, data, study_tags), n_trials=settings.n_trials,
-                       timeout=settings.timeout, catch=(Diverged,), gc_after_trial=True)
+        objective = make_objective(settings, data, study_tags, mlflow.active_run().info.run_id)
+        run_trials(study, objective, settings)
         log_study(study, settings, data)
         status = "FINISHED"
         return study
@@ -196,6 +367,36 @@ def tune(settings: TuneSettings, data: FashionMNIST,
         raise
     finally:
         mlflow.end_run(status)
+
+
+def run_trials(study: optuna.Study, objective, settings: TuneSettings) -> None:
+    """Optimize until n_trials / timeout, or until the study is full.
+
+    A full study may still owe trials: one whose worker died comes back as a queued retry once
+    its heartbeat is `grace_period` old. So a worker that finds the study full waits for the
+    other workers' running trials to end (or be found dead) and runs any retry they leave.
+    """
+    start = time.monotonic()
+    heartbeat = settings.heartbeat if "://" in settings.storage else None  # journal: none
+    while True:
+        left = None if settings.timeout is None else settings.timeout - (time.monotonic() - start)
+        if left is not None and left <= 0:
+            return
+        try:
+            study.optimize(objective, n_trials=settings.n_trials, timeout=left,
+                           catch=(Diverged,), gc_after_trial=True)
+            return
+        except StudyFull:
+            pass
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        states = {t.state for t in study.get_trials(deepcopy=False)}
+        if optuna.trial.TrialState.WAITING in states:
+            continue
+        if not heartbeat or optuna.trial.TrialState.RUNNING not in states:
+            return
+        time.sleep(heartbeat)
 
 
 def log_study(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -> None:

@@ -59,6 +59,12 @@ def tracking_env(tmp_path, monkeypatch) -> dict[str, str]:
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
         timeout: float = 900) -> subprocess.CompletedProcess:
-    """`python -m pipeline ARGS` in a subprocess, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    """`python -m pipeline ARGS` in a subprocess, as a user runs it (this checkout's code, even
+    from another folder and when the environment has another checkout installed)."""
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd,
+                          env=with_this_checkout(env), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def with_this_checkout(env: dict[str, str] | None) -> dict[str, str]:
+    return {**(env if env is not None else os.environ), "PYTHONPATH": str(ROOT)}

@@ -73,25 +73,6 @@ def test_mlproject_names_every_train_parameter():
     assert all(f"{{{name}}}" in spec["entry_points"]["train"]["command"] for name in params)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "vgg"], "'--model'"),
-    (["--n-trials", "-1"], "n_trials: -1 must be >= 0"),
-    (["--epochs", "0"], "epochs: 0 must be >= 1"),
-    (["--timeout", "-5"], "timeout: -5.0 must be >= 0"),
-    (["--n-trials", "0", "--timeout", "0"], "the study would never end"),
-    (["--space", "nowhere.yaml"], "nowhere.yaml: no such search-space file"),
-    (["--pruner", "random"], "'--pruner'"),
-    (["--storage", "nosuchdb://x/y"], "storage nosuchdb://x/y: cannot be opened"),
-])
-def test_bad_tune_input_is_one_line_and_writes_nothing(args, message, tmp_path, tracking_env,
-                                                       data_dir):
-    out = cli("tune", "--data-dir", str(data_dir), *args, env=tracking_env, cwd=tmp_path)
-    assert out.returncode == 2, out.stderr
-    assert out.stderr.startswith("error: ") and message in out.stderr
-    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
-    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()
-
-
 def test_a_malformed_space_stops_tune_before_any_trial(tmp_path, tracking_env, data_dir):
     space = tmp_path / "bad.yaml"
     space.write_text("lr: {type: float, low: 0.1, high: 0.01}\n")
