@@ -79,7 +79,7 @@ VARIANTS: dict[str, Variant] = {v.key: v for v in (
 )}
 
 TABLES: tuple[Table, ...] = (
-    Table(1, "Optimizers (base FCN, 50 epochs, batch 512)",
+    Table(1, "Optimizers (base FCN 784-300-200-10, batch 512)",
           ("sgd_0.02", "sgd_0.05", "rmsprop_1e-4", "adam_8e-5"), "sgd_0.02"),
     Table(2, "Dropout", ("sgd_0.02", "dropout_0.1", "dropout_0.5"), "sgd_0.02"),
     Table(3, "Weight initialization",

@@ -251,7 +251,11 @@ def table_figure(input: ReportInput, table: Table) -> Figure:
                ylabel="accuracy (%)")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        longest = max(len(r.history) for k in table.variants for r in input.runs[k])
+        if longest <= 12:
+            ax.set_xticks(np.arange(1, longest + 1))
+        else:
+            ax.xaxis.get_major_locator().set_params(integer=True)
     fig.legend(*acc_ax.get_legend_handles_labels(), loc="outside lower center",
                ncols=len(table.variants), fontsize=9)
     # Zoom the accuracy axis on the interesting part: above the worst first-epoch mean.
