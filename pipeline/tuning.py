@@ -145,16 +145,24 @@ def make_storage(url: str, heartbeat: int | None = None, grace_period: int | Non
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             callback = StaleTrialHandler(grace_period)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return WorkerStorage(url, max_trials=max_trials, engine_kwargs=engine_kwargs,
-                                 heartbeat_interval=heartbeat,
-                                 grace_period=grace_period if heartbeat else None,
-                                 heartbeat_stale_trial_callback=callback)
-    except Exception as e:  # bad driver, unreachable host, bad credentials, missing folder
-        raise UserError(f"storage {mask_password(url)}: cannot be opened "
-                        f"({type(e).__name__}: {first_line(e)})") from None
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in (1, 2):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return WorkerStorage(url, max_trials=max_trials, engine_kwargs=engine_kwargs,
+                                     heartbeat_interval=heartbeat,
+                                     grace_period=grace_period if heartbeat else None,
+                                     heartbeat_stale_trial_callback=callback)
+        except IntegrityError:
+            # Workers started together on a fresh database race to create Optuna's tables;
+            # the losers find them made on a second try.
+            if attempt == 2:
+                raise
+        except Exception as e:  # bad driver, unreachable host, bad credentials, missing folder
+            raise UserError(f"storage {mask_password(url)}: cannot be opened "
+                            f"({type(e).__name__}: {first_line(e)})") from None
 
 
 def journal_storage(path: str) -> optuna.storages.BaseStorage:

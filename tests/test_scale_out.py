@@ -140,7 +140,7 @@ def test_three_workers_share_one_study(study):
 
 def test_a_killed_worker_s_trial_fails_is_retried_and_its_runs_are_closed(study):
     # A slow victim (30 epochs a trial) so that it is surely killed in the middle of a trial.
-    [victim] = study.start(1, "--total-trials", "6", "--epochs", "30")
+    [victim] = study.start(1, "--total-trials", "4", "--epochs", "30")
 
     def reported_an_epoch() -> bool:
         assert victim.poll() is None, study.stderr(victim)[-2000:]
@@ -154,14 +154,14 @@ def test_a_killed_worker_s_trial_fails_is_retried_and_its_runs_are_closed(study)
     victim.wait()
     [killed] = [t for t in study.trials() if t.state.name == "RUNNING"]
 
-    survivors = study.start(2, "--total-trials", "6")
+    survivors = study.start(2, "--total-trials", "4")
     assert study.finish(survivors) == [0, 0], [study.stderr(w)[-2000:] for w in survivors]
     trials = study.trials()
     assert trials[killed.number].state.name == "FAIL"
     [retry] = [t for t in trials if t.user_attrs.get("retry_of") == killed.number]
     assert retry.state.name == "COMPLETE" and retry.params == killed.params
-    assert len(trials) == 7  # the 6 asked for and the retry of the killed one
-    assert [t.state.name for t in trials].count("COMPLETE") == 6  # the study completed them
+    assert len(trials) == 5  # the 4 asked for and the retry of the killed one
+    assert [t.state.name for t in trials].count("COMPLETE") == 4  # the study completed them
 
     runs = assert_one_child_run_per_trial(study)
     by_number = {int(r.data.tags["trial_number"]): r for r in runs
@@ -176,7 +176,7 @@ def test_a_killed_worker_s_trial_fails_is_retried_and_its_runs_are_closed(study)
 
 
 def test_a_database_restart_loses_no_completed_trial(study, postgres):
-    workers = study.start(3, "--total-trials", "12")
+    workers = study.start(3, "--total-trials", "8")
 
     def completed() -> dict[int, float]:
         try:
@@ -184,7 +184,7 @@ def test_a_database_restart_loses_no_completed_trial(study, postgres):
         except KeyError:
             return {}
 
-    wait_until(lambda: len(completed()) >= 3, "3 completed trials", timeout=300)
+    wait_until(lambda: len(completed()) >= 2, "2 completed trials", timeout=300)
     before = completed()
     postgres.restart()
     codes = study.finish(workers)
@@ -194,12 +194,12 @@ def test_a_database_restart_loses_no_completed_trial(study, postgres):
         assert code == 0 or (code == 2 and last.startswith("error: storage")
                              and "run the same command again" in last), last
     if any(codes):  # resume, as the error says
-        [resumed] = study.start(1, "--total-trials", "12")
+        [resumed] = study.start(1, "--total-trials", "8")
         assert study.finish([resumed]) == [0], study.stderr(resumed)[-2000:]
     after = {t.number: t for t in study.trials()}
     assert all(after[n].state.name == "COMPLETE" and after[n].value == v
                for n, v in before.items())
     assert {t.state.name for t in after.values()} <= {"COMPLETE", "FAIL"}
     fresh = [t for t in after.values() if "retry_of" not in t.user_attrs]
-    assert len(fresh) == 12
+    assert len(fresh) == 8
     assert "RUNNING" not in {r.info.status for r in study.runs()}

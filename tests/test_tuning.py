@@ -136,3 +136,41 @@ def test_passwords_never_reach_the_logs():
     assert tuning.mask_password("postgresql://u:secret@db:5432/optuna") == \
         "postgresql://u:***@db:5432/optuna"
     assert tuning.mask_password("sqlite:///optuna.db") == "sqlite:///optuna.db"
+
+
+@pytest.fixture
+def no_summary(monkeypatch):
+    """Skip the study's summary and champion (seconds per call): these tests are about trials."""
+    monkeypatch.setattr(tuning, "log_study", lambda *args: None)
+
+
+def history(study):
+    """What a study did: each trial's params, value and per-epoch validation accuracy."""
+    return [(t.number, t.state.name, t.params, t.value, t.intermediate_values)
+            for t in study.trials]
+
+
+def test_the_same_seed_and_config_give_the_same_study(settings, tiny_data, tmp_path,
+                                                      no_summary):
+    first = tuning.tune(settings(n_trials=2), tiny_data)
+    again = settings(n_trials=2)
+    again = tuning.TuneSettings(**{**again.__dict__,
+                                   "storage": f"sqlite:///{tmp_path / 'again.db'}"})
+    assert history(tuning.tune(again, tiny_data)) == history(first)
+
+
+def test_a_resumed_study_continues_the_sampler_s_sequence(settings, tiny_data, no_summary):
+    in_one_go = tuning.tune(settings(n_trials=2, study_name="one"), tiny_data)
+    resumed = settings(n_trials=1, study_name="two")
+    tuning.tune(resumed, tiny_data)
+    resumed = tuning.tune(resumed, tiny_data)
+    # trial k's draws depend on (seed, k): 1 + 1 trials are exactly the 2 of one call
+    assert [h[1:] for h in history(resumed)] == [h[1:] for h in history(in_one_go)]
+
+
+def test_the_study_wide_cap_counts_every_worker_s_trials(settings, tiny_data, no_summary):
+    s = settings(n_trials=10)
+    s = tuning.TuneSettings(**{**s.__dict__, "total_trials": 2})
+    tuning.tune(s, tiny_data)
+    study = tuning.tune(s, tiny_data)  # a second worker finds the study full at once
+    assert len(study.trials) == 2
