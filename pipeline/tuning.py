@@ -116,6 +116,9 @@ def open_study(settings: TuneSettings) -> optuna.Study:
     study = optuna.create_study(study_name=settings.study_name, storage=storage,
                                 direction="maximize", sampler=sampler,
                                 pruner=make_pruner(settings.pruner), load_if_exists=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([VAL_ACC])  # optuna-dashboard shows "val_acc", not "Objective 0"
     if n_before == 0:  # a new study starts from the space's known configurations
         for params in settings.space.enqueue:
             study.enqueue_trial(params, skip_if_exists=True)
