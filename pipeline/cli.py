@@ -238,6 +238,29 @@ def dashboard(
     run_server(make_storage(storage), host=host, port=port)
 
 
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(
+        help="PNG or JPEG files (any size or colour), or folders of them.", show_default=False)],
+    model_uri: Annotated[str, typer.Option(
+        help="A logged PyTorch model: models:/NAME@ALIAS, models:/NAME/VERSION or "
+             "runs:/RUN_ID/model.")] = "models:/fashion-mnist-fcn@champion",
+    top: Annotated[int, typer.Option(help="How many classes to print per image.")] = 3,
+) -> None:
+    """Classify images: each becomes 28x28 grayscale (inverted if dark-on-light); prints the
+    most likely classes with their probabilities."""
+    from pipeline.config import ConfigError
+
+    if not 1 <= top <= 10:
+        raise ConfigError(f"top: {top} must be in 1..10")
+    from pipeline import predict as predicting
+
+    files, pixels = predicting.load_images(images)
+    model = predicting.load_model(model_uri)
+    for path, probs in zip(files, predicting.probabilities(model, pixels)):
+        print(f"{path}: {predicting.describe(probs, top)}")
+
+
 def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt  # `kill`, a CI timeout, `docker stop`: end runs KILLED, not RUNNING
 

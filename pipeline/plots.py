@@ -16,6 +16,10 @@ from matplotlib.figure import Figure
 from pipeline.data import CLASSES
 
 SPLIT_STYLE = {"train": ("tab:blue", "-"), "val": ("tab:orange", "-"), "test": ("tab:green", "--")}
+# The train numbers are running means while the weights change (and dropout is on), so they can
+# sit below val early on: the legend says so instead of leaving the reader to wonder.
+SPLIT_LABEL = {"train": "train (mean during the epoch)", "val": "val (after the epoch)",
+               "test": "test (after the epoch)"}
 
 
 def curves(history: Sequence[dict[str, float]], title: str) -> Figure:
@@ -24,10 +28,11 @@ def curves(history: Sequence[dict[str, float]], title: str) -> Figure:
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
     for split, (color, style) in SPLIT_STYLE.items():
+        label = SPLIT_LABEL.get(split, split)
         loss_ax.plot(epochs, [h[f"{split}_loss"] for h in history], style, color=color,
-                     label=split, marker="." if len(epochs) < 30 else None)
+                     label=label, marker="." if len(epochs) < 30 else None)
         acc_ax.plot(epochs, [100 * h[f"{split}_acc"] for h in history], style, color=color,
-                    label=split, marker="." if len(epochs) < 30 else None)
+                    label=label, marker="." if len(epochs) < 30 else None)
     final = history[-1]
     loss_ax.set(title="Cross-entropy loss", xlabel="epoch", ylabel="loss")
     acc_ax.set(title=f"Accuracy (final: val {100 * final['val_acc']:.2f}%, "

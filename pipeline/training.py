@@ -109,7 +109,7 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = EVAL_BATCH
 def _loss_and_correct(model: nn.Module, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
     logits = predict(model, split.images)
     loss = F.cross_entropy(logits.float(), split.labels)
-    return loss, (logits.argmax(1) == split.labels).float().mean()
+    return loss, (logits.argmax(1) == split.labels).sum()
 
 
 def train(config: TrainConfig, data: FashionMNIST, callbacks: Sequence[Callback] = (),
@@ -156,7 +156,13 @@ def train(config: TrainConfig, data: FashionMNIST, callbacks: Sequence[Callback]
             seen += len(idx)
         val = _loss_and_correct(model, data.val)
         test = _loss_and_correct(model, data.test)
-        values = torch.stack([loss_sum / seen, correct / seen, *val, *test]).tolist()  # one sync
+        # One sync. Accuracies are divided here, in float64, from exact counts: 8623 / 10000
+        # reads 0.8623 in the MLflow UI and optuna-dashboard, not float32's 0.8622999787.
+        (train_loss, train_correct, val_loss, val_correct, test_loss, test_correct) = \
+            torch.stack([loss_sum / seen, correct.float(), val[0], val[1].float(), test[0],
+                         test[1].float()]).tolist()
+        values = [train_loss, train_correct / seen, val_loss, val_correct / len(data.val),
+                  test_loss, test_correct / len(data.test)]
         metrics = dict(zip(EPOCH_METRICS, [*values, time.perf_counter() - t0]))
         result.history.append(metrics)
         if not math.isfinite(metrics[TRAIN_LOSS]):

@@ -288,6 +288,9 @@ def open_study(settings: TuneSettings,
         study = optuna.create_study(direction="maximize", **kwargs)
     except optuna.exceptions.DuplicatedStudyError:
         return optuna.load_study(**kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([VAL_ACC])  # optuna-dashboard shows "val_acc", not "Objective 0"
     for params in settings.space.enqueue:
         study.enqueue_trial(params, skip_if_exists=True)
     return study

@@ -54,6 +54,9 @@ def tracking_env(tmp_path, monkeypatch) -> dict[str, str]:
     mlflow.set_tracking_uri(uri)
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    # This checkout's package, wherever the subprocess runs (an editable install may point at
+    # another one).
+    env["PYTHONPATH"] = str(ROOT)
     return env
 
 

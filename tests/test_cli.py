@@ -12,7 +12,7 @@ from tests.conftest import ROOT, cli
 def test_help_lists_the_commands():
     out = cli("--help")
     assert out.returncode == 0
-    for command in ("prepare", "train", "tune", "dashboard"):
+    for command in ("prepare", "train", "tune", "dashboard", "predict"):
         assert command in out.stdout
 
 
