@@ -62,7 +62,9 @@ def study(tmp_path_factory, data_dir) -> Study:
     """`tune` for real: 3 trials, 2 epochs, the champion registered; private stores."""
     folder = tmp_path_factory.mktemp("study")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+    # None of the MLFLOW_* settings that earlier tests or `mlflow run` may have left behind
+    # (MLFLOW_RUN_ID, MLFLOW_EXPERIMENT_ID, ...): these stores and names only.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME="fashion-mnist",
                PYTHONPATH=str(ROOT),  # this checkout, whatever the venv's editable install says
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
