@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from statistics import median
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,19 +30,9 @@ app = typer.Typer(add_completion=False)
 
 
 def machine() -> dict:
-    import torch
+    from pipeline.replicate import machine as describe
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip()
-                   for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cores": os.cpu_count(), "cpu": cpu, "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-            "python": platform.python_version()}
+    return {"cores": os.cpu_count(), "description": describe()}
 
 
 def matmul_rate(size: int = 2048, seconds: float = 3.0) -> dict:
@@ -183,15 +173,9 @@ def trials_per_hour(data_dir: Path, seconds: float, epochs: int, tmp: Path) -> d
     return out
 
 
-def median(values: list[float]) -> float:
-    s = sorted(values)
-    return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
-
-
 def table(results: dict) -> str:
     m, lines = results["machine"], []
-    lines.append(f"machine: {m['cores']} cores, {m['cpu']}, torch {m['torch']}, "
-                 f"{m['threads']} threads, device {m['device']}"
+    lines.append(f"machine: {m['description']}"
                  + ("  [QUICK: tiny sizes, not comparable]" if results["quick"] else ""))
     r = results
     if "matmul" in r:

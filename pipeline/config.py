@@ -20,6 +20,13 @@ class UserError(Exception):
     """Something the user can fix; its message is one line that says what is wrong and how."""
 
 
+def first_line(e: BaseException | str) -> str:
+    """The gist of a library's multi-line message, short enough for one line of error."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    name = type(e).__name__ if isinstance(e, BaseException) else "unknown error"
+    return (lines[0] if lines else name)[:200]
+
+
 class ConfigError(UserError, ValueError):
     """A bad parameter value; its message names the parameter and the allowed values."""
 

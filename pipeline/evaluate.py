@@ -22,7 +22,7 @@ from mlflow.entities import LoggedModelInput
 from mlflow.exceptions import MlflowException
 
 from pipeline import plots, stats
-from pipeline.config import UserError
+from pipeline.config import UserError, first_line
 from pipeline.data import CLASSES, FashionMNIST, Split
 from pipeline.training import EVAL_BATCH, TEST_ACC, TEST_LOSS
 
@@ -127,10 +127,6 @@ def check_ours(uri: str, info: mlflow.models.model.ModelInfo) -> None:
     if why:
         raise ModelURIError(f"model {uri!r} is not a FashionMNIST classifier of this project "
                             f"({why}; expected float32 (N, 1, 28, 28) -> 10 logits)")
-
-
-def first_line(text: str) -> str:
-    return str(text).strip().splitlines()[0] if str(text).strip() else "unknown error"
 
 
 def load(uri: str) -> torch.nn.Module:

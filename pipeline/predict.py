@@ -8,7 +8,6 @@ is padded to a square (keeping its aspect) before it is resized.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -81,25 +80,12 @@ def load_images(paths: list[Path]) -> tuple[list[Path], torch.Tensor]:
 
 
 def load_model(uri: str) -> torch.nn.Module:
-    """The model at `uri`, from MLFLOW_TRACKING_URI's store (default: ./mlflow.db, as tune)."""
-    import mlflow
+    """The model at `uri`, checked and loaded as `evaluate` does (default store ./mlflow.db)."""
+    from pipeline import evaluate, tracking
 
-    from pipeline.tracking import DEFAULT_TRACKING_URI
-
-    store = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    # Opening a missing SQLite store would create an empty one, and then fail on the name.
-    if store.startswith("sqlite:///") and uri.startswith(("models:/", "runs:/")) \
-            and not Path(store.removeprefix("sqlite:///")).exists():
-        raise UserError(f"model {uri}: there is no tracking store {store} (in {Path.cwd()}); "
-                        "run tune first, or set MLFLOW_TRACKING_URI to the store that holds it")
-    mlflow.set_tracking_uri(store)
-    try:
-        return mlflow.pytorch.load_model(uri, map_location="cpu")
-    except Exception as e:  # unknown name or alias, no such run, unreachable store, not PyTorch
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise UserError(f"model {uri}: cannot be loaded ({first}); give --model-uri "
-                        "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model) and "
-                        "MLFLOW_TRACKING_URI of the store that holds it") from None
+    tracking.configure(experiment=False)
+    evaluate.resolve(uri)  # names nothing / not ours / no store: one line, nothing created
+    return evaluate.load(uri)
 
 
 @torch.inference_mode()

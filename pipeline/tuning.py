@@ -31,7 +31,7 @@ import optuna
 import torch
 
 from pipeline import tracking
-from pipeline.config import UserError
+from pipeline.config import UserError, first_line
 from pipeline.data import FashionMNIST
 from pipeline.models import build_model
 from pipeline.search_space import SearchSpace
@@ -173,12 +173,6 @@ def journal_storage(path: str) -> optuna.storages.BaseStorage:
     except Exception as e:  # a missing folder, a file that is not a journal
         raise UserError(f"storage {path}: cannot be opened as a journal file "
                         f"({type(e).__name__}: {first_line(e)})") from None
-
-
-def first_line(e: BaseException) -> str:
-    """The gist of a driver's multi-line message, short enough for one line of error."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return (lines[0] if lines else type(e).__name__)[:200]
 
 
 class StaleTrialHandler:

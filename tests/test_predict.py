@@ -77,7 +77,7 @@ def test_bad_predict_input_is_one_line(tmp_path, tracking_env):
         (["empty"], "empty: a folder without PNG or JPEG files"),
         (["ok.png", "--top", "0"], "top: 0 must be in 1..10"),
         (["ok.png", "--model-uri", "models:/no-such-model@champion"],
-         "model models:/no-such-model@champion: cannot be loaded"),
+         "model 'models:/no-such-model@champion' not found"),
         ([], "Missing argument"),
     ]:
         out = cli("predict", *args, env=tracking_env, cwd=tmp_path)
@@ -91,6 +91,6 @@ def test_predict_without_a_store_says_so_and_creates_none(tmp_path, tracking_env
     env = {k: v for k, v in tracking_env.items() if k != "MLFLOW_TRACKING_URI"}
     out = cli("predict", "ok.png", env=env, cwd=tmp_path)
     assert out.returncode == 2
-    assert out.stderr.startswith("error: model models:/fashion-mnist-fcn@champion: there is no "
-                                 "tracking store sqlite:///mlflow.db")
+    assert out.stderr.startswith("error: model 'models:/fashion-mnist-fcn@champion' not found: "
+                                 "there is no tracking store at mlflow.db")
     assert not (tmp_path / "mlflow.db").exists()
