@@ -27,8 +27,8 @@ class Normalize(nn.Module):
         self.register_buffer("shift", torch.tensor(PIXEL_MEAN / PIXEL_STD))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(-1, 1, 28, 28).to(self.scale.dtype)
-        return x * self.scale - self.shift
+        # Two passes, not three: the product is a new tensor, so subtracting in place is safe.
+        return (x.reshape(-1, 1, 28, 28).to(self.scale.dtype) * self.scale).sub_(self.shift)
 
 
 class FCN(nn.Module):
