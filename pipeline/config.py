@@ -10,9 +10,9 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-MODELS = ("fcn", "study_cnn")
+MODELS = ("fcn", "study_cnn", "fast_cnn")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "onecycle")
 INITS = ("default", "normal", "xavier_normal", "xavier_uniform", "kaiming_uniform", "kaiming_normal")
 
 
@@ -45,7 +45,7 @@ def parse_hidden(value: str | list | tuple) -> tuple[int, ...]:
                       "use comma-separated integers such as 300,200")
 
 
-def parse_bool(value: str | bool) -> bool:
+def parse_bool(value: str | bool, name: str = "batch_norm") -> bool:
     """'true' / 'false' (also 1/0, yes/no), as MLproject parameters and YAML spell them."""
     if isinstance(value, bool):
         return value
@@ -54,7 +54,7 @@ def parse_bool(value: str | bool) -> bool:
         return True
     if lowered in ("false", "0", "no"):
         return False
-    raise ConfigError(f"batch_norm: {value!r} must be true or false")
+    raise ConfigError(f"{name}: {value!r} must be true or false")
 
 
 @dataclass(frozen=True)
@@ -71,12 +71,17 @@ class TrainConfig:
     init: str = "default"  # "default" keeps PyTorch's own (Kaiming-uniform with a=sqrt(5)) init
     batch_norm: bool = False
     weight_decay: float = 0.0
-    schedule: str = "constant"  # the study's; "cosine": 1 warm-up epoch, then cosine decay to 0
+    # "constant" is the study's; "cosine": 1 warm-up epoch, then cosine decay to 0;
+    # "onecycle": linear rise over the first 20% of steps, then linear decay to 0
+    schedule: str = "constant"
+    label_smoothing: float = 0.0  # training loss only; val/test losses stay plain cross-entropy
+    augment: bool = False  # random horizontal flips and shifts of up to 2 pixels, per image
     seed: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", parse_hidden(self.hidden))
         object.__setattr__(self, "batch_norm", parse_bool(self.batch_norm))
+        object.__setattr__(self, "augment", parse_bool(self.augment, "augment"))
         _check_choice("model", self.model, MODELS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("init", self.init, INITS)
@@ -85,6 +90,10 @@ class TrainConfig:
             raise ConfigError(f"lr: {self.lr!r} must be a number > 0, such as 0.02")
         if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
             raise ConfigError(f"dropout: {self.dropout!r} must be in [0, 1), such as 0.1")
+        if not (isinstance(self.label_smoothing, (int, float))
+                and 0 <= self.label_smoothing < 1):
+            raise ConfigError(f"label_smoothing: {self.label_smoothing!r} must be in [0, 1), "
+                              "such as 0.1")
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ConfigError(f"weight_decay: {self.weight_decay!r} must be >= 0")
         for name in ("epochs", "batch_size"):
@@ -98,7 +107,8 @@ class TrainConfig:
         """Flat, loggable form: `hidden` as '300,200' so MLflow shows it as one readable param."""
         d = dataclasses.asdict(self)
         d["hidden"] = ",".join(str(h) for h in self.hidden)
-        d["batch_norm"] = str(self.batch_norm).lower()  # as MLproject parameters spell it
+        for name in ("batch_norm", "augment"):
+            d[name] = str(d[name]).lower()  # as MLproject parameters spell it
         return d
 
     @classmethod

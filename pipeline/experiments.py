@@ -16,6 +16,10 @@ from pipeline.config import TrainConfig
 BASE = TrainConfig()  # 784-300-200-10, SGD lr 0.02, batch 512, 50 epochs, default init
 CNN = TrainConfig(model="study_cnn", optimizer="adam", lr=1e-3, epochs=10, batch_size=128,
                   dropout=0.3, schedule="cosine")
+# Our fast CNN recipe (issue 5): the first trial of search_spaces/cnn.yaml, measured by `bench`.
+FAST_CNN = TrainConfig(model="fast_cnn", batch_norm=True, optimizer="momentum", lr=0.1,
+                       weight_decay=5e-4, batch_size=256, epochs=6, schedule="onecycle",
+                       label_smoothing=0.1, augment=True)
 
 
 @dataclass(frozen=True)

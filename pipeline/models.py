@@ -84,6 +84,40 @@ class StudyCNN(nn.Module):
         return self.net(x)
 
 
+class FastCNN(nn.Module):
+    """Our fast recipe's network: three blocks of 3x3 conv -> 2x2 max pool -> batch norm -> ReLU
+    (28 -> 14 -> 7 -> 3 pixels; widths 32, 64, 128 by default), then one linear layer.
+
+    Pooling before batch norm and ReLU (as airbench does) runs those two on a quarter of the
+    pixels; max pool and ReLU commute, so only batch norm sees pooled instead of full maps.
+    In eval mode the network averages the logits of each image and its mirror image (test-time
+    flip averaging) in one forward pass of the doubled batch; the logged model does the same.
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128), dropout: float = 0.0,
+                 batch_norm: bool = True, flip_average: bool = True):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin, size = 1, 28
+        for width in widths:
+            norm = [nn.BatchNorm2d(width)] if batch_norm else []
+            layers += [nn.Conv2d(cin, width, 3, padding=1, bias=not batch_norm),
+                       nn.MaxPool2d(2), *norm, nn.ReLU()]
+            cin, size = width, size // 2
+        self.normalize = Normalize()
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        drop = [nn.Dropout(dropout)] if dropout > 0 else []
+        self.head = nn.Sequential(*drop, nn.Linear(cin * size * size, 10))
+        self.flip_average = flip_average
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x)
+        if self.training or not self.flip_average:
+            return self.head(self.features(x))
+        plain, mirrored = self.head(self.features(torch.cat([x, x.flip(3)]))).chunk(2)
+        return (plain + mirrored) / 2
+
+
 def init_weights(model: nn.Module, scheme: str) -> None:
     """Re-initialize every Linear / Conv weight with `scheme`; biases start at zero.
 
@@ -110,7 +144,9 @@ def build_model(config: TrainConfig) -> nn.Module:
     if config.model == "fcn":
         model = FCN(config.hidden, config.dropout, config.batch_norm)
     else:
+        cnn = FastCNN if config.model == "fast_cnn" else StudyCNN
         # channels_last lets oneDNN / cuDNN pick faster conv kernels (measured 1.45x on 2 cores).
-        model = StudyCNN(config.dropout, config.batch_norm).to(memory_format=torch.channels_last)
+        model = cnn(dropout=config.dropout, batch_norm=config.batch_norm).to(
+            memory_format=torch.channels_last)
     init_weights(model, config.init)
     return model

@@ -209,9 +209,11 @@ def save_model(model: torch.nn.Module, sample: torch.Tensor, **kwargs):
 def describe(config: TrainConfig) -> str:
     """A short human title for figures: model, widths, optimizer and lr."""
     arch = f"FCN {'-'.join(map(str, (784, *config.hidden, 10)))}" if config.model == "fcn" \
-        else "study CNN"
+        else {"study_cnn": "study CNN", "fast_cnn": "fast CNN"}[config.model]
     extras = [f"dropout {config.dropout:g}"] if config.dropout else []
     extras += ["batch norm"] if config.batch_norm else []
     extras += [f"init {config.init}"] if config.init != "default" else []
     extras += [f"{config.schedule} schedule"] if config.schedule != "constant" else []
+    extras += [f"label smoothing {config.label_smoothing:g}"] if config.label_smoothing else []
+    extras += ["flips + shifts"] if config.augment else []
     return ", ".join([f"{arch}: {config.optimizer} lr {config.lr:g}", *extras])

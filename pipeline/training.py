@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.augment import flip_and_shift
 from pipeline.config import TrainConfig, UserError
 from pipeline.data import FashionMNIST, Split
 from pipeline.models import build_model
@@ -86,12 +87,22 @@ def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
 
 def make_schedule(config: TrainConfig, optimizer: torch.optim.Optimizer,
                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-step learning-rate factor: constant, or linear warm-up for one epoch (large
-    early steps of adaptive optimizers are the usual divergence) then cosine decay to zero."""
+    """A per-step learning-rate factor: constant; or linear warm-up for one epoch (large early
+    steps of adaptive optimizers are the usual divergence) then cosine decay to zero; or one
+    cycle: a linear rise to the peak over 20% of the steps, then a linear fall to zero."""
     if config.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    warmup = steps_per_epoch if config.epochs > 1 else 0
     total = config.epochs * steps_per_epoch
+    if config.schedule == "onecycle":
+        peak = max(round(0.2 * total), 1)
+
+        def onecycle(step: int) -> float:
+            if step < peak:
+                return (step + 1) / peak
+            return max(total - step, 0) / max(total - peak, 1)
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, onecycle)
+    warmup = steps_per_epoch if config.epochs > 1 else 0
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -101,16 +112,25 @@ def make_schedule(config: TrainConfig, optimizer: torch.optim.Optimizer,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def autocast(device: torch.device) -> torch.autocast:
+    """bfloat16 matmuls and convolutions on CUDA (same exponent range as float32: no loss
+    scaling needed); float32 everywhere else, where CPUs gain little or nothing from bf16."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 @torch.inference_mode()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """Logits for `images`, in eval mode (dropout off, batch norm on running statistics)."""
+    """Float32 logits for `images`, in eval mode (dropout off, batch norm on running
+    statistics)."""
     model.eval()
-    return torch.cat([model(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    with autocast(images.device):
+        return torch.cat([model(images[i:i + batch_size]).float()
+                          for i in range(0, len(images), batch_size)])
 
 
 def _loss_and_correct(model: nn.Module, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
     logits = predict(model, split.images)
-    loss = F.cross_entropy(logits.float(), split.labels)
+    loss = F.cross_entropy(logits, split.labels)
     return loss, (logits.argmax(1) == split.labels).sum()
 
 
@@ -142,14 +162,17 @@ def train(config: TrainConfig, data: FashionMNIST, callbacks: Sequence[Callback]
         perm = torch.randperm(n, device=device, generator=order)
         # One gather per epoch, then each batch is a contiguous slice (no per-batch indexing).
         images, labels = data.train.images[perm], data.train.labels[perm]
+        if config.augment:
+            images = flip_and_shift(images, order)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         seen = 0
         for b in range(n_batches):
             x = images[b * config.batch_size:(b + 1) * config.batch_size]
             y = labels[b * config.batch_size:(b + 1) * config.batch_size]
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            with autocast(device):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

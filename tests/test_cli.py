@@ -30,6 +30,9 @@ def test_help_lists_the_commands():
     (["--hidden", "300,x"], "hidden: '300,x' is not a list of positive layer sizes"),
     (["--batch-norm", "maybe"], "batch_norm: 'maybe' must be true or false"),
     (["--weight-decay", "-1"], "weight_decay: -1.0 must be >= 0"),
+    (["--label-smoothing", "1"], "label_smoothing: 1.0 must be in [0, 1)"),
+    (["--augment", "sometimes"], "augment: 'sometimes' must be true or false"),
+    (["--schedule", "step"], "'--schedule'"),
     (["--bogus", "1"], "--bogus"),
 ])
 def test_bad_train_input_is_one_line_and_writes_nothing(args, message, tmp_path, tracking_env):
@@ -60,6 +63,25 @@ def test_a_diverging_train_run_ends_failed_with_one_line(tmp_path, tracking_env,
     assert out.stderr.strip().splitlines()[-1].startswith("error: training diverged at epoch")
     runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+HEAVY = ("torch", "mlflow", "optuna", "matplotlib")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["tune", "--help"],
+                                  ["replicate", "--help"], ["train", "--lr", "-1"],
+                                  ["tune", "--epochs", "-1"], ["train", "--model", "vgg"]])
+def test_help_and_argument_errors_import_no_heavy_library(args):
+    # What keeps `--help` and argument errors instant; the time itself is in the benchmark.
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom pipeline.cli import main\nsys.argv = ['pipeline', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            f"print([m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.stderr.strip().splitlines()[-1] == "[]", out.stderr
 
 
 def test_mlproject_names_every_train_parameter():

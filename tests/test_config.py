@@ -22,7 +22,7 @@ def test_parse_bool(value, expected):
 
 
 @pytest.mark.parametrize("kwargs, names", [
-    ({"model": "resnet"}, "model: 'resnet' is not one of fcn, study_cnn"),
+    ({"model": "resnet"}, "model: 'resnet' is not one of fcn, study_cnn, fast_cnn"),
     ({"optimizer": "lbfgs"}, "optimizer: 'lbfgs' is not one of sgd, momentum"),
     ({"init": "zeros"}, "init: 'zeros' is not one of default, normal"),
     ({"lr": 0.0}, "lr: 0.0 must be a number > 0"),
@@ -36,7 +36,10 @@ def test_parse_bool(value, expected):
     ({"batch_norm": "maybe"}, "batch_norm: 'maybe' must be true or false"),
     ({"weight_decay": -1.0}, "weight_decay: -1.0 must be >= 0"),
     ({"seed": -3}, "seed: -3 must be an integer >= 0"),
-    ({"schedule": "step"}, "schedule: 'step' is not one of constant, cosine"),
+    ({"schedule": "step"}, "schedule: 'step' is not one of constant, cosine, onecycle"),
+    ({"label_smoothing": 1.0}, "label_smoothing: 1.0 must be in [0, 1)"),
+    ({"label_smoothing": -0.1}, "label_smoothing: -0.1 must be in [0, 1)"),
+    ({"augment": "sometimes"}, "augment: 'sometimes' must be true or false"),
 ])
 def test_bad_values_name_the_parameter(kwargs, names):
     with pytest.raises(ConfigError) as e:

@@ -50,6 +50,28 @@ def test_train_logs_metrics_artifacts_dataset_and_a_loadable_model(tmp_path, tra
     assert np.asarray(logits).shape == (4, 10)
 
 
+def test_the_fast_cnn_recipe_trains_and_its_logged_model_flip_averages(tmp_path, tracking_env,
+                                                                       data_dir):
+    out = cli("train", "--model", "fast_cnn", "--batch-norm", "true", "--optimizer", "momentum",
+              "--lr", "0.1", "--weight-decay", "5e-4", "--batch-size", "512", "--epochs", "1",
+              "--schedule", "onecycle", "--label-smoothing", "0.1", "--augment", "true",
+              "--data-dir", str(data_dir), env=tracking_env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    run = only_run()
+    assert run.data.params["augment"] == "true" and run.data.params["label_smoothing"] == "0.1"
+    assert run.data.metrics["test_acc"] >= 0.80
+    # The exported graph keeps the eval-mode flip averaging: it reproduces the logged accuracy,
+    # and an image and its mirror get the same logits.
+    model = mlflow.pytorch.load_model(f"models:/{run.outputs.model_outputs[0].model_id}")
+    test = data.load(data_dir).test
+    with torch.inference_mode():
+        logits = model(test.images.float())
+        mirrored = model(test.images[:64].flip(3).float())
+    acc = (logits.argmax(1) == test.labels).float().mean().item()
+    assert acc == pytest.approx(run.data.metrics["test_acc"], abs=1e-4)
+    assert torch.allclose(logits[:64], mirrored, atol=1e-4)
+
+
 def test_mlflow_run_train_entry_point(tmp_path, tracking_env, data_dir):
     import subprocess
 

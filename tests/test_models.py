@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import INITS, TrainConfig
-from pipeline.models import FCN, NORMAL_STD, StudyCNN, build_model, init_weights
+from pipeline.models import FCN, NORMAL_STD, FastCNN, StudyCNN, build_model, init_weights
 
 
 def expected_std(scheme: str, fan_in: int, fan_out: int) -> float:
@@ -22,7 +22,8 @@ def expected_std(scheme: str, fan_in: int, fan_out: int) -> float:
 
 
 @pytest.mark.parametrize("model", [FCN(), FCN((64,), dropout=0.5, batch_norm=True),
-                                   FCN(()), StudyCNN(), StudyCNN(0.3, True)])
+                                   FCN(()), StudyCNN(), StudyCNN(0.3, True), FastCNN(),
+                                   FastCNN((8, 16), dropout=0.2, batch_norm=False)])
 @pytest.mark.parametrize("shape", [(5, 1, 28, 28), (5, 784)])
 def test_raw_pixels_in_ten_logits_out(model, shape):
     x = torch.randint(0, 256, shape, dtype=torch.uint8)
@@ -40,6 +41,28 @@ def test_study_cnn_is_the_study_architecture():
         [(3136, 256), (256, 128), (128, 10)]
 
 
+def test_fast_cnn_averages_each_image_and_its_mirror_in_eval_mode():
+    torch.manual_seed(0)
+    model = FastCNN().eval()
+    x = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
+    mirrored = x.flip(3)
+    assert torch.allclose(model(x), model(mirrored), atol=1e-5)
+    plain = FastCNN(flip_average=False)
+    plain.load_state_dict(model.state_dict())
+    plain.eval()
+    assert torch.allclose(model(x), (plain(x) + plain(mirrored)) / 2, atol=1e-5)
+    assert not torch.allclose(plain(x), plain(mirrored), atol=1e-3)  # the average is not moot
+    model.train()
+    assert not torch.allclose(model(x), model(mirrored), atol=1e-3)  # training sees one view
+
+
+def test_fast_cnn_pools_to_three_pixels_before_its_linear_layer():
+    convs = [m for m in FastCNN().modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == \
+        [(1, 32, (3, 3)), (32, 64, (3, 3)), (64, 128, (3, 3))]
+    assert FastCNN().head[-1].in_features == 128 * 3 * 3
+
+
 @pytest.mark.parametrize("scheme", INITS)
 def test_init_schemes_give_their_weight_statistics(scheme):
     torch.manual_seed(0)
@@ -55,7 +78,8 @@ def test_init_schemes_give_their_weight_statistics(scheme):
 
 
 @pytest.mark.parametrize("model_name, batch_norm", [("fcn", False), ("fcn", True),
-                                                    ("study_cnn", False), ("study_cnn", True)])
+                                                    ("study_cnn", False), ("study_cnn", True),
+                                                    ("fast_cnn", True)])
 def test_initial_loss_is_near_ln_10(model_name, batch_norm):
     torch.manual_seed(0)
     model = build_model(TrainConfig(model=model_name, batch_norm=batch_norm)).eval()

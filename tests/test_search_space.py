@@ -11,12 +11,16 @@ from tests.conftest import ROOT
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
 
 
+MODEL = {"fcn.yaml": "fcn", "cnn.yaml": "fast_cnn", "study_cnn.yaml": "study_cnn"}
+STUDY_SPACES = [p for p in SPACES if p.name in ("fcn.yaml", "study_cnn.yaml")]
+
+
 def test_the_shipped_spaces_exist():
-    assert {p.name for p in SPACES} >= {"fcn.yaml", "cnn.yaml"}
+    assert {p.name for p in SPACES} >= set(MODEL)
 
 
-@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
-def test_every_space_parses_and_covers_the_study_knobs(path):
+@pytest.mark.parametrize("path", STUDY_SPACES, ids=lambda p: p.name)
+def test_the_study_spaces_cover_the_study_knobs(path):
     space = load_space(path)
     assert {"lr", "optimizer", "dropout", "init", "batch_norm"} <= set(space.searched)
     lr = next(p for p in space.params if p.name == "lr")
@@ -34,13 +38,24 @@ def test_the_fcn_space_searches_depth_and_widths():
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
 def test_every_sampled_config_trains_for_a_step(path, tiny_data):
     space = load_space(path)
-    model = "study_cnn" if path.name == "cnn.yaml" else "fcn"
+    model = MODEL.get(path.name, "fcn")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(4):
         config = space.sample(study.ask(), model=model, epochs=1, seed=0)
         assert isinstance(config, TrainConfig) and config.model == model
         result = train(config, tiny_data)  # batch sizes above 64 train one batch of 64
         assert len(result.history) == 1
+
+
+def test_the_cnn_space_starts_from_the_fast_recipe():
+    from pipeline.experiments import FAST_CNN
+
+    space = load_space(ROOT / "search_spaces/cnn.yaml")
+    assert {"lr", "weight_decay", "label_smoothing", "augment", "dropout", "init"} <= \
+        set(space.searched)
+    first = space.sample(optuna.trial.FixedTrial(space.enqueue[0]), model="fast_cnn",
+                         epochs=FAST_CNN.epochs, seed=0)
+    assert first == FAST_CNN  # the YAML's first trial and the benchmark's recipe agree
 
 
 BAD = {

@@ -21,7 +21,7 @@ def test_history_has_every_metric_every_epoch(tiny_data, tiny_config):
     assert result.train_time_s >= sum(h["epoch_time_s"] for h in result.history)
 
 
-@pytest.mark.parametrize("model", ["fcn", "study_cnn"])
+@pytest.mark.parametrize("model", ["fcn", "study_cnn", "fast_cnn"])
 def test_a_model_overfits_one_batch(tiny_data, model):
     # 64 training images and batch 64: every step sees the same single batch.
     config = TrainConfig(model=model, hidden=(128,), optimizer="adam", lr=2e-3,
@@ -85,6 +85,54 @@ def test_cosine_schedule_warms_up_for_an_epoch_then_decays_to_zero():
     assert lrs[0] == pytest.approx(0.001) and lrs[9] == pytest.approx(0.01)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # never rises after the warm-up
     assert lrs[-1] < 0.0002 and opt.param_groups[0]["lr"] == pytest.approx(0, abs=1e-12)
+
+
+def test_onecycle_rises_linearly_for_a_fifth_of_the_steps_then_falls_to_zero():
+    config = TrainConfig(optimizer="momentum", lr=0.1, epochs=5, schedule="onecycle")
+    opt = make_optimizer(config, [torch.nn.Parameter(torch.zeros(2))])
+    schedule = make_schedule(config, opt, steps_per_epoch=10)  # 50 steps, peak at step 9
+    lrs = []
+    for _ in range(50):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1) == max(lrs)
+    assert lrs[4] == pytest.approx(0.05)
+    assert all(a > b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[30] == pytest.approx(0.05)  # linear: halfway down 20 steps after the peak
+    assert opt.param_groups[0]["lr"] == pytest.approx(0, abs=1e-12)
+
+
+def test_augmentation_flips_and_shifts_each_image_reproducibly():
+    from pipeline.augment import flip_and_shift
+
+    images = torch.arange(6 * 28 * 28).remainder(251).to(torch.uint8).reshape(6, 1, 28, 28)
+    images[:, :, :2] = images[:, :, -2:] = images[:, :, :, :2] = images[:, :, :, -2:] = 0
+    out = flip_and_shift(images, torch.Generator().manual_seed(0))
+    again = flip_and_shift(images, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == images.dtype and torch.equal(out, again)
+    for original, moved in zip(images, out):
+        # A 2-pixel black border: every shift of up to 2 keeps all pixels, just moved.
+        views = [original, original.flip(2)]
+        matches = [(v, dy, dx) for v in views for dy in range(-2, 3) for dx in range(-2, 3)
+                   if torch.equal(torch.roll(v, (dy, dx), (1, 2)), moved)]
+        assert len(matches) >= 1
+    assert not torch.equal(out, images)
+
+
+def test_label_smoothing_changes_only_the_training_loss(tiny_data, tiny_config):
+    import torch.nn.functional as F
+
+    from pipeline.training import predict
+
+    plain = train(tiny_config, tiny_data).history[0]
+    smoothed = train(dataclasses.replace(tiny_config, label_smoothing=0.2), tiny_data)
+    assert smoothed.history[0]["train_loss"] != pytest.approx(plain["train_loss"])
+    logits, labels = predict(smoothed.model, tiny_data.val.images), tiny_data.val.labels
+    val_loss = smoothed.final["val_loss"]
+    assert val_loss == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
+    assert val_loss != pytest.approx(
+        F.cross_entropy(logits, labels, label_smoothing=0.2).item(), rel=1e-3)
 
 
 def test_constant_schedule_keeps_the_learning_rate():
