@@ -62,6 +62,7 @@ class Study:
     args: list[str]
 
     logs: dict[int, Path] = field(default_factory=dict)  # worker pid -> its stderr
+    _storage: optuna.storages.RDBStorage | None = None
 
     def start(self, n: int, *extra: str) -> list[subprocess.Popen]:
         """N workers, each the same `tune` command a user would start on one machine."""
@@ -86,7 +87,13 @@ class Study:
         return self.logs[worker.pid].read_text()
 
     def trials(self) -> list[optuna.trial.FrozenTrial]:
-        return optuna.load_study(study_name=self.name, storage=self.storage).trials
+        # One engine for every poll: a storage per call opens a connection pool per call, and
+        # polling five times a second used up PostgreSQL's 100 connections ("too many clients").
+        # Pre-ping replaces the pool's connections that a server restart has closed.
+        if self._storage is None:
+            self._storage = optuna.storages.RDBStorage(
+                self.storage, engine_kwargs={"pool_pre_ping": True})
+        return optuna.load_study(study_name=self.name, storage=self._storage).trials
 
     def runs(self) -> list[mlflow.entities.Run]:
         client = mlflow.MlflowClient(self.tracking_uri)
