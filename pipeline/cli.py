@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from pipeline.config import INITS, MODELS, OPTIMIZERS, SCHEDULES, TrainConfig, UserError
+from pipeline.experiments import CNN, FAST_CNN
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, tune and compare PyTorch networks on FashionMNIST, "
@@ -90,7 +91,8 @@ def train(
 
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 DEFAULT_SPACE = {"fcn": "fcn.yaml", "fast_cnn": "cnn.yaml", "study_cnn": "study_cnn.yaml"}
-DEFAULT_EPOCHS = {"fcn": 20, "fast_cnn": 6, "study_cnn": 10}
+# Trial length by model: 20 FCN epochs; the CNNs' own recipes (pipeline/experiments.py).
+DEFAULT_EPOCHS = {"fcn": 20, "fast_cnn": FAST_CNN.epochs, "study_cnn": CNN.epochs}
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 Pruner = StrEnum("Pruner", {p: p for p in ("median", "hyperband", "none")})
 

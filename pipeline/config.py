@@ -45,7 +45,7 @@ def parse_hidden(value: str | list | tuple) -> tuple[int, ...]:
                       "use comma-separated integers such as 300,200")
 
 
-def parse_bool(value: str | bool, name: str = "batch_norm") -> bool:
+def parse_bool(value: str | bool, name: str) -> bool:
     """'true' / 'false' (also 1/0, yes/no), as MLproject parameters and YAML spell them."""
     if isinstance(value, bool):
         return value
@@ -80,7 +80,7 @@ class TrainConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", parse_hidden(self.hidden))
-        object.__setattr__(self, "batch_norm", parse_bool(self.batch_norm))
+        object.__setattr__(self, "batch_norm", parse_bool(self.batch_norm, "batch_norm"))
         object.__setattr__(self, "augment", parse_bool(self.augment, "augment"))
         _check_choice("model", self.model, MODELS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)

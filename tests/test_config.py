@@ -18,7 +18,7 @@ def test_parse_hidden(text, sizes):
 @pytest.mark.parametrize("value, expected", [("true", True), ("False", False), ("1", True),
                                              ("no", False), (True, True)])
 def test_parse_bool(value, expected):
-    assert parse_bool(value) is expected
+    assert parse_bool(value, "batch_norm") is expected
 
 
 @pytest.mark.parametrize("kwargs, names", [
