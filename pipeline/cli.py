@@ -160,18 +160,18 @@ def tune(
     dataset = data.load(data_dir)
     storage = tuning.check_storage(settings)  # storage errors surface before any MLflow write
     tracking.configure()  # and tracking errors before the study is created
-    from optuna.exceptions import StorageInternalError
-    from sqlalchemy.exc import SQLAlchemyError
-
     try:
         study = tuning.tune(settings, dataset, tuning.open_study(settings, storage))
     except KeyboardInterrupt:
         raise UserError("interrupted: the running trial ends FAIL and its MLflow run KILLED; "
                         "run the same command again to resume the study") from None
-    except (StorageInternalError, SQLAlchemyError) as e:  # the database went away mid-study
+    except Exception as e:
+        lost = tuning.lost_storage(e)  # the database went away mid-study
+        if lost is None:
+            raise
         raise UserError(f"storage {tuning.mask_password(storage_url)}: lost the database "
-                        f"({tuning.first_line(e.__cause__ or e)}); completed trials are kept: "
-                        "run the same command again to resume") from None
+                        f"({tuning.first_line(lost.__cause__ or lost)}); completed trials are "
+                        "kept: run the same command again to resume") from None
     print(tuning.summary(study))
     print(f"Look at it: mlflow ui --backend-store-uri {tracking.tracking_uri()}  and  "
           f"python -m pipeline dashboard --storage {tuning.mask_password(storage_url)}")

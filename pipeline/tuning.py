@@ -225,6 +225,25 @@ def mask_password(url: str) -> str:
     return url
 
 
+def lost_storage(error: BaseException) -> BaseException | None:
+    """The database error behind `error`, when the storage went away mid-study, else None.
+
+    The whole chain is searched: when the database is gone, Optuna 5.0's `_run_trial` can fail
+    again in its own `finally` block and raise an UnboundLocalError whose context holds the real
+    error (optuna/optuna#5280)."""
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, (StorageInternalError, SQLAlchemyError)):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
     if name == "median":
         # Wait for 5 finished trials and 3 epochs: early epochs of a slow starter look poor.

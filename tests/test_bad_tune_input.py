@@ -134,3 +134,39 @@ def test_a_bad_tracking_uri_is_one_line_and_creates_no_study(uri, message, tmp_p
     mlflow.set_tracking_uri(uri)  # tracking_env set its own store in this process too
     out = tune("--data-dir", str(data_dir), env={"MLFLOW_TRACKING_URI": uri})
     assert_nothing_written(tmp_path, out, message)
+
+
+def test_a_database_lost_as_a_trial_reports_is_one_line(tmp_path, tune, data_dir, monkeypatch):
+    """The database goes away as a finished trial reports its value. Optuna 5.0 then fails again
+    in _run_trial's own `finally` and raises an UnboundLocalError (optuna/optuna#5280) whose
+    context holds the real error: the user still gets the one "lost the database" line."""
+    from optuna.exceptions import StorageInternalError
+    from optuna.storages import RDBStorage
+    from sqlalchemy.exc import OperationalError
+
+    gone = False
+    set_state, get_trial = RDBStorage.set_trial_state_values, RDBStorage.get_trial
+
+    def refuse() -> None:
+        raise StorageInternalError("An exception is raised during the commit.") from \
+            OperationalError("UPDATE trials", {}, ConnectionRefusedError("connection refused"))
+
+    def set_trial_state_values(self, trial_id, state, values=None):
+        nonlocal gone
+        gone = gone or state.is_finished()
+        return refuse() if gone else set_state(self, trial_id, state, values)
+
+    def lost_get_trial(self, trial_id):
+        return refuse() if gone else get_trial(self, trial_id)
+
+    monkeypatch.setattr(RDBStorage, "set_trial_state_values", set_trial_state_values)
+    monkeypatch.setattr(RDBStorage, "get_trial", lost_get_trial)
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    out = tune("--data-dir", str(data_dir), "--storage", storage, "--n-trials", "1",
+               "--epochs", "1")
+    assert gone
+    assert out.returncode == 2, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: storage {storage}: lost the database (") and \
+        "connection refused" in last and "run the same command again" in last, out.stderr
+    assert "Traceback" not in out.stderr and "UnboundLocalError" not in out.stderr
