@@ -208,6 +208,9 @@ def replicate(
         help="FCN epochs (0: the study's 50, or 2 with --quick).")] = 0,
     cnn_epochs: Annotated[int, typer.Option(
         help="CNN epochs (0: the study's 10, or 1 with --quick).")] = 0,
+    workers: Annotated[int, typer.Option(
+        help="Trainings at once, in separate processes sharing the threads (0: 2 on a CPU of "
+             "2+ threads, 1 on a GPU).")] = 0,
     quick: Annotated[bool, typer.Option(
         "--quick", help="A glance in minutes: 10,000 training images, few epochs, 2 seeds.")]
     = False,
@@ -225,7 +228,7 @@ def replicate(
 
         print(f"report: {render(Path(from_results), out)}")
         return
-    settings = ReplicateSettings.build(seeds, epochs, cnn_epochs, quick, out)
+    settings = ReplicateSettings.build(seeds, epochs, cnn_epochs, quick, out, workers, data_dir)
     from pipeline import data, tracking
     from pipeline import replicate as replication
 
@@ -294,7 +297,6 @@ def main() -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    if code == 130:  # typer turns KeyboardInterrupt (Ctrl-C, or SIGTERM above) into exit 130
+        print("error: interrupted; MLflow runs in progress ended KILLED", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)

@@ -4,17 +4,25 @@ One top-level run ("replicate", or the project's run under `mlflow run`) holds t
 nested parent run per table holds that table's variants: a variant several tables share is
 trained once, under the first table that needs it, and the later tables name its runs in
 runs.json. Every training is `tracking.train_run`, the same as `train`, tagged `variant`, `seed`.
+
+The trainings run in `workers` spawned processes, each with its share of the threads (on 2 CPU
+cores, two 1-thread processes did 1.36x the FCN work and 1.13x the CNN work of one 2-thread
+process), longest first. Ctrl-C or SIGTERM ends the running trainings KILLED, the rest are not
+started, and the table and top-level runs end KILLED.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import os
 import platform
 import shutil
+import signal
 import tempfile
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +31,9 @@ import numpy as np
 import torch
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from pipeline import data as datasets
 from pipeline import report, tracking
 from pipeline.config import MODELS, ConfigError, TrainConfig, UserError
 from pipeline.data import CLASSES, FashionMNIST, Split
@@ -43,18 +53,29 @@ class ReplicateSettings:
     quick: bool = False
     train_size: int | None = None  # None: all 50,000 training images
     out_dir: Path = Path("report")
+    workers: int = 1       # training processes
+    data_dir: Path = Path("data")
 
     @classmethod
     def build(cls, seeds: int = 0, epochs: int = 0, cnn_epochs: int = 0, quick: bool = False,
-              out_dir: Path = Path("report")) -> ReplicateSettings:
-        """0 means the default: the study's epochs and 3 seeds, or the quick mode's."""
-        for name, value in (("seeds", seeds), ("epochs", epochs), ("cnn_epochs", cnn_epochs)):
+              out_dir: Path = Path("report"), workers: int = 0,
+              data_dir: Path = Path("data")) -> ReplicateSettings:
+        """0 means the default: the study's epochs and 3 seeds, or the quick mode's; workers:
+        see default_workers."""
+        for name, value in (("seeds", seeds), ("epochs", epochs), ("cnn_epochs", cnn_epochs),
+                            ("workers", workers)):
             if value < 0:
                 raise ConfigError(f"{name}: {value} must be >= 1 (or 0 for the default)")
         return cls(seeds=seeds or (QUICK_SEEDS if quick else 3),
                    epochs=epochs or (QUICK_EPOCHS if quick else 50),
                    cnn_epochs=cnn_epochs or (QUICK_CNN_EPOCHS if quick else 10), quick=quick,
-                   train_size=QUICK_TRAIN_SIZE if quick else None, out_dir=out_dir)
+                   train_size=QUICK_TRAIN_SIZE if quick else None, out_dir=out_dir,
+                   workers=workers or default_workers(), data_dir=data_dir)
+
+    @property
+    def threads(self) -> int:
+        """Each worker's share of this process's threads."""
+        return max(1, torch.get_num_threads() // self.workers)
 
     def config(self, key: str, seed: int) -> TrainConfig:
         base = VARIANTS[key].config
@@ -62,7 +83,15 @@ class ReplicateSettings:
         return dataclasses.replace(base, epochs=epochs, seed=seed)
 
 
-def machine() -> str:
+def default_workers() -> int:
+    """One process on a GPU; on a CPU of 2 or more cores, 2 processes of half the threads each
+    (python -m bench's `tune` section and the module docstring's figures measured that)."""
+    if pick_device().type != "cpu":
+        return 1
+    return 2 if torch.get_num_threads() >= 2 else 1
+
+
+def machine(settings: ReplicateSettings | None = None) -> str:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -73,8 +102,13 @@ def machine() -> str:
         pass
     device = pick_device()
     name = torch.cuda.get_device_name() if device.type == "cuda" else cpu
-    return (f"{os.cpu_count()} cores, {name}, torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads on {device.type}")
+    if settings is None:
+        return (f"{os.cpu_count()} cores, {name}, torch {torch.__version__} with "
+                f"{torch.get_num_threads()} threads on {device.type}")
+    return (f"{os.cpu_count()} cores, {name}, torch {torch.__version__} on {device.type}, "
+            f"{settings.workers} training process{'es' if settings.workers > 1 else ''} of "
+            f"{settings.threads} thread{'s' if settings.threads > 1 else ''} at once (times "
+            "per run are under that sharing)")
 
 
 def subset(data: FashionMNIST, n: int | None) -> FashionMNIST:
@@ -98,14 +132,39 @@ class Progress:
               f"{100 * f['test_acc']:.2f}%, {run.train_time_s:.0f} s", flush=True)
 
 
-def train_seed(settings: ReplicateSettings, key: str, seed: int, data: FashionMNIST,
-               table: int, parent: str) -> report.SeedRun:
-    config = settings.config(key, seed)
-    variant = VARIANTS[key]
+@dataclass(frozen=True)
+class Job:
+    """One training: a variant with a seed, logged under its table's run."""
+
+    key: str
+    seed: int
+    table: int
+    table_run_id: str
+    top_run_id: str
+
+
+def plan(settings: ReplicateSettings, seeds: list[int], table_runs: dict[int, str],
+         top_run_id: str) -> list[Job]:
+    """Every variant x seed once, under the first table that needs it; longest first (the CNN),
+    so that the last minutes are not one long training on one worker."""
+    jobs, seen = [], set()
+    for table in TABLES:
+        for key in table.variants:
+            if key not in seen:
+                seen.add(key)
+                jobs += [Job(key, seed, table.number, table_runs[table.number], top_run_id)
+                         for seed in seeds]
+    return sorted(jobs, key=lambda job: settings.config(job.key, 0).model == "fcn")
+
+
+def train_seed(settings: ReplicateSettings, job: Job, data: FashionMNIST) -> report.SeedRun:
+    config = settings.config(job.key, job.seed)
+    variant = VARIANTS[job.key]
     run_id, result = tracking.train_run(
-        config, data, nested=True, confusion=False, run_name=f"{variant.label}, seed {seed}",
-        tags={"replicate_run": parent, "variant": key, "seed": str(seed),
-              "replicate_table": str(table)})
+        config, data, nested=True, parent_run_id=job.table_run_id, confusion=False,
+        run_name=f"{variant.label}, seed {job.seed}",
+        tags={"replicate_run": job.top_run_id, "variant": job.key, "seed": str(job.seed),
+              "replicate_table": str(job.table)})
     counts = tracking.confusion_counts(result.model, data.test)
     recall = per_class(counts)["recall"]
     client = mlflow.MlflowClient()
@@ -114,7 +173,77 @@ def train_seed(settings: ReplicateSettings, key: str, seed: int, data: FashionMN
                                       for c, r in zip(CLASSES, recall)], synchronous=True)
     client.log_dict(run_id, {"classes": list(CLASSES), "counts": counts.tolist()},
                     "test_confusion_counts.json")
-    return report.SeedRun(key, seed, run_id, result.history, result.train_time_s, counts)
+    return report.SeedRun(job.key, job.seed, run_id, result.history, result.train_time_s, counts)
+
+
+# The worker processes: spawned (no fork of a process whose OpenMP pool is running), each
+# loads the data once and trains the jobs it is sent. A stop signal (Ctrl-C reaches the whole
+# process group; the parent sends SIGTERM) stops the running training, whose run ends KILLED,
+# and every later job the worker receives. Handlers stay Python functions: switching to SIG_IGN
+# while a second signal is pending raises "OSError: Signal 15 ignored due to race condition".
+_WORKER_DATA: FashionMNIST | None = None
+_STOPPED = False
+
+
+def _mark_stopped(signum, frame) -> None:
+    global _STOPPED
+    _STOPPED = True
+
+
+def _stop_training(signum, frame) -> None:
+    _on_stop_signals(_mark_stopped)  # the first signal stops the training, later ones only mark
+    _mark_stopped(signum, frame)
+    raise KeyboardInterrupt
+
+
+def _on_stop_signals(handler) -> None:
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _start_worker(settings: ReplicateSettings, tracking_uri: str, experiment_id: str) -> None:
+    global _WORKER_DATA
+    _on_stop_signals(_mark_stopped)
+    os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run`'s run is the parent's top-level run
+    torch.set_num_threads(settings.threads)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    _WORKER_DATA = subset(datasets.load(settings.data_dir), settings.train_size)
+
+
+def _train_job(settings: ReplicateSettings, job: Job) -> report.SeedRun:
+    if _STOPPED:
+        raise KeyboardInterrupt  # a job queued before the stop: not started
+    _on_stop_signals(_stop_training)
+    try:
+        return train_seed(settings, job, _WORKER_DATA)
+    finally:
+        _on_stop_signals(_mark_stopped)
+
+
+def train_all(settings: ReplicateSettings, jobs: list[Job], experiment_id: str,
+              done) -> None:
+    """Train `jobs` in `settings.workers` processes; `done(job, run)` as each one ends.
+    On any exception (Ctrl-C included) the waiting jobs are dropped and the running ones
+    stopped (their runs end KILLED) before it propagates."""
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(settings.workers, mp_context=context, initializer=_start_worker,
+                               initargs=(settings, mlflow.get_tracking_uri(), experiment_id))
+    pending: dict[Future, Job] = {}
+    try:
+        pending = {pool.submit(_train_job, settings, job): job for job in jobs}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done(pending.pop(future), future.result())
+    except BaseException:
+        for future in pending:
+            future.cancel()
+        for child in context.active_children():
+            os.kill(child.pid, signal.SIGTERM)  # a running training ends its run KILLED
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def tuned_champions() -> list[report.TunedRow]:
@@ -155,10 +284,7 @@ def replicate(settings: ReplicateSettings, data: FashionMNIST) -> tuple[str, Pat
     start = time.perf_counter()
     data = subset(data, settings.train_size)
     seeds = list(range(settings.seeds))
-    keys = variant_keys()
-    progress = Progress(len(keys) * len(seeds))
     runs: dict[str, list[report.SeedRun]] = {}
-    table_runs: dict[int, str] = {}
     resumed = bool(os.environ.get("MLFLOW_RUN_ID"))
     top = mlflow.start_run(run_name=None if resumed else "replicate",
                            tags={"replicate": "true"})
@@ -166,18 +292,36 @@ def replicate(settings: ReplicateSettings, data: FashionMNIST) -> tuple[str, Pat
         mlflow.set_tags({"mlflow.runName": "replicate", "replicate": "true"})
     tracking.log_new_params({"seeds": settings.seeds, "epochs": settings.epochs,
                              "cnn_epochs": settings.cnn_epochs, "quick": settings.quick,
-                             "train_size": len(data.train)})
+                             "train_size": len(data.train), "train_processes": settings.workers,
+                             "threads_per_process": settings.threads})
+    client = mlflow.MlflowClient()
+    experiment_id = top.info.experiment_id
+    table_runs = {table.number: client.create_run(experiment_id, tags={
+        MLFLOW_PARENT_RUN_ID: top.info.run_id, MLFLOW_RUN_NAME: f"table {table.number}: "
+        f"{table.title}", "replicate_table": str(table.number)}).info.run_id for table in TABLES}
+    open_tables = dict(table_runs)
+    jobs = plan(settings, seeds, table_runs, top.info.run_id)
+    progress = Progress(len(jobs))
+
+    def done(job: Job, run: report.SeedRun) -> None:
+        runs.setdefault(job.key, []).append(run)
+        runs[job.key].sort(key=lambda r: r.seed)
+        progress(VARIANTS[job.key].label, job.seed, run)
+        for table in TABLES:
+            if table.number in open_tables and all(
+                    len(runs.get(key, [])) == len(seeds) for key in table.variants):
+                close_table(settings, table, open_tables.pop(table.number), runs, seeds,
+                            len(data.train))
+
     status = "FAILED"
     try:
-        for table in TABLES:
-            with_status(lambda: run_table(settings, table, data, seeds, runs, top.info.run_id,
-                                          progress, table_runs),
-                        run_name=f"table {table.number}: {table.title}",
-                        tags={"replicate_table": str(table.number)})
+        train_all(settings, jobs, experiment_id, done)
+        runs = {key: runs[key] for key in variant_keys()}  # the tables' order
         inputs = report.ReportInput(
             runs=runs, seeds=seeds, epochs=settings.epochs, cnn_epochs=settings.cnn_epochs,
-            quick=settings.quick, train_size=len(data.train), machine=machine(),
-            wall_s=time.perf_counter() - start, tuned=tuned_champions(), table_run_ids=table_runs)
+            quick=settings.quick, train_size=len(data.train), machine=machine(settings),
+            wall_s=time.perf_counter() - start, tuned=tuned_champions(),
+            table_run_ids=table_runs)
         path = write_report(inputs, settings.out_dir)
         mlflow.log_artifacts(str(settings.out_dir), "report")
         mlflow.log_metrics({"wall_time_s": inputs.wall_s, **summary_metrics(runs, runs)})
@@ -187,43 +331,27 @@ def replicate(settings: ReplicateSettings, data: FashionMNIST) -> tuple[str, Pat
         status = "KILLED"
         raise
     finally:
+        for run_id in open_tables.values():
+            client.set_terminated(run_id, status if status != "FINISHED" else "FAILED")
         mlflow.end_run(status)
 
 
-def with_status(body, run_name: str, tags: dict[str, str]) -> None:
-    """A nested run around `body` that ends FINISHED, KILLED on Ctrl-C, FAILED otherwise."""
-    mlflow.start_run(nested=True, run_name=run_name, tags=tags)
-    status = "FAILED"
-    try:
-        body()
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        mlflow.end_run(status)
-
-
-def run_table(settings: ReplicateSettings, table, data: FashionMNIST, seeds: list[int],
-              runs: dict[str, list[report.SeedRun]], top_id: str, progress: Progress,
-              table_runs: dict[int, str]) -> None:
-    table_runs[table.number] = mlflow.active_run().info.run_id
-    for key in table.variants:
-        if key in runs:
-            continue  # trained under an earlier table
-        runs[key] = []
-        for seed in seeds:
-            run = train_seed(settings, key, seed, data, table.number, top_id)
-            runs[key].append(run)
-            progress(VARIANTS[key].label, seed, run)
+def close_table(settings: ReplicateSettings, table, run_id: str,
+                runs: dict[str, list[report.SeedRun]], seeds: list[int], train_size: int) -> None:
+    """A table whose variants are all trained: its figure, Markdown, run ids, metrics; FINISHED."""
     inputs = report.ReportInput(runs={k: runs[k] for k in table.variants}, seeds=seeds,
                                 epochs=settings.epochs, cnn_epochs=settings.cnn_epochs,
-                                quick=settings.quick, train_size=len(data.train), machine="")
-    mlflow.log_figure(report.table_figure(inputs, table), f"table_{table.number}.png")
-    mlflow.log_text("\n".join(report.table_markdown(inputs, table)), "table.md")
-    mlflow.log_dict({VARIANTS[k].label: {str(r.seed): r.run_id for r in runs[k]}
-                     for k in table.variants}, "runs.json")
-    mlflow.log_metrics(summary_metrics(runs, table.variants))
+                                quick=settings.quick, train_size=train_size, machine="")
+    client = mlflow.MlflowClient()
+    client.log_figure(run_id, report.table_figure(inputs, table), f"table_{table.number}.png")
+    client.log_text(run_id, "\n".join(report.table_markdown(inputs, table)), "table.md")
+    client.log_dict(run_id, {VARIANTS[k].label: {str(r.seed): r.run_id for r in runs[k]}
+                             for k in table.variants}, "runs.json")
+    now = int(1000 * time.time())
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in
+                                      summary_metrics(runs, table.variants).items()],
+                     synchronous=True)
+    client.set_terminated(run_id, "FINISHED")
 
 
 def write_report(inputs: report.ReportInput, out_dir: Path) -> Path:

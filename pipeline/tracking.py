@@ -75,7 +75,8 @@ def log_files(paths: list[Path], artifact_path: str) -> None:
 
 
 def train_run(config: TrainConfig, data: FashionMNIST, *, log_model: bool = False,
-              confusion: bool = True, nested: bool = False, callbacks: tuple[Callback, ...] = (),
+              confusion: bool = True, nested: bool = False, parent_run_id: str | None = None,
+              callbacks: tuple[Callback, ...] = (),
               tags: dict[str, str] | None = None, run_name: str | None = None,
               finished_on: tuple[type[BaseException], ...] = (),
               on_start: Callable[[str], None] | None = None) -> tuple[str, TrainResult]:
@@ -83,11 +84,13 @@ def train_run(config: TrainConfig, data: FashionMNIST, *, log_model: bool = Fals
 
     The run ends FINISHED; KILLED on Ctrl-C; FAILED on any other exception, except those in
     `finished_on` (a pruned trial is a normal end). A stopped run still gets its curves.
-    `on_start` receives the run id as soon as the run exists.
+    `on_start` receives the run id as soon as the run exists. `parent_run_id` nests the run
+    under a run that is not this process's active one (a replicate worker's table run).
     """
     resumed = bool(os.environ.get("MLFLOW_RUN_ID")) and not nested  # `mlflow run` made it
     run_name = run_name or describe(config)
-    run = mlflow.start_run(nested=nested, run_name=None if resumed else run_name, tags=tags)
+    run = mlflow.start_run(nested=nested, parent_run_id=parent_run_id,
+                           run_name=None if resumed else run_name, tags=tags)
     run_id = run.info.run_id
     if resumed:
         mlflow.set_tag("mlflow.runName", run_name)  # a readable name instead of a random one

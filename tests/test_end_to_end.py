@@ -1,5 +1,8 @@
 """On the real FashionMNIST: the train command and `mlflow run` leave what a user expects."""
 
+import os
+import sys
+
 import mlflow
 import numpy as np
 import pytest
@@ -140,6 +143,7 @@ def test_mlflow_run_replicate_quick_writes_every_table_and_claim(tmp_path, track
     import subprocess
 
     from pipeline.experiments import CLAIMS, TABLES, variant_keys
+    from pipeline.replicate import ReplicateSettings
 
     out = subprocess.run(
         ["mlflow", "run", str(ROOT), "-e", "replicate", "--env-manager", "local",
@@ -166,6 +170,11 @@ def test_mlflow_run_replicate_quick_writes_every_table_and_claim(tmp_path, track
     seeds = [r for r in runs if "variant" in r.data.tags]
     assert sorted((r.data.tags["variant"], r.data.tags["seed"]) for r in seeds) == \
         sorted((k, s) for k in variant_keys() for s in ("0", "1"))
+    # Trained in worker processes, each run still hangs under its table's run.
+    table_of = {r.info.run_id: r.data.tags["replicate_table"] for r in tables}
+    for run in seeds:
+        assert table_of[run.data.tags["mlflow.parentRunId"]] == run.data.tags["replicate_table"]
+    assert top[0].data.params["train_processes"] == str(ReplicateSettings.build().workers)
     # Every number of the report traces to a run that holds it.
     import json
 
@@ -180,6 +189,47 @@ def test_mlflow_run_replicate_quick_writes_every_table_and_claim(tmp_path, track
     artifacts = {a.path for a in client.list_artifacts(top[0].info.run_id, "report")}
     assert {"report/report.md", "report/report.html", "report/results.json",
             "report/figures"} <= artifacts
+
+
+def test_replicate_stopped_mid_training_leaves_every_run_killed(tmp_path, tracking_env,
+                                                                 data_dir):
+    """SIGTERM (a CI timeout, `kill`) while the workers train: one line, exit 130, the
+    trainings, tables and top run all KILLED, no job started after it, no process left."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "replicate", "--quick", "--out", "report",
+         "--data-dir", str(data_dir)], env=tracking_env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        def trainings() -> list:
+            runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
+            return [r for r in runs if "variant" in r.data.tags]
+
+        deadline = time.monotonic() + 300
+        while len(trainings()) < 2:  # both workers are training
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.5)
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == \
+        "error: interrupted; MLflow runs in progress ended KILLED"
+    assert "Traceback" not in stderr, stderr
+    runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
+    assert {r.info.status for r in runs} == {"KILLED"}
+    assert len([r for r in runs if "variant" in r.data.tags]) == 2
+    assert not (tmp_path / "report").exists()
+    leftover = subprocess.run(["pgrep", "-a", "-s", str(proc.pid)], capture_output=True,
+                              text=True)
+    alive = [line for line in leftover.stdout.splitlines() if "<defunct>" not in line]
+    assert alive == []  # (a zombie is an exited process that this container's init keeps)
 
 
 def test_replicate_bad_quick_value_is_one_line(tmp_path, tracking_env):

@@ -1,0 +1,35 @@
+"""The replicate planner and its settings, without training."""
+
+import pytest
+import torch
+
+from pipeline.config import ConfigError
+from pipeline.experiments import TABLES, variant_keys
+from pipeline.replicate import ReplicateSettings, default_workers, plan
+
+
+def test_every_variant_and_seed_is_planned_once_under_its_first_table_cnn_first():
+    settings = ReplicateSettings.build(seeds=3)
+    tables = {t.number: f"run-{t.number}" for t in TABLES}
+    jobs = plan(settings, [0, 1, 2], tables, "top")
+    assert sorted((j.key, j.seed) for j in jobs) == \
+        sorted((k, s) for k in variant_keys() for s in (0, 1, 2))
+    for job in jobs:
+        first = next(t for t in TABLES if job.key in t.variants)
+        assert (job.table, job.table_run_id, job.top_run_id) == \
+            (first.number, f"run-{first.number}", "top")
+    models = [settings.config(j.key, j.seed).model for j in jobs]
+    assert models == sorted(models, key=lambda m: m == "fcn") and models[0] != "fcn"
+
+
+def test_workers_share_the_threads():
+    settings = ReplicateSettings.build(workers=2)
+    assert settings.workers == 2
+    assert settings.threads == max(1, torch.get_num_threads() // 2)
+    assert ReplicateSettings.build().workers == default_workers() >= 1
+
+
+@pytest.mark.parametrize("name", ["seeds", "epochs", "cnn_epochs", "workers"])
+def test_negative_settings_are_refused(name):
+    with pytest.raises(ConfigError, match=f"{name}: -1 must be >= 1"):
+        ReplicateSettings.build(**{name: -1})
