@@ -166,32 +166,34 @@ def tracking_overhead(data, epochs: int, tmp: Path) -> dict:
 
 
 def trials_per_hour(data_dir: Path, seconds: float, epochs: int, tmp: Path) -> dict:
-    """The default FCN study for `seconds`: one process with 2 threads, then two processes with
-    one thread each on one SQLite storage. Counts every finished trial (complete or pruned)."""
+    """The default FCN study for `seconds`: `tune --workers 1` (one process, all threads), then
+    `tune --workers 2` (two processes of half the threads each), each on a fresh SQLite
+    storage whose first trial (a start point) ran before the clock starts, in both modes alike.
+    Counts every trial that started in the window and finished (complete or pruned)."""
     import optuna
 
+    from pipeline.training import share_threads
+
     out = {"seconds": seconds, "epochs": epochs}
-    for mode, procs, threads in (("1x2", 1, 2), ("2x1", 2, 1)):
+    for mode, workers in (("1x2", 1), ("2x1", 2)):
         storage = f"sqlite:///{tmp / f'optuna-{mode}.db'}"
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                   MLFLOW_TRACKING_URI=f"sqlite:///{tmp / f'mlflow-{mode}.db'}",
+        env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp / f'mlflow-{mode}.db'}",
                    MLFLOW_EXPERIMENT_NAME="bench")
-        cmd = [sys.executable, "-m", "pipeline", "tune", "--n-trials", "0", "--timeout",
-               str(seconds), "--epochs", str(epochs), "--storage", storage, "--study-name",
-               "bench", "--data-dir", str(data_dir)]
-        if procs > 1:  # the first creates the study (and its start points) alone
-            subprocess.run([*cmd[:5], "1", *cmd[6:]], env=env, cwd=ROOT, check=True,
-                           capture_output=True)
+        env.pop("MLFLOW_RUN_ID", None)
+
+        def tune(*args: str) -> None:
+            subprocess.run([sys.executable, "-m", "pipeline", "tune", "--epochs", str(epochs),
+                            "--storage", storage, "--study-name", "bench", "--data-dir",
+                            str(data_dir), *args], env=env, cwd=ROOT, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        tune("--n-trials", "1", "--workers", "1")
         t0 = time.perf_counter()
-        workers = [subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL) for _ in range(procs)]
-        for w in workers:
-            w.wait()
+        tune("--n-trials", "0", "--timeout", str(seconds), "--workers", str(workers))
         wall = time.perf_counter() - t0
         trials = optuna.load_study(study_name="bench", storage=storage).trials
-        done = [t for t in trials if t.state.is_finished() and t.datetime_start is not None
-                and t.datetime_start.timestamp() >= time.time() - wall - 1]
-        out[mode] = {"processes": procs, "threads": threads, "wall_s": wall,
+        done = [t for t in trials if t.state.is_finished() and t.number > 0]
+        out[mode] = {"processes": workers, "threads": share_threads(workers), "wall_s": wall,
                      "trials": len(done), "trials_per_hour": 3600 * len(done) / wall}
     out["best"] = max(("1x2", "2x1"), key=lambda m: out[m]["trials_per_hour"])
     return out

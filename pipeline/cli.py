@@ -126,19 +126,24 @@ def tune(
     grace_period: Annotated[int, typer.Option(
         help="Seconds without a heartbeat after which a trial's worker counts as dead: the "
              "trial fails, its MLflow runs end KILLED, and it is retried once.")] = 180,
+    workers: Annotated[int, typer.Option(
+        help="Worker processes of this call, on one study, sharing the threads and n_trials "
+             "(0: 2 on a CPU of 2+ threads, 1 on a GPU).")] = 0,
+    helper_of: Annotated[str, typer.Option(hidden=True)] = "",  # see pipeline/helpers.py
     data_dir: DataDir = Path("data"),
 ) -> None:
     """Run (or resume) an Optuna study; each trial is a nested MLflow run; register the best.
 
     Many workers, on one machine or many, cooperate on one study when they share --storage (a
-    database) and --study-name: start the same command on each.
+    database) and --study-name: start the same command on each (--workers starts several here).
     """
     from pipeline.config import ConfigError
     from pipeline.search_space import load_space
 
     for name, value, low in (("n_trials", n_trials, 0), ("timeout", timeout, 0),
                              ("epochs", epochs, 0), ("seed", seed, 0),
-                             ("total_trials", total_trials, 0), ("heartbeat", heartbeat, 0)):
+                             ("total_trials", total_trials, 0), ("heartbeat", heartbeat, 0),
+                             ("workers", workers, 0)):
         if value < low:
             raise ConfigError(f"{name}: {value} must be >= {low}")
     if n_trials == 0 and timeout == 0 and total_trials == 0:
@@ -149,19 +154,35 @@ def tune(
                           f"({heartbeat}), or a live trial would look dead; such as "
                           f"{3 * heartbeat}")
     search_space = load_space(Path(space) if space else SPACES / DEFAULT_SPACE[model.value])
-    from pipeline import data, tracking, tuning
+    from pipeline import data, helpers, tracking, tuning
+    from pipeline.training import default_workers, share_threads
 
+    trials = helpers.shares(n_trials, workers or default_workers())
     settings = tuning.TuneSettings(
         model=model.value, space=search_space, study_name=study_name or model.value,
         storage=storage_url, n_trials=n_trials or None, timeout=timeout or None,
         epochs=epochs or DEFAULT_EPOCHS[model.value],
         seed=seed, pruner=pruner.value, total_trials=total_trials or None,
-        heartbeat=heartbeat or None, grace_period=grace_period)
+        heartbeat=heartbeat or None, grace_period=grace_period, workers=len(trials),
+        helper_of=helper_of or None)
     dataset = data.load(data_dir)
     storage = tuning.check_storage(settings)  # storage errors surface before any MLflow write
     tracking.configure()  # and tracking errors before the study is created
+    common = ["--model", model.value, "--space", str(search_space.path), "--timeout",
+              str(timeout), "--epochs", str(settings.epochs), "--study-name",
+              settings.study_name, "--storage", storage_url, "--seed", str(seed), "--pruner",
+              pruner.value, "--total-trials", str(total_trials), "--heartbeat", str(heartbeat),
+              "--grace-period", str(grace_period), "--data-dir", str(data_dir), "--workers",
+              "1"]
+    team = None
+    if len(trials) > 1:  # this process and its helpers share the threads
+        import torch
+
+        torch.set_num_threads(share_threads(len(trials)))
+        team = helpers.Helpers([["--n-trials", str(n), *common] for n in trials[1:]],
+                               torch.get_num_threads())
     try:
-        study = tuning.tune(settings, dataset, tuning.open_study(settings, storage))
+        study = tuning.tune(settings, dataset, tuning.open_study(settings, storage), team)
     except KeyboardInterrupt:
         raise UserError("interrupted: the running trial ends FAIL and its MLflow run KILLED; "
                         "run the same command again to resume the study") from None
@@ -172,6 +193,8 @@ def tune(
         raise UserError(f"storage {tuning.mask_password(storage_url)}: lost the database "
                         f"({tuning.first_line(lost.__cause__ or lost)}); completed trials are "
                         "kept: run the same command again to resume") from None
+    if helper_of:
+        return  # the main worker prints the summary
     print(tuning.summary(study))
     print(f"Look at it: mlflow ui --backend-store-uri {tracking.tracking_uri()}  and  "
           f"python -m pipeline dashboard --storage {tuning.mask_password(storage_url)}")

@@ -5,9 +5,8 @@ nested parent run per table holds that table's variants: a variant several table
 trained once, under the first table that needs it, and the later tables name its runs in
 runs.json. Every training is `tracking.train_run`, the same as `train`, tagged `variant`, `seed`.
 
-The trainings run in `workers` spawned processes, each with its share of the threads (on 2 CPU
-cores, two 1-thread processes did 1.36x the FCN work and 1.13x the CNN work of one 2-thread
-process), longest first. Ctrl-C or SIGTERM ends the running trainings KILLED, the rest are not
+The trainings run in `workers` spawned processes (training.default_workers), each with its share
+of the threads, longest first. Ctrl-C or SIGTERM ends the running trainings KILLED, the rest are not
 started, and the table and top-level runs end KILLED.
 """
 
@@ -40,7 +39,7 @@ from pipeline.data import CLASSES, FashionMNIST, Split
 from pipeline.evaluate import slug
 from pipeline.experiments import TABLES, VARIANTS, variant_keys
 from pipeline.stats import per_class
-from pipeline.training import pick_device
+from pipeline.training import default_workers, pick_device, share_threads
 
 QUICK_EPOCHS, QUICK_CNN_EPOCHS, QUICK_SEEDS, QUICK_TRAIN_SIZE = 2, 1, 2, 10_000
 
@@ -74,21 +73,12 @@ class ReplicateSettings:
 
     @property
     def threads(self) -> int:
-        """Each worker's share of this process's threads."""
-        return max(1, torch.get_num_threads() // self.workers)
+        return share_threads(self.workers)
 
     def config(self, key: str, seed: int) -> TrainConfig:
         base = VARIANTS[key].config
         epochs = self.cnn_epochs if base.model != "fcn" else self.epochs
         return dataclasses.replace(base, epochs=epochs, seed=seed)
-
-
-def default_workers() -> int:
-    """One process on a GPU; on a CPU of 2 or more cores, 2 processes of half the threads each
-    (python -m bench's `tune` section and the module docstring's figures measured that)."""
-    if pick_device().type != "cpu":
-        return 1
-    return 2 if torch.get_num_threads() >= 2 else 1
 
 
 def machine(settings: ReplicateSettings | None = None) -> str:

@@ -72,6 +72,21 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def default_workers() -> int:
+    """Trainings to run at once, in separate processes: 1 on a GPU; on a CPU of 2 or more
+    threads, 2 of half the threads each (on 2 cores two 1-thread processes did 1.36x the base
+    FCN's work of one 2-thread process, 1.13x the study CNN's; `python -m bench`, section tune,
+    compares the two for tune)."""
+    if pick_device().type != "cpu":
+        return 1
+    return 2 if torch.get_num_threads() >= 2 else 1
+
+
+def share_threads(workers: int) -> int:
+    """Each process's share of this process's threads when `workers` train at once."""
+    return max(1, torch.get_num_threads() // workers)
+
+
 def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     lr, wd = config.lr, config.weight_decay
     if config.optimizer == "sgd":

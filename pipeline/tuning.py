@@ -17,8 +17,10 @@ closed KILLED, and it is queued once more (`retry_of` tag). `total_trials` caps 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -33,6 +35,7 @@ import torch
 from pipeline import tracking
 from pipeline.config import UserError, first_line
 from pipeline.data import FashionMNIST
+from pipeline.helpers import Helpers, shares
 from pipeline.models import build_model
 from pipeline.search_space import SearchSpace
 from pipeline.training import TEST_ACC, VAL_ACC, Diverged, EpochEnd
@@ -42,6 +45,7 @@ RUN_ID_ATTR = "mlflow_run_id"
 PARENT_RUN_ID_ATTR = "mlflow_parent_run_id"  # the worker's run: closed when the worker dies
 RETRY_OF_ATTR = "retry_of"  # number of the trial whose dead worker this trial runs again
 FAIL_REASON_ATTR = "fail_reason"
+WORKER_ATTR = "worker"  # host:pid of the process that ran the trial
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 
 
@@ -59,6 +63,15 @@ class TuneSettings:
     total_trials: int | None = None  # study-wide cap, shared by all workers (RDB storages)
     heartbeat: int | None = 60  # seconds between a running trial's heartbeats (RDB storages)
     grace_period: int = 180  # seconds without a heartbeat after which a trial's worker is dead
+    workers: int = 1  # processes of this call, sharing n_trials (pipeline/helpers.py)
+    # A `tune --workers` helper: its trials nest under this run of the main worker; it logs no
+    # study summary and registers nothing.
+    helper_of: str | None = None
+
+    @property
+    def own_trials(self) -> int | None:
+        """This process's share of n_trials (a helper is started with its own share)."""
+        return None if self.n_trials is None else shares(self.n_trials, self.workers)[0]
 
 
 class PruneOnValAcc:
@@ -310,11 +323,16 @@ def open_study(settings: TuneSettings,
 
 
 def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[str, str],
-                   parent_run_id: str):
+                   parent_run_id: str, own_parent: bool = True):
+    """`own_parent`: the parent run is this worker's, closed as KILLED if the worker dies (a
+    helper's parent run is the main worker's, which lives on)."""
     def objective(trial: optuna.Trial) -> float:
         config = settings.space.sample(trial, model=settings.model, epochs=settings.epochs,
                                        seed=settings.seed)
-        tags = {**study_tags, "trial_number": str(trial.number), "trial_state": "RUNNING"}
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+        trial.set_user_attr(WORKER_ATTR, worker)
+        tags = {**study_tags, "trial_number": str(trial.number), "trial_state": "RUNNING",
+                WORKER_ATTR: worker}
         if RETRY_OF_ATTR in trial.user_attrs:
             tags[RETRY_OF_ATTR] = str(trial.user_attrs[RETRY_OF_ATTR])
         state, reason = "FAIL", None
@@ -324,11 +342,13 @@ def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[
             # At once: the champion needs it, and so does whoever closes this run if we die.
             run_ids.append(run_id)
             trial.set_user_attr(RUN_ID_ATTR, run_id)
-            trial.set_user_attr(PARENT_RUN_ID_ATTR, parent_run_id)
+            if own_parent:
+                trial.set_user_attr(PARENT_RUN_ID_ATTR, parent_run_id)
 
         try:
             run_id, result = tracking.train_run(
-                config, data, nested=True, tags=tags, run_name=f"trial {trial.number}",
+                config, data, nested=True, parent_run_id=parent_run_id, tags=tags,
+                run_name=f"trial {trial.number}",
                 confusion=False,  # one per trial costs ~2 s; the champion gets one
                 callbacks=(PruneOnValAcc(trial),), finished_on=(optuna.TrialPruned,),
                 on_start=remember)
@@ -358,12 +378,20 @@ def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[
     return objective
 
 
-def tune(settings: TuneSettings, data: FashionMNIST,
-         study: optuna.Study | None = None) -> optuna.Study:
-    """Run the study inside one parent MLflow run (the active one under `mlflow run`)."""
+def tune(settings: TuneSettings, data: FashionMNIST, study: optuna.Study | None = None,
+         helpers: Helpers | None = None) -> optuna.Study:
+    """Run the study inside one parent MLflow run (the active one under `mlflow run`), with
+    `helpers` (more worker processes of this call) nesting their trials under it. The study's
+    summary and the champion's registration come once every worker has ended."""
     study = study or open_study(settings)
     storage_shown = mask_password(settings.storage)
     study_tags = {"study_name": settings.study_name, "optuna_storage": storage_shown}
+    if settings.helper_of:  # trials go where the main worker's run is (`mlflow run` picks it)
+        parent = mlflow.MlflowClient().get_run(settings.helper_of)
+        mlflow.set_experiment(experiment_id=parent.info.experiment_id)
+        run_trials(study, make_objective(settings, data, study_tags, settings.helper_of,
+                                         own_parent=False), settings)
+        return study
     name = f"tune {settings.study_name}"
     resumed = bool(os.environ.get("MLFLOW_RUN_ID"))  # the run `mlflow run` has started
     mlflow.start_run(run_name=None if resumed else name,
@@ -379,10 +407,15 @@ def tune(settings: TuneSettings, data: FashionMNIST,
                                  "pruner": settings.pruner,
                                  "total_trials": settings.total_trials,
                                  "heartbeat": settings.heartbeat,
-                                 "grace_period": settings.grace_period})
+                                 "grace_period": settings.grace_period,
+                                 "workers": settings.workers})
         mlflow.log_artifact(str(settings.space.path))
-        objective = make_objective(settings, data, study_tags, mlflow.active_run().info.run_id)
-        run_trials(study, objective, settings)
+        run_id = mlflow.active_run().info.run_id
+        objective = make_objective(settings, data, study_tags, run_id)
+        with helpers.running(run_id) if helpers else contextlib.nullcontext():
+            run_trials(study, objective, settings)
+            if helpers:
+                helpers.wait()
         log_study(study, settings, data)
         status = "FINISHED"
         return study
@@ -407,7 +440,7 @@ def run_trials(study: optuna.Study, objective, settings: TuneSettings) -> None:
         if left is not None and left <= 0:
             return
         try:
-            study.optimize(objective, n_trials=settings.n_trials, timeout=left,
+            study.optimize(objective, n_trials=settings.own_trials, timeout=left,
                            catch=(Diverged,), gc_after_trial=True)
             return
         except StudyFull:

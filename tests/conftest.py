@@ -49,6 +49,9 @@ def tracking_env(tmp_path, monkeypatch) -> dict[str, str]:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tests")
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    # mlflow.set_experiment in an earlier test exports MLFLOW_EXPERIMENT_ID to this process;
+    # `mlflow run --experiment-name` refuses to start when both are set.
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     import mlflow
 
     mlflow.set_tracking_uri(uri)

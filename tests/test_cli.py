@@ -95,6 +95,21 @@ def test_mlproject_names_every_train_parameter():
     assert all(f"{{{name}}}" in spec["entry_points"]["train"]["command"] for name in params)
 
 
+@pytest.mark.parametrize("entry_point, command", [("tune", "tune"), ("replicate", "replicate")])
+def test_mlproject_passes_every_parameter_to_the_cli(entry_point, command):
+    import typer.main
+    import yaml
+
+    from pipeline.cli import app
+
+    spec = yaml.safe_load(Path(ROOT, "MLproject").read_text())["entry_points"][entry_point]
+    flags = {flag for param in typer.main.get_command(app).commands[command].params
+             for flag in param.opts}
+    for name in spec["parameters"]:
+        flag = f"--{name.replace('_', '-')}"
+        assert flag in flags and f"{{{name}}}" in spec["command"], name
+
+
 def test_a_malformed_space_stops_tune_before_any_trial(tmp_path, tracking_env, data_dir):
     space = tmp_path / "bad.yaml"
     space.write_text("lr: {type: float, low: 0.1, high: 0.01}\n")

@@ -138,6 +138,83 @@ def test_mlflow_run_tune_nests_trials_under_the_project_run_and_resumes(tmp_path
     assert float(champion.tags["test_acc"]) > 0.7
 
 
+def test_tune_with_two_workers_shares_one_study_one_parent_run_and_one_champion(
+        tmp_path, tracking_env, data_dir):
+    import optuna
+
+    space = tmp_path / "small.yaml"
+    space.write_text(SMALL_FCN_SPACE)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    out = cli("tune", "--workers", "2", "--n-trials", "5", "--epochs", "2", "--space",
+              str(space), "--storage", storage, "--study-name", "pair", "--pruner", "none",
+              "--data-dir", str(data_dir), env=tracking_env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    trials = optuna.load_study(study_name="pair", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 5  # 3 + 2, no more
+    workers = [t.user_attrs["worker"] for t in trials]
+    assert len(set(workers)) == 2 and sorted(map(workers.count, set(workers))) == [2, 3]
+    runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    [parent] = [r for r in runs if r.data.tags.get("tune_parent") == "true"]
+    assert parent.data.params["workers"] == "2" and parent.data.params["n_trials"] == "5"
+    children = [r for r in runs if "trial_number" in r.data.tags]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert sorted(c.data.tags["worker"] for c in children) == sorted(workers)
+    assert parent.data.metrics["trials_complete"] == 5  # the summary came after both ended
+    client = mlflow.MlflowClient()
+    [version] = client.search_model_versions("name='fashion-mnist-fcn'")
+    assert version.tags["trial_number"] == str(
+        optuna.load_study(study_name="pair", storage=storage).best_trial.number)
+    assert out.stdout.count("Look at it:") == 1
+
+
+def test_tune_stopped_with_two_workers_leaves_nothing_running(tmp_path, tracking_env, data_dir):
+    """SIGTERM to the main worker while both train: it stops its helper, every trial that ran
+    ends FAIL or COMPLETE, every run KILLED or FINISHED, and no helper process is left."""
+    import signal
+    import subprocess
+    import time
+
+    import optuna
+
+    space = tmp_path / "small.yaml"
+    space.write_text(SMALL_FCN_SPACE)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "tune", "--workers", "2", "--n-trials", "20",
+         "--epochs", "20", "--space", str(space), "--storage", storage, "--study-name", "stop",
+         "--data-dir", str(data_dir)], env=tracking_env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            try:
+                trials = optuna.load_study(study_name="stop", storage=storage).trials
+            except KeyError:  # not created yet
+                trials = []
+            if len({t.user_attrs.get("worker") for t in trials if t.state.name == "RUNNING"
+                    and "worker" in t.user_attrs}) == 2:
+                break
+            time.sleep(0.5)
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, stderr
+    # (Optuna itself logs each interrupted trial as failed, with its traceback, before this.)
+    assert stderr.strip().splitlines()[-1].startswith("error: interrupted: "), stderr
+    states = {t.state.name for t in optuna.load_study(study_name="stop", storage=storage).trials}
+    assert "RUNNING" not in states and "FAIL" in states
+    runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
+    assert "RUNNING" not in {r.info.status for r in runs}
+    assert [r.info.status for r in runs if r.data.tags.get("tune_parent")] == ["KILLED"]
+    helpers = subprocess.run(["pgrep", "-f", "helper-of"], capture_output=True, text=True)
+    assert helpers.stdout == ""
+
+
 def test_mlflow_run_replicate_quick_writes_every_table_and_claim(tmp_path, tracking_env,
                                                                  data_dir):
     import subprocess

@@ -109,7 +109,7 @@ def study(request, tmp_path, postgres, mlflow_server, data_dir) -> Study:
     args = ["--model", "fcn", "--space", str(space), "--epochs", "1", "--n-trials", "0",
             "--timeout", "0", "--study-name", name, "--storage", postgres.url, "--seed", "0",
             "--pruner", "none", "--heartbeat", str(HEARTBEAT), "--grace-period", str(GRACE),
-            "--data-dir", str(data_dir)]
+            "--data-dir", str(data_dir), "--workers", "1"]  # each a separate worker
     return Study(name, tmp_path, postgres.url, mlflow_server.url, args)
 
 

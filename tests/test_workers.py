@@ -1,4 +1,4 @@
-"""The replicate planner and its settings, without training."""
+"""How replicate and tune divide their work over worker processes, without training."""
 
 import pytest
 import torch
@@ -33,3 +33,12 @@ def test_workers_share_the_threads():
 def test_negative_settings_are_refused(name):
     with pytest.raises(ConfigError, match=f"{name}: -1 must be >= 1"):
         ReplicateSettings.build(**{name: -1})
+
+
+@pytest.mark.parametrize("n_trials, workers, expected", [
+    (30, 2, [15, 15]), (5, 2, [3, 2]), (1, 2, [1]), (0, 2, [0, 0]), (7, 1, [7]), (2, 3, [1, 1]),
+])
+def test_tune_splits_its_trials_over_its_workers(n_trials, workers, expected):
+    from pipeline.helpers import shares
+
+    assert shares(n_trials, workers) == expected

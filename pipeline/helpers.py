@@ -1,0 +1,65 @@
+"""`tune --workers N`: N-1 more `tune` processes on this machine, on the same study.
+
+They are started after this process has created the study and the MLflow experiment (no
+creation race), each with its share of the threads, in their own session: a Ctrl-C reaches this
+process only, which stops them with SIGTERM (their running trials end FAIL, their runs KILLED).
+A helper logs no study summary and registers nothing; the main worker does once all have ended.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pipeline.config import UserError
+
+
+def shares(n_trials: int, workers: int) -> list[int]:
+    """This call's n_trials split over the workers (0: no limit for each); no worker gets 0
+    trials out of a positive count."""
+    if n_trials == 0:
+        return [0] * workers
+    workers = min(workers, n_trials)
+    return [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
+
+
+class Helpers:
+    """The helpers of one `tune` call: `commands` are their `tune` arguments; each trains with
+    `threads` threads and nests its trials under the main worker's parent run."""
+
+    def __init__(self, commands: list[list[str]], threads: int):
+        self.commands, self.threads = commands, threads
+        self.procs: list[subprocess.Popen] = []
+
+    @contextmanager
+    def running(self, parent_run_id: str) -> Iterator[Helpers]:
+        """The helpers run inside; on an exception (Ctrl-C included) they are stopped."""
+        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads),
+                   MKL_NUM_THREADS=str(self.threads))
+        env.pop("MLFLOW_RUN_ID", None)  # `mlflow run`'s run belongs to the main worker
+        self.procs = [subprocess.Popen([sys.executable, "-m", "pipeline", "tune", *args,
+                                        "--helper-of", parent_run_id],
+                                       env=env, start_new_session=True)
+                      for args in self.commands]
+        try:
+            yield self
+        except BaseException:
+            for proc in self.procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in self.procs:
+                proc.wait()
+            raise
+
+    def wait(self) -> None:
+        """Block until every helper has ended; one line if any failed."""
+        codes = [proc.wait() for proc in self.procs]
+        failed = [code for code in codes if code != 0]
+        if failed:
+            raise UserError(f"{len(failed)} of {len(codes)} helper workers failed (exit "
+                            f"{failed[0]}; their error is above); completed trials are kept: "
+                            "run the same command again to resume")
