@@ -1,7 +1,10 @@
 """On the real FashionMNIST: the train command and `mlflow run` leave what a user expects."""
 
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import mlflow
 import numpy as np
@@ -76,7 +79,6 @@ def test_the_fast_cnn_recipe_trains_and_its_logged_model_flip_averages(tmp_path,
 
 
 def test_mlflow_run_train_entry_point(tmp_path, tracking_env, data_dir):
-    import subprocess
 
     out = subprocess.run(
         ["mlflow", "run", str(ROOT), "-e", "train", "--env-manager", "local",
@@ -103,8 +105,6 @@ batch_size: 512
 
 def test_mlflow_run_tune_nests_trials_under_the_project_run_and_resumes(tmp_path, tracking_env,
                                                                         data_dir):
-    import subprocess
-
     import optuna
 
     space = tmp_path / "small.yaml"
@@ -168,13 +168,24 @@ def test_tune_with_two_workers_shares_one_study_one_parent_run_and_one_champion(
     assert out.stdout.count("Look at it:") == 1
 
 
+def sigterm_when(proc: subprocess.Popen, ready, timeout: float = 300) -> str:
+    """SIGTERM to `proc` (started in its own session) 2 s after `ready()`; its stderr."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.5)
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        return proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def test_tune_stopped_with_two_workers_leaves_nothing_running(tmp_path, tracking_env, data_dir):
     """SIGTERM to the main worker while both train: it stops its helper, every trial that ran
     ends FAIL or COMPLETE, every run KILLED or FINISHED, and no helper process is left."""
-    import signal
-    import subprocess
-    import time
-
     import optuna
 
     space = tmp_path / "small.yaml"
@@ -184,25 +195,17 @@ def test_tune_stopped_with_two_workers_leaves_nothing_running(tmp_path, tracking
         [sys.executable, "-m", "pipeline", "tune", "--workers", "2", "--n-trials", "20",
          "--epochs", "20", "--space", str(space), "--storage", storage, "--study-name", "stop",
          "--data-dir", str(data_dir)], env=tracking_env, cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-            try:
-                trials = optuna.load_study(study_name="stop", storage=storage).trials
-            except KeyError:  # not created yet
-                trials = []
-            if len({t.user_attrs.get("worker") for t in trials if t.state.name == "RUNNING"
-                    and "worker" in t.user_attrs}) == 2:
-                break
-            time.sleep(0.5)
-        time.sleep(2)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def both_train() -> bool:
+        try:
+            trials = optuna.load_study(study_name="stop", storage=storage).trials
+        except KeyError:  # not created yet
+            return False
+        return len({t.user_attrs.get("worker") for t in trials
+                    if t.state.name == "RUNNING" and "worker" in t.user_attrs}) == 2
+
+    stderr = sigterm_when(proc, both_train)
     assert proc.returncode == 2, stderr
     # (Optuna itself logs each interrupted trial as failed, with its traceback, before this.)
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted: "), stderr
@@ -217,8 +220,6 @@ def test_tune_stopped_with_two_workers_leaves_nothing_running(tmp_path, tracking
 
 def test_mlflow_run_replicate_quick_writes_every_table_and_claim(tmp_path, tracking_env,
                                                                  data_dir):
-    import subprocess
-
     from pipeline.experiments import CLAIMS, TABLES, variant_keys
     from pipeline.replicate import ReplicateSettings
 
@@ -272,29 +273,16 @@ def test_replicate_stopped_mid_training_leaves_every_run_killed(tmp_path, tracki
                                                                  data_dir):
     """SIGTERM (a CI timeout, `kill`) while the workers train: one line, exit 130, the
     trainings, tables and top run all KILLED, no job started after it, no process left."""
-    import signal
-    import subprocess
-    import time
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "replicate", "--quick", "--out", "report",
          "--data-dir", str(data_dir)], env=tracking_env, cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        def trainings() -> list:
-            runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
-            return [r for r in runs if "variant" in r.data.tags]
+    def both_train() -> bool:
+        runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
+        return len([r for r in runs if "variant" in r.data.tags]) == 2
 
-        deadline = time.monotonic() + 300
-        while len(trainings()) < 2:  # both workers are training
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-            time.sleep(0.5)
-        time.sleep(2)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    stderr = sigterm_when(proc, both_train)
     assert proc.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1] == \
         "error: interrupted; MLflow runs in progress ended KILLED"
@@ -310,7 +298,6 @@ def test_replicate_stopped_mid_training_leaves_every_run_killed(tmp_path, tracki
 
 
 def test_replicate_bad_quick_value_is_one_line(tmp_path, tracking_env):
-    import subprocess
 
     out = subprocess.run(
         ["mlflow", "run", str(ROOT), "-e", "replicate", "--env-manager", "local",
