@@ -128,7 +128,8 @@ def tune(
              "trial fails, its MLflow runs end KILLED, and it is retried once.")] = 180,
     workers: Annotated[int, typer.Option(
         help="Worker processes of this call, on one study, sharing the threads and n_trials "
-             "(0: 2 on a CPU of 2+ threads, 1 on a GPU).")] = 0,
+             "(python -m bench measured 2 no faster than 1 for the FCN study on 2 cores).")]
+    = 1,
     helper_of: Annotated[str, typer.Option(hidden=True)] = "",  # see pipeline/helpers.py
     data_dir: DataDir = Path("data"),
 ) -> None:
@@ -143,7 +144,7 @@ def tune(
     for name, value, low in (("n_trials", n_trials, 0), ("timeout", timeout, 0),
                              ("epochs", epochs, 0), ("seed", seed, 0),
                              ("total_trials", total_trials, 0), ("heartbeat", heartbeat, 0),
-                             ("workers", workers, 0)):
+                             ("workers", workers, 1)):
         if value < low:
             raise ConfigError(f"{name}: {value} must be >= {low}")
     if n_trials == 0 and timeout == 0 and total_trials == 0:
@@ -155,9 +156,9 @@ def tune(
                           f"{3 * heartbeat}")
     search_space = load_space(Path(space) if space else SPACES / DEFAULT_SPACE[model.value])
     from pipeline import data, helpers, tracking, tuning
-    from pipeline.training import default_workers, share_threads
+    from pipeline.training import share_threads
 
-    trials = helpers.shares(n_trials, workers or default_workers())
+    trials = helpers.shares(n_trials, workers)
     settings = tuning.TuneSettings(
         model=model.value, space=search_space, study_name=study_name or model.value,
         storage=storage_url, n_trials=n_trials or None, timeout=timeout or None,

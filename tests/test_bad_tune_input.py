@@ -62,6 +62,7 @@ CASES = [
      "storage mysql+pymysql://nouser@127.0.0.1:1/x: cannot be opened"),
     ("storage-journal-missing-folder", ["--storage", "/nonexistent/dir/journal.log"], None,
      "storage /nonexistent/dir/journal.log: cannot be opened as a journal file"),
+    ("workers-zero", ["--workers", "0"], None, "workers: 0 must be >= 1"),
     ("total-trials-on-journal", ["--storage", "journal.log", "--total-trials", "5"], None,
      "total_trials needs an RDB storage"),
 ]

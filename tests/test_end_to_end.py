@@ -115,6 +115,7 @@ def test_mlflow_run_tune_nests_trials_under_the_project_run_and_resumes(tmp_path
         out = subprocess.run(
             ["mlflow", "run", str(ROOT), "-e", "tune", "--env-manager", "local",
              "--experiment-name", "tests", "-P", "n_trials=2", "-P", "epochs=2",
+             "-P", "workers=2",  # a helper process too, under `mlflow run`
              "-P", f"space={space}", "-P", f"storage={storage}", "-P", "study_name=e2e",
              "-P", f"data_dir={data_dir}"],
             env=tracking_env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
