@@ -168,7 +168,14 @@ def log_dataset(data: FashionMNIST) -> None:
                            ("test", data.test)):
         dataset = mlflow.data.from_numpy(split.images.numpy(), targets=split.labels.numpy(),
                                          name=f"fashion-mnist-{context}")
-        mlflow.log_input(dataset, context=context)
+        try:
+            mlflow.log_input(dataset, context=context)
+        except mlflow.exceptions.MlflowException as e:
+            if "IntegrityError" not in str(e) or "datasets" not in str(e):
+                raise
+            # Workers logging a new dataset at the same moment race on the store's insert;
+            # the loser finds the winner's row on a second try and links its run to it.
+            mlflow.log_input(dataset, context=context)
 
 
 def confusion_counts(model: torch.nn.Module, split: Split) -> np.ndarray:
