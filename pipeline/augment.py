@@ -12,13 +12,16 @@ import torch.nn.functional as F
 
 def flip_and_shift(images: torch.Tensor, generator: torch.Generator, pad: int = 2) -> torch.Tensor:
     """(N, 1, H, W) -> the same shape: each image flipped left-right with probability 1/2, then
-    shifted by a uniform -pad..pad pixels in each direction, filling with 0 (the background)."""
+    shifted by a uniform -pad..pad pixels in each direction, filling with 0 (the background);
+    `pad` 0: flips only."""
     n, channels, h, w = images.shape
     if channels != 1:
         raise ValueError(f"flip_and_shift expects one channel, got {channels}")
     device = images.device
     flip = torch.rand(n, generator=generator, device=device) < 0.5
     images = torch.where(flip[:, None, None, None], images.flip(3), images)
+    if pad == 0:
+        return images
     padded = F.pad(images[:, 0], (pad, pad, pad, pad))  # (N, H + 2 pad, W + 2 pad)
     dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=generator, device=device)
     rows = (dy[:, None] + torch.arange(h, device=device))[:, :, None]  # (N, H, 1)

@@ -68,7 +68,10 @@ def train(
     label_smoothing: Annotated[float, typer.Option(
         help="Label smoothing of the training loss, in [0, 1).")] = 0.0,
     augment: Annotated[str, typer.Option(
-        metavar="true|false", help="Random flips and shifts of up to 2 pixels.")] = "false",
+        metavar="true|false", help="Random flips and shifts of up to --max-shift pixels.")]
+    = "false",
+    max_shift: Annotated[int, typer.Option(
+        help="With --augment true: largest random shift in pixels (0: flips only).")] = 2,
     seed: Annotated[int, typer.Option(help="Seeds weights, dropout and batch order.")] = 0,
     data_dir: DataDir = Path("data"),
 ) -> None:
@@ -77,7 +80,7 @@ def train(
                          epochs=epochs, batch_size=batch_size, dropout=dropout, init=init.value,
                          batch_norm=batch_norm, weight_decay=weight_decay,
                          schedule=schedule.value, label_smoothing=label_smoothing,
-                         augment=augment, seed=seed)
+                         augment=augment, max_shift=max_shift, seed=seed)
     from pipeline import data, tracking
 
     dataset = data.load(data_dir)  # before any run exists: a data error writes nothing

@@ -225,5 +225,6 @@ def describe(config: TrainConfig) -> str:
     extras += [f"init {config.init}"] if config.init != "default" else []
     extras += [f"{config.schedule} schedule"] if config.schedule != "constant" else []
     extras += [f"label smoothing {config.label_smoothing:g}"] if config.label_smoothing else []
-    extras += ["flips + shifts"] if config.augment else []
+    extras += [f"flips + shifts of {config.max_shift}" if config.max_shift else "flips"] \
+        if config.augment else []
     return ", ".join([f"{arch}: {config.optimizer} lr {config.lr:g}", *extras])

@@ -28,8 +28,13 @@ def test_bench_quick_writes_its_figures(tmp_path, data_dir):
     assert fcn["gflop_per_epoch"] == pytest.approx(
         (2 * (3 * 297_200 - 784 * 300) * 4608 + 2 * 297_200 * 4000) / 1e9)
     assert fcn["ratio_to_floor"] == pytest.approx(fcn["wall_s"] / fcn["floor_s"])
+    # the same epoch's matmuls alone, timed at the batch's shapes: the tighter floor
+    assert fcn["gemm_epoch_s"] > 0
+    assert fcn["gemm_gflops"] == pytest.approx(fcn["gflop_per_epoch"] / fcn["gemm_epoch_s"])
+    assert fcn["ratio_to_gemm_floor"] == pytest.approx(fcn["wall_s"] / (2 * fcn["gemm_epoch_s"]))
     assert 0 < results["study_loop"]["test_acc"] <= 1
     assert "base FCN, our core" in proc.stdout and "study's loop" in proc.stdout
+    assert "its matmuls alone, at the batch's shapes" in proc.stdout
 
 
 def test_bench_rejects_an_unknown_section():

@@ -32,6 +32,7 @@ def test_help_lists_the_commands():
     (["--weight-decay", "-1"], "weight_decay: -1.0 must be >= 0"),
     (["--label-smoothing", "1"], "label_smoothing: 1.0 must be in [0, 1)"),
     (["--augment", "sometimes"], "augment: 'sometimes' must be true or false"),
+    (["--max-shift", "9"], "max_shift: 9 must be an integer from 0 to 8"),
     (["--schedule", "step"], "'--schedule'"),
     (["--bogus", "1"], "--bogus"),
 ])

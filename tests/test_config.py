@@ -40,6 +40,9 @@ def test_parse_bool(value, expected):
     ({"label_smoothing": 1.0}, "label_smoothing: 1.0 must be in [0, 1)"),
     ({"label_smoothing": -0.1}, "label_smoothing: -0.1 must be in [0, 1)"),
     ({"augment": "sometimes"}, "augment: 'sometimes' must be true or false"),
+    ({"max_shift": 9}, "max_shift: 9 must be an integer from 0 to 8"),
+    ({"max_shift": -1}, "max_shift: -1 must be an integer from 0 to 8"),
+    ({"max_shift": 1.5}, "max_shift: 1.5 must be an integer from 0 to 8"),
 ])
 def test_bad_values_name_the_parameter(kwargs, names):
     with pytest.raises(ConfigError) as e:

@@ -61,10 +61,11 @@ def test_the_fast_cnn_recipe_trains_and_its_logged_model_flip_averages(tmp_path,
     out = cli("train", "--model", "fast_cnn", "--batch-norm", "true", "--optimizer", "momentum",
               "--lr", "0.1", "--weight-decay", "5e-4", "--batch-size", "512", "--epochs", "1",
               "--schedule", "onecycle", "--label-smoothing", "0.1", "--augment", "true",
-              "--data-dir", str(data_dir), env=tracking_env, cwd=tmp_path)
+              "--max-shift", "0", "--data-dir", str(data_dir), env=tracking_env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     run = only_run()
     assert run.data.params["augment"] == "true" and run.data.params["label_smoothing"] == "0.1"
+    assert run.data.params["max_shift"] == "0"
     assert run.data.metrics["test_acc"] >= 0.80
     # The exported graph keeps the eval-mode flip averaging: it reproduces the logged accuracy,
     # and an image and its mirror get the same logits.

@@ -56,11 +56,14 @@ def test_fast_cnn_averages_each_image_and_its_mirror_in_eval_mode():
     assert not torch.allclose(model(x), model(mirrored), atol=1e-3)  # training sees one view
 
 
-def test_fast_cnn_pools_to_three_pixels_before_its_linear_layer():
-    convs = [m for m in FastCNN().modules() if isinstance(m, nn.Conv2d)]
+def test_fast_cnn_pools_to_seven_pixels_and_keeps_them_for_its_linear_layer():
+    model = FastCNN()
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == \
-        [(1, 32, (3, 3)), (32, 64, (3, 3)), (64, 128, (3, 3))]
-    assert FastCNN().head[-1].in_features == 128 * 3 * 3
+        [(1, 24, (3, 3)), (24, 48, (3, 3)), (48, 96, (3, 3))]
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 2
+    assert model.head[-1].in_features == 96 * 7 * 7
+    assert model.features(torch.zeros(2, 1, 28, 28)).shape == (2, 96 * 7 * 7)
 
 
 @pytest.mark.parametrize("scheme", INITS)

@@ -51,7 +51,7 @@ def test_the_cnn_space_starts_from_the_fast_recipe():
     from pipeline.experiments import FAST_CNN
 
     space = load_space(ROOT / "search_spaces/cnn.yaml")
-    assert {"lr", "weight_decay", "label_smoothing", "augment", "dropout", "init"} <= \
+    assert {"lr", "weight_decay", "label_smoothing", "max_shift", "dropout", "init"} <= \
         set(space.searched)
     first = space.sample(optuna.trial.FixedTrial(space.enqueue[0]), model="fast_cnn",
                          epochs=FAST_CNN.epochs, seed=0)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from pipeline.config import TrainConfig
-from pipeline.training import EPOCH_METRICS, Diverged, make_optimizer, make_schedule, train
+from pipeline.training import (EPOCH_METRICS, EVAL_BATCH, Diverged, make_optimizer,
+                               make_schedule, predict, train)
 
 
 def without_times(history):
@@ -120,10 +121,19 @@ def test_augmentation_flips_and_shifts_each_image_reproducibly():
     assert not torch.equal(out, images)
 
 
+def test_augmentation_without_shifts_only_flips():
+    from pipeline.augment import flip_and_shift
+
+    images = torch.arange(64 * 28 * 28).remainder(251).to(torch.uint8).reshape(64, 1, 28, 28)
+    out = flip_and_shift(images, torch.Generator().manual_seed(0), pad=0)
+    flipped = [torch.equal(moved, original.flip(2)) for original, moved in zip(images, out)]
+    kept = [torch.equal(moved, original) for original, moved in zip(images, out)]
+    assert all(f or k for f, k in zip(flipped, kept))
+    assert 16 < sum(flipped) < 48  # about half, with overwhelming probability
+
+
 def test_label_smoothing_changes_only_the_training_loss(tiny_data, tiny_config):
     import torch.nn.functional as F
-
-    from pipeline.training import predict
 
     plain = train(tiny_config, tiny_data).history[0]
     smoothed = train(dataclasses.replace(tiny_config, label_smoothing=0.2), tiny_data)
@@ -143,3 +153,24 @@ def test_constant_schedule_keeps_the_learning_rate():
         opt.step()
         schedule.step()
     assert opt.param_groups[0]["lr"] == 0.02
+
+
+def test_evaluation_runs_in_the_models_own_batch_size():
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        eval_batch = 3
+
+        def forward(self, x):
+            seen.append(len(x))
+            return torch.zeros(len(x), 10)
+
+    predict(Recorder(), torch.zeros(7, 1, 28, 28))
+    assert seen == [3, 3, 1]
+    seen.clear()
+    predict(Recorder(), torch.zeros(7, 1, 28, 28), batch_size=4)
+    assert seen == [4, 3]
+    seen.clear()
+    model = torch.nn.Sequential(Recorder())  # no eval_batch of its own: EVAL_BATCH
+    predict(model, torch.zeros(EVAL_BATCH + 1, 1, 28, 28))
+    assert seen == [EVAL_BATCH, 1]
