@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import random
 import socket
 import sys
 import tempfile
@@ -160,7 +161,8 @@ def make_storage(url: str, heartbeat: int | None = None, grace_period: int | Non
             callback = StaleTrialHandler(grace_period)
     from sqlalchemy.exc import IntegrityError
 
-    for attempt in (1, 2):
+    attempts = 5
+    for attempt in range(1, attempts + 1):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -169,10 +171,12 @@ def make_storage(url: str, heartbeat: int | None = None, grace_period: int | Non
                                      grace_period=grace_period if heartbeat else None,
                                      heartbeat_stale_trial_callback=callback)
         except IntegrityError:
-            # Workers started together on a fresh database race to create Optuna's tables;
-            # the losers find them made on a second try.
-            if attempt == 2:
+            # Workers started together on a fresh database race to create Optuna's tables, then
+            # again to stamp its alembic version (seen on PostgreSQL: a worker lost both races,
+            # "duplicate key ... alembic_version"); a loser finds each step done on a later try.
+            if attempt == attempts:
                 raise
+            time.sleep(random.uniform(0.05, 0.3) * attempt)  # de-synchronize the next try
         except Exception as e:  # bad driver, unreachable host, bad credentials, missing folder
             raise UserError(f"storage {mask_password(url)}: cannot be opened "
                             f"({type(e).__name__}: {first_line(e)})") from None

@@ -174,3 +174,29 @@ def test_the_study_wide_cap_counts_every_worker_s_trials(settings, tiny_data, no
     tuning.tune(s, tiny_data)
     study = tuning.tune(s, tiny_data)  # a second worker finds the study full at once
     assert len(study.trials) == 2
+
+
+@pytest.mark.parametrize("losses, opened", [(2, True), (5, False)])
+def test_workers_racing_to_create_a_fresh_storage_retry(tmp_path, monkeypatch, losses, opened):
+    """Workers started together on a fresh database lose races to create Optuna's tables and
+    then to stamp its schema version; a loser retries (4 times), a fifth loss is raised."""
+    from sqlalchemy.exc import IntegrityError
+
+    real, calls = tuning.WorkerStorage, []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) <= losses:
+            raise IntegrityError("CREATE TABLE alembic_version", {}, Exception("duplicate key"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tuning, "WorkerStorage", racing)
+    monkeypatch.setattr(tuning.time, "sleep", lambda s: None)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    if opened:
+        assert isinstance(tuning.make_storage(url, None, None, None), real)
+        assert len(calls) == losses + 1
+    else:
+        with pytest.raises(IntegrityError):
+            tuning.make_storage(url, None, None, None)
+        assert len(calls) == 5
