@@ -124,15 +124,13 @@ def fcn_gemm_seconds(hidden: tuple[int, ...], batch: int, n_train: int, n_eval: 
 
 def fcn_core(data, epochs: int, gflops: float) -> dict:
     from pipeline.config import TrainConfig
-    from pipeline.training import train
+    from pipeline.training import EVAL_BATCH, train
 
     config = TrainConfig(epochs=epochs)  # the study's base: 784-300-200-10, SGD 0.02, batch 512
     result = train(config, data, progress=False)
     n_train = len(data.train) // config.batch_size * config.batch_size
     flops = fcn_flops_per_epoch(config.hidden, n_train, len(data.val) + len(data.test))
     floor = epochs * flops / (gflops * 1e9)
-    from pipeline.training import EVAL_BATCH
-
     gemm = fcn_gemm_seconds(config.hidden, config.batch_size, len(data.train),
                             len(data.val) + len(data.test), EVAL_BATCH)
     return {"epochs": epochs, "wall_s": result.train_time_s,

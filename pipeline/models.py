@@ -64,7 +64,7 @@ class StudyCNN(nn.Module):
     """
 
     # Per-epoch evaluation batch (pipeline.training.predict): on 2 cores 128 images at a time
-    # took 9.4 s per 20k, 1024 took 10.8 s (feature maps of small batches stay in cache).
+    # took 9.4 s per 20k, 1024 took 10.8 s.
     eval_batch = 128
 
     def __init__(self, dropout: float = 0.0, batch_norm: bool = False):
@@ -95,7 +95,7 @@ class FastCNN(nn.Module):
 
     Pooling before batch norm and ReLU (as airbench does) runs those two on a quarter of the
     pixels; max pool and ReLU commute, so only batch norm sees pooled instead of full maps.
-    Measured on 2 cores (`/tmp` experiments, 7 epochs of the recipe at widths 32/64/128): keeping
+    Measured on 2 cores (README, Performance: 7 epochs of the recipe at widths 32/64/128): keeping
     the last block's 7x7 maps (a pool to 3x3 drops a row and a column) gave 93.15% test against
     92.89%, for the same time; widths 24/48/96 train an epoch in 30 s instead of 48 s, and 10
     epochs of them beat 7 of the wider net (93.27%).
@@ -104,7 +104,7 @@ class FastCNN(nn.Module):
     """
 
     # Per-epoch evaluation batch (doubled by the flips): on 2 cores 128 images at a time took
-    # 9.5 s per 20k, 1024 took 17.5 s.
+    # 9.5 s per 20k, 1024 took 17.5 s (measured at widths 32/64/128).
     eval_batch = 128
 
     def __init__(self, widths: tuple[int, ...] = (24, 48, 96), dropout: float = 0.0,
