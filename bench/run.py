@@ -33,7 +33,7 @@ app = typer.Typer(add_completion=False)
 
 
 def machine() -> dict:
-    from pipeline.replicate import machine as describe
+    from pipeline.replication.replicate import machine as describe
 
     return {"cores": os.cpu_count(), "description": describe()}
 
@@ -123,8 +123,8 @@ def fcn_gemm_seconds(hidden: tuple[int, ...], batch: int, n_train: int, n_eval: 
 
 
 def fcn_core(data, epochs: int, gflops: float) -> dict:
-    from pipeline.config import TrainConfig
-    from pipeline.training import EVAL_BATCH, train
+    from pipeline.core.config import TrainConfig
+    from pipeline.core.training import EVAL_BATCH, train
 
     config = TrainConfig(epochs=epochs)  # the study's base: 784-300-200-10, SGD 0.02, batch 512
     result = train(config, data, progress=False)
@@ -144,7 +144,7 @@ def fcn_core(data, epochs: int, gflops: float) -> dict:
 
 def study_loop(data_dir: Path, epochs: int, train_subset: int | None) -> dict:
     from bench import study_loop as loop
-    from pipeline.data import find_raw_files
+    from pipeline.core.data import find_raw_files
 
     root = loop.torchvision_root(data_dir, find_raw_files(data_dir))
     out = loop.train(root, epochs, train_subset=train_subset)
@@ -154,12 +154,12 @@ def study_loop(data_dir: Path, epochs: int, train_subset: int | None) -> dict:
 
 
 def cnn(data, name: str, epochs: int | None, thresholds: tuple[float, ...] = ()) -> dict:
-    """One CNN training, `name` a config of pipeline.experiments (for `epochs`, None: its own):
+    """One CNN training, `name` a config of pipeline.replication.experiments (for `epochs`, None: its own):
     its time, final and best test accuracy, and the wall seconds until test accuracy first
     reached each threshold."""
-    from pipeline import experiments
-    from pipeline.stats import time_to_accuracy
-    from pipeline.training import train
+    from pipeline.replication import experiments
+    from pipeline.replication.stats import time_to_accuracy
+    from pipeline.core.training import train
 
     config = getattr(experiments, name)
     config = dataclasses.replace(config, epochs=epochs or config.epochs)
@@ -177,10 +177,12 @@ def tracking_overhead(data, epochs: int, tmp: Path) -> dict:
     """The same FCN training plain, as a tracked `train` run, and as a `tune` trial."""
     import mlflow
 
-    from pipeline import tracking, tuning
-    from pipeline.config import TrainConfig
-    from pipeline.search_space import load_space
-    from pipeline.training import train
+    from pipeline.tracking import log as tracklog
+
+    from pipeline.tuning import study as tuning
+    from pipeline.core.config import TrainConfig
+    from pipeline.tuning.space import load_space
+    from pipeline.core.training import train
 
     config = TrainConfig(epochs=epochs)
     train(dataclasses.replace(config, epochs=1), data, progress=False)  # warm-up
@@ -188,7 +190,7 @@ def tracking_overhead(data, epochs: int, tmp: Path) -> dict:
     mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
     mlflow.set_experiment("bench")
     t0 = time.perf_counter()
-    tracking.train_run(config, data, confusion=False)
+    tracklog.train_run(config, data, confusion=False)
     tracked_run = time.perf_counter() - t0
     space = tmp / "fixed.yaml"
     space.write_text("".join(f"{k}: {v}\n" for k, v in config.to_dict().items()
@@ -215,7 +217,7 @@ def trials_per_hour(data_dir: Path, seconds: float, epochs: int, tmp: Path) -> d
     Counts every trial that started in the window and finished (complete or pruned)."""
     import optuna
 
-    from pipeline.training import share_threads
+    from pipeline.core.training import share_threads
 
     out = {"seconds": seconds, "epochs": epochs}
     for mode, workers in (("1x2", 1), ("2x1", 2)):
@@ -314,7 +316,7 @@ def main(
     if unknown:
         raise typer.BadParameter(f"unknown sections {sorted(unknown)}; choose from "
                                  f"{', '.join(SECTIONS)}")
-    from pipeline import data as data_module
+    from pipeline.core import data as data_module
 
     data = data_module.load(data_dir)
     if quick:

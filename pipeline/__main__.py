@@ -1,5 +1,5 @@
 """`python -m pipeline ...`: the command line (see pipeline/cli.py)."""
 
-from pipeline.cli import main
+from pipeline.cli.app import main
 
 main()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import data
-from pipeline.config import TrainConfig
+from pipeline.core import data
+from pipeline.core.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,9 @@ import mlflow
 import optuna
 import pytest
 
-from pipeline import cli, data
+from pipeline.cli import app as cli
+
+from pipeline.core import data
 
 SPACE = "lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\nbatch_size: 512\n"
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipeline import data
+from pipeline.core import data
 from tests.conftest import ROOT, cli
 
 
@@ -77,7 +77,7 @@ def test_help_and_argument_errors_import_no_heavy_library(args):
     import subprocess
     import sys
 
-    code = ("import sys\nfrom pipeline.cli import main\nsys.argv = ['pipeline', *sys.argv[1:]]\n"
+    code = ("import sys\nfrom pipeline.cli.app import main\nsys.argv = ['pipeline', *sys.argv[1:]]\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             f"print([m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True,
@@ -88,7 +88,7 @@ def test_help_and_argument_errors_import_no_heavy_library(args):
 def test_mlproject_names_every_train_parameter():
     import yaml
 
-    from pipeline.config import TrainConfig
+    from pipeline.core.config import TrainConfig
 
     spec = yaml.safe_load(Path(ROOT, "MLproject").read_text())
     params = spec["entry_points"]["train"]["parameters"]
@@ -101,7 +101,7 @@ def test_mlproject_passes_every_parameter_to_the_cli(entry_point, command):
     import typer.main
     import yaml
 
-    from pipeline.cli import app
+    from pipeline.cli.app import app
 
     spec = yaml.safe_load(Path(ROOT, "MLproject").read_text())["entry_points"][entry_point]
     flags = {flag for param in typer.main.get_command(app).commands[command].params

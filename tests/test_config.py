@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.config import ConfigError, TrainConfig, parse_bool, parse_hidden
+from pipeline.core.config import ConfigError, TrainConfig, parse_bool, parse_hidden
 
 
 def test_defaults_are_the_study_base_fcn():

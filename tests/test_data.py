@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from pipeline import data
+from pipeline.core import data
 
 LABELS = "t10k-labels-idx1-ubyte"
 

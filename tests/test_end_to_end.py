@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import data
-from pipeline.training import EPOCH_METRICS, TRAIN_TIME
+from pipeline.core import data
+from pipeline.core.training import EPOCH_METRICS, TRAIN_TIME
 from tests.conftest import ROOT, cli
 
 pytestmark = pytest.mark.slow
@@ -222,8 +222,8 @@ def test_tune_stopped_with_two_workers_leaves_nothing_running(tmp_path, tracking
 
 def test_mlflow_run_replicate_quick_writes_every_table_and_claim(tmp_path, tracking_env,
                                                                  data_dir):
-    from pipeline.experiments import CLAIMS, TABLES, variant_keys
-    from pipeline.replicate import ReplicateSettings
+    from pipeline.replication.experiments import CLAIMS, TABLES, variant_keys
+    from pipeline.replication.settings import ReplicateSettings
 
     out = subprocess.run(
         ["mlflow", "run", str(ROOT), "-e", "replicate", "--env-manager", "local",

@@ -7,8 +7,8 @@ import mlflow
 import pytest
 import torch
 
-from pipeline import data
-from pipeline.config import TrainConfig
+from pipeline.core import data
+from pipeline.core.config import TrainConfig
 from tests.conftest import cli
 
 pytestmark = pytest.mark.slow
@@ -21,11 +21,12 @@ def runs(experiment="tests"):
 @pytest.fixture
 def trained(tracking_env, data_dir):
     """A small FCN trained and logged as `train` does; returns its run id and model."""
-    from pipeline import tracking
+    from pipeline.tracking import store
+    from pipeline.tracking import log as tracklog
 
-    tracking.configure()
+    store.configure()
     config = TrainConfig(hidden=(64,), epochs=1, optimizer="adam", lr=1e-3)
-    run_id, result = tracking.train_run(config, data.load(data_dir), log_model=True,
+    run_id, result = tracklog.train_run(config, data.load(data_dir), log_model=True,
                                         confusion=False)
     return run_id, result.model
 

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import INITS, TrainConfig
-from pipeline.models import FCN, NORMAL_STD, FastCNN, StudyCNN, build_model, init_weights
+from pipeline.core.config import INITS, TrainConfig
+from pipeline.core.models import FCN, NORMAL_STD, FastCNN, StudyCNN, build_model, init_weights
 
 
 def expected_std(scheme: str, fan_in: int, fan_out: int) -> float:

@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import predict
-from pipeline.data import CLASSES
+from pipeline.serving import predict
+from pipeline.core.data import CLASSES
 from tests.conftest import cli
 
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import report
-from pipeline.experiments import CLAIMS, TABLES, VARIANTS, variant_keys
+from pipeline.replication import report
+from pipeline.replication.experiments import CLAIMS, TABLES, VARIANTS, variant_keys
 
 
 def fake_runs(test_acc: dict[str, float], noise: float, seeds=(0, 1, 2), epochs=3):

@@ -3,9 +3,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from pipeline.config import TrainConfig
-from pipeline.search_space import SpaceError, load_space
-from pipeline.training import train
+from pipeline.core.config import TrainConfig
+from pipeline.tuning.space import SpaceError, load_space
+from pipeline.core.training import train
 from tests.conftest import ROOT
 
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
@@ -48,7 +48,7 @@ def test_every_sampled_config_trains_for_a_step(path, tiny_data):
 
 
 def test_the_cnn_space_starts_from_the_fast_recipe():
-    from pipeline.experiments import FAST_CNN
+    from pipeline.replication.experiments import FAST_CNN
 
     space = load_space(ROOT / "search_spaces/cnn.yaml")
     assert {"lr", "weight_decay", "label_smoothing", "max_shift", "dropout", "init"} <= \

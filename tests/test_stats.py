@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import stats
+from pipeline.replication import stats
 
 
 def test_per_class_scores_from_a_confusion_matrix():

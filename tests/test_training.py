@@ -3,8 +3,8 @@ import dataclasses
 import pytest
 import torch
 
-from pipeline.config import TrainConfig
-from pipeline.training import (EPOCH_METRICS, EVAL_BATCH, Diverged, make_optimizer,
+from pipeline.core.config import TrainConfig
+from pipeline.core.training import (EPOCH_METRICS, EVAL_BATCH, Diverged, make_optimizer,
                                make_schedule, predict, train)
 
 
@@ -105,7 +105,7 @@ def test_onecycle_rises_linearly_for_a_fifth_of_the_steps_then_falls_to_zero():
 
 
 def test_augmentation_flips_and_shifts_each_image_reproducibly():
-    from pipeline.augment import flip_and_shift
+    from pipeline.core.augment import flip_and_shift
 
     images = torch.arange(6 * 28 * 28).remainder(251).to(torch.uint8).reshape(6, 1, 28, 28)
     images[:, :, :2] = images[:, :, -2:] = images[:, :, :, :2] = images[:, :, :, -2:] = 0
@@ -122,7 +122,7 @@ def test_augmentation_flips_and_shifts_each_image_reproducibly():
 
 
 def test_augmentation_without_shifts_only_flips():
-    from pipeline.augment import flip_and_shift
+    from pipeline.core.augment import flip_and_shift
 
     images = torch.arange(64 * 28 * 28).remainder(251).to(torch.uint8).reshape(64, 1, 28, 28)
     out = flip_and_shift(images, torch.Generator().manual_seed(0), pad=0)

@@ -4,8 +4,9 @@ import mlflow
 import optuna
 import pytest
 
-from pipeline import tuning
-from pipeline.search_space import load_space
+from pipeline.tuning import study as tuning
+from pipeline.tuning.settings import TuneSettings
+from pipeline.tuning.space import load_space
 
 SMALL_SPACE = """
 lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
@@ -22,7 +23,7 @@ def settings(tmp_path, tracking_env):
         path = tmp_path / "space.yaml"
         path.write_text(space_text)
         mlflow.set_experiment("tests")
-        return tuning.TuneSettings(model="fcn", space=load_space(path), study_name=study_name,
+        return TuneSettings(model="fcn", space=load_space(path), study_name=study_name,
                                    storage=f"sqlite:///{tmp_path / 'optuna.db'}",
                                    n_trials=n_trials, timeout=None, epochs=2, seed=0,
                                    pruner=pruner)
@@ -154,7 +155,7 @@ def test_the_same_seed_and_config_give_the_same_study(settings, tiny_data, tmp_p
                                                       no_summary):
     first = tuning.tune(settings(n_trials=2), tiny_data)
     again = settings(n_trials=2)
-    again = tuning.TuneSettings(**{**again.__dict__,
+    again = TuneSettings(**{**again.__dict__,
                                    "storage": f"sqlite:///{tmp_path / 'again.db'}"})
     assert history(tuning.tune(again, tiny_data)) == history(first)
 
@@ -170,7 +171,7 @@ def test_a_resumed_study_continues_the_sampler_s_sequence(settings, tiny_data, n
 
 def test_the_study_wide_cap_counts_every_worker_s_trials(settings, tiny_data, no_summary):
     s = settings(n_trials=10)
-    s = tuning.TuneSettings(**{**s.__dict__, "total_trials": 2})
+    s = TuneSettings(**{**s.__dict__, "total_trials": 2})
     tuning.tune(s, tiny_data)
     study = tuning.tune(s, tiny_data)  # a second worker finds the study full at once
     assert len(study.trials) == 2

@@ -26,7 +26,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import data
+from pipeline.core import data
 from tests.conftest import ROOT, cli
 
 pytestmark = pytest.mark.slow

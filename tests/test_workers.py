@@ -3,9 +3,11 @@
 import pytest
 import torch
 
-from pipeline.config import ConfigError
-from pipeline.experiments import TABLES, variant_keys
-from pipeline.replicate import ReplicateSettings, default_workers, plan
+from pipeline.core.config import ConfigError
+from pipeline.replication.experiments import TABLES, variant_keys
+from pipeline.core.training import default_workers
+from pipeline.replication.replicate import plan
+from pipeline.replication.settings import ReplicateSettings
 
 
 def test_every_variant_and_seed_is_planned_once_under_its_first_table_cnn_first():
@@ -39,6 +41,6 @@ def test_negative_settings_are_refused(name):
     (30, 2, [15, 15]), (5, 2, [3, 2]), (1, 2, [1]), (0, 2, [0, 0]), (7, 1, [7]), (2, 3, [1, 1]),
 ])
 def test_tune_splits_its_trials_over_its_workers(n_trials, workers, expected):
-    from pipeline.helpers import shares
+    from pipeline.tuning.workers import shares
 
     assert shares(n_trials, workers) == expected

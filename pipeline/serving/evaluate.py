@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,13 @@ import torch.nn.functional as F
 from mlflow.entities import LoggedModelInput
 from mlflow.exceptions import MlflowException
 
-from pipeline import plots, stats
-from pipeline.config import UserError, first_line
-from pipeline.data import CLASSES, FashionMNIST, Split
-from pipeline.training import EVAL_BATCH, TEST_ACC, TEST_LOSS
+from pipeline.core import plots
+
+from pipeline.replication import stats
+from pipeline.core.config import UserError, first_line
+from pipeline.core.data import CLASSES, FashionMNIST, Split
+from pipeline.core.training import EVAL_BATCH, TEST_ACC, TEST_LOSS
+from pipeline.tracking.lifecycle import tracked_run
 
 DEFAULT_MODEL_URI = "models:/fashion-mnist-fcn@champion"
 N_SHOWN = 40  # misclassified images in the grid
@@ -197,19 +199,13 @@ def evaluate_run(uri: str, info: mlflow.models.model.ModelInfo, model: torch.nn.
     uri = normalize_uri(uri)
     result = evaluate(model, data.test)
     title = uri
-    resumed = bool(os.environ.get("MLFLOW_RUN_ID"))
     tags = {"evaluated_model_uri": uri, "evaluated_model_id": info.model_id or "",
             "evaluated_run_id": info.run_id or ""}
-    run = mlflow.start_run(run_name=None if resumed else f"evaluate {uri}", tags=tags)
-    status = "FAILED"
-    try:
-        if resumed:
-            mlflow.set_tags({"mlflow.runName": f"evaluate {uri}", **tags})
+    with tracked_run(f"evaluate {uri}", tags=tags) as run:
         test = mlflow.data.from_numpy(data.test.images.numpy(), targets=data.test.labels.numpy(),
                                       name="fashion-mnist-test")
-        model_input = [LoggedModelInput(info.model_id)] if info.model_id else None
-        mlflow.log_input(test, context="evaluation",
-                         model=model_input[0] if model_input else None)
+        model_input = LoggedModelInput(info.model_id) if info.model_id else None
+        mlflow.log_input(test, context="evaluation", model=model_input)
         mlflow.log_metrics(result.metrics(), model_id=info.model_id or None, dataset=test)
         mlflow.log_figure(plots.confusion(result.counts, title), "confusion_matrix.png")
         mlflow.log_figure(misclassified_figure(result, data.test, title), "misclassified.png")
@@ -219,10 +215,4 @@ def evaluate_run(uri: str, info: mlflow.models.model.ModelInfo, model: torch.nn.
                          "confusion_matrix": result.counts.tolist(),
                          "classes": list(CLASSES)}, "evaluation.json")
         mlflow.log_text(per_class_csv(result), "per_class.csv")
-        status = "FINISHED"
         return run.info.run_id, result
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        mlflow.end_run(status)

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.config import UserError
-from pipeline.data import CLASSES
+from pipeline.core.config import UserError
+from pipeline.core.data import CLASSES
 
 DEFAULT_MODEL_URI = "models:/fashion-mnist-fcn@champion"
 SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -81,9 +81,10 @@ def load_images(paths: list[Path]) -> tuple[list[Path], torch.Tensor]:
 
 def load_model(uri: str) -> torch.nn.Module:
     """The model at `uri`, checked and loaded as `evaluate` does (default store ./mlflow.db)."""
-    from pipeline import evaluate, tracking
+    from pipeline.serving import evaluate
+    from pipeline.tracking import store
 
-    tracking.configure(experiment=False)
+    store.configure(experiment=False)
     evaluate.resolve(uri)  # names nothing / not ours / no store: one line, nothing created
     return evaluate.load(uri)
 

@@ -1,17 +1,14 @@
-"""MLflow around the core: where runs go, the per-epoch metrics callback, and what a run logs.
+"""What a training run logs: config, datasets, per-epoch metrics, curves, confusion, model.
 
-The core never imports this module; entry points wrap `training.train` with it.
-Defaults: the tracking store is the embedded SQLite file `mlflow.db` in the working directory
-(override with MLFLOW_TRACKING_URI), the experiment is "fashion-mnist" (MLFLOW_EXPERIMENT_NAME).
+`train_run(config, data)` wraps the core's `train` in one tracked run (tracking/lifecycle.py);
+the per-epoch metrics are a training callback, as the core wants.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,57 +18,13 @@ import torch
 from mlflow.entities import Metric
 from mlflow.models import infer_signature
 
-from pipeline import plots
-from pipeline.config import TrainConfig, UserError
-from pipeline.data import CLASSES, FashionMNIST, Split
-from pipeline.training import TRAIN_TIME, Callback, EpochEnd, TrainResult, predict, train
+from pipeline.core import plots
+from pipeline.core.config import TrainConfig
+from pipeline.core.data import CLASSES, FashionMNIST, Split
+from pipeline.core.training import TRAIN_TIME, Callback, EpochEnd, TrainResult, predict, train
+from pipeline.tracking.lifecycle import log_new_params, tracked_run
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-DEFAULT_EXPERIMENT = "fashion-mnist"
 PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def configure(experiment: bool = True) -> None:
-    """Point MLflow at the store and (unless `experiment` is False: nothing is written yet)
-    the experiment; leave both alone under `mlflow run`.
-
-    `mlflow run` has already created the run (MLFLOW_RUN_ID) in its own experiment: calling
-    set_experiment then would clash with that run, so we only set it for direct CLI calls.
-    """
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # noise in logs
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
-    uri = mlflow.get_tracking_uri()
-    check_server(uri)
-    if experiment and not os.environ.get("MLFLOW_RUN_ID"):
-        try:
-            mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
-        except mlflow.exceptions.MlflowException as e:  # an unknown scheme, a bad path
-            raise UserError(f"MLFLOW_TRACKING_URI {uri}: unusable "
-                            f"({str(e).splitlines()[0][:160]})") from None
-
-
-def check_server(uri: str) -> None:
-    """Fail in seconds on a tracking server that does not answer: MLflow's client would retry
-    with back-off for minutes before saying so."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10):
-            pass
-    except (OSError, ValueError) as e:  # refused, timed out, not HTTP, a malformed URL
-        raise UserError(f"MLflow tracking server {uri} does not answer ({e}); start it "
-                        "(mlflow server ...) or fix MLFLOW_TRACKING_URI") from None
-
-
-def tracking_uri() -> str:
-    return mlflow.get_tracking_uri()
-
-
-def log_files(paths: list[Path], artifact_path: str) -> None:
-    with mlflow.start_run():
-        for path in paths:
-            mlflow.log_artifact(str(path), artifact_path)
 
 
 def train_run(config: TrainConfig, data: FashionMNIST, *, log_model: bool = False,
@@ -82,43 +35,31 @@ def train_run(config: TrainConfig, data: FashionMNIST, *, log_model: bool = Fals
               on_start: Callable[[str], None] | None = None) -> tuple[str, TrainResult]:
     """Train `config` inside one MLflow run (the active one under `mlflow run`).
 
-    The run ends FINISHED; KILLED on Ctrl-C; FAILED on any other exception, except those in
-    `finished_on` (a pruned trial is a normal end). A stopped run still gets its curves.
+    The run ends as tracking/lifecycle.py says; a pruned run (`finished_on`) still gets its
+    curves.
     `on_start` receives the run id as soon as the run exists. `parent_run_id` nests the run
     under a run that is not this process's active one (a replicate worker's table run).
     """
-    resumed = bool(os.environ.get("MLFLOW_RUN_ID")) and not nested  # `mlflow run` made it
-    run_name = run_name or describe(config)
-    run = mlflow.start_run(nested=nested, parent_run_id=parent_run_id,
-                           run_name=None if resumed else run_name, tags=tags)
-    run_id = run.info.run_id
-    if resumed:
-        mlflow.set_tag("mlflow.runName", run_name)  # a readable name instead of a random one
     history: list[dict[str, float]] = []
-    status = "FAILED"
-    try:
+    title = describe(config)
+    with tracked_run(run_name or title, tags=tags, nested=nested, parent_run_id=parent_run_id,
+                     finished_on=finished_on) as run:
+        run_id = run.info.run_id
         if on_start:
             on_start(run_id)
         log_config(config)
         log_dataset(data)
-        result = train(config, data, callbacks=(lambda end: history.append(end.metrics),
-                                                MetricsLogger(run_id), *callbacks))
-        log_results(data, result, describe(config), confusion)
+        try:
+            result = train(config, data, callbacks=(lambda end: history.append(end.metrics),
+                                                    MetricsLogger(run_id), *callbacks))
+        except finished_on:  # pruned: the curves so far, then the normal end
+            mlflow.log_figure(plots.curves(history, f"{title} (stopped at epoch "
+                                                    f"{len(history)})"), "curves.png")
+            raise
+        log_results(data, result, title, confusion)
         if log_model:
             save_model(result.model, data.test.images)
-        status = "FINISHED"
         return run_id, result
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except finished_on:
-        status = "FINISHED"
-        raise
-    finally:
-        if history and status != "KILLED" and len(history) < config.epochs:
-            mlflow.log_figure(plots.curves(history, f"{describe(config)} (stopped at epoch "
-                                                    f"{len(history)})"), "curves.png")
-        mlflow.end_run(status)
 
 
 class MetricsLogger:
@@ -141,16 +82,6 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
-
-
-def log_new_params(params: dict) -> None:
-    """Log params in one call, skipping those the active run has already.
-
-    `mlflow run` logs the entry point's parameters as the user spelled them ("1e-3"), and MLflow
-    refuses to change a param, so ours ("0.001") may only add what it has not logged.
-    """
-    logged = mlflow.MlflowClient().get_run(mlflow.active_run().info.run_id).data.params
-    mlflow.log_params({k: v for k, v in params.items() if k not in logged})
 
 
 def log_config(config: TrainConfig) -> None:

@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.augment import flip_and_shift
-from pipeline.config import TrainConfig, UserError
-from pipeline.data import FashionMNIST, Split
-from pipeline.models import build_model
+from pipeline.core import interrupt
+from pipeline.core.augment import flip_and_shift
+from pipeline.core.config import TrainConfig, UserError
+from pipeline.core.data import FashionMNIST, Split
+from pipeline.core.models import build_model
 
 # Metric names, defined once; MLflow, Optuna, plots and reports all use these.
 TRAIN_LOSS, TRAIN_ACC = "train_loss", "train_acc"
@@ -197,6 +198,7 @@ def train(config: TrainConfig, data: FashionMNIST, callbacks: Sequence[Callback]
             loss.backward()
             optimizer.step()
             schedule.step()
+            interrupt.check()  # a stop request whose KeyboardInterrupt was swallowed
             # Accumulate on the device: no .item() sync per batch.
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()

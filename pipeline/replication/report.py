@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from matplotlib.figure import Figure
 
-from pipeline.data import CLASSES
-from pipeline.experiments import CLAIMS, TABLES, TIME_TO_ACC, VARIANTS, Table
-from pipeline.stats import Spread, per_class, time_to_accuracy, welch
+from pipeline.core.data import CLASSES
+from pipeline.replication.experiments import CLAIMS, TABLES, TIME_TO_ACC, VARIANTS, Table
+from pipeline.replication.stats import Spread, per_class, time_to_accuracy, welch
 
 ALPHA = 0.05
 FIGURES = ("loss", "acc")

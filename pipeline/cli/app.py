@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.config import INITS, MODELS, OPTIMIZERS, SCHEDULES, TrainConfig, UserError
-from pipeline.experiments import CNN, FAST_CNN
+from pipeline.core.config import INITS, MODELS, OPTIMIZERS, SCHEDULES, TrainConfig, UserError
+from pipeline.replication.experiments import CNN, FAST_CNN
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, tune and compare PyTorch networks on FashionMNIST, "
@@ -32,15 +32,16 @@ DataDir = Annotated[Path, typer.Option(help="Folder of the IDX files and the ten
 @app.command()
 def prepare(data_dir: DataDir = Path("data")) -> None:
     """Find, verify (SHA-256) and cache FashionMNIST; write sample grids to DATA_DIR/samples/."""
-    from pipeline import data, plots
+    from pipeline.core import data
+    from pipeline.core import plots
 
     dataset = data.load(data_dir)
     paths = plots.save_sample_grids(dataset.train.images, dataset.train.labels,
                                     data_dir / "samples")
     if os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run -e prepare`: show them in the run
-        from pipeline import tracking
+        from pipeline.tracking import store
 
-        tracking.log_files(paths, "samples")
+        store.log_files(paths, "samples")
     print(f"FashionMNIST verified and cached in {data_dir / data.CACHE_NAME}; "
           f"sample grids: {', '.join(str(p) for p in paths)}")
 
@@ -81,18 +82,20 @@ def train(
                          batch_norm=batch_norm, weight_decay=weight_decay,
                          schedule=schedule.value, label_smoothing=label_smoothing,
                          augment=augment, max_shift=max_shift, seed=seed)
-    from pipeline import data, tracking
+    from pipeline.core import data
+    from pipeline.tracking import store
+    from pipeline.tracking import log as tracklog
 
     dataset = data.load(data_dir)  # before any run exists: a data error writes nothing
-    tracking.configure()
-    run_id, result = tracking.train_run(config, dataset, log_model=True)
+    store.configure()
+    run_id, result = tracklog.train_run(config, dataset, log_model=True)
     final = result.final
     print(f"run {run_id}: val_acc {final['val_acc']:.4f}, test_acc {final['test_acc']:.4f}, "
           f"{result.train_time_s:.1f} s. Look at it: mlflow ui --backend-store-uri "
-          f"{tracking.tracking_uri()}")
+          f"{store.tracking_uri()}")
 
 
-SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 DEFAULT_SPACE = {"fcn": "fcn.yaml", "fast_cnn": "cnn.yaml", "study_cnn": "study_cnn.yaml"}
 # Trial length by model: 20 FCN epochs; the CNNs' own recipes (pipeline/experiments.py).
 DEFAULT_EPOCHS = {"fcn": 20, "fast_cnn": FAST_CNN.epochs, "study_cnn": CNN.epochs}
@@ -141,8 +144,9 @@ def tune(
     Many workers, on one machine or many, cooperate on one study when they share --storage (a
     database) and --study-name: start the same command on each (--workers starts several here).
     """
-    from pipeline.config import ConfigError
-    from pipeline.search_space import load_space
+    from pipeline.core.config import ConfigError
+    from pipeline.tuning.settings import TuneSettings
+    from pipeline.tuning.space import load_space
 
     for name, value, low in (("n_trials", n_trials, 0), ("timeout", timeout, 0),
                              ("epochs", epochs, 0), ("seed", seed, 0),
@@ -158,11 +162,14 @@ def tune(
                           f"({heartbeat}), or a live trial would look dead; such as "
                           f"{3 * heartbeat}")
     search_space = load_space(Path(space) if space else SPACES / DEFAULT_SPACE[model.value])
-    from pipeline import data, helpers, tracking, tuning
-    from pipeline.training import share_threads
+    from pipeline.core import data
+    from pipeline.tuning import workers as helpers
+    from pipeline.tracking import store
+    from pipeline.tuning import study as tuning
+    from pipeline.core.training import share_threads
 
     trials = helpers.shares(n_trials, workers)
-    settings = tuning.TuneSettings(
+    settings = TuneSettings(
         model=model.value, space=search_space, study_name=study_name or model.value,
         storage=storage_url, n_trials=n_trials or None, timeout=timeout or None,
         epochs=epochs or DEFAULT_EPOCHS[model.value],
@@ -171,7 +178,7 @@ def tune(
         helper_of=helper_of or None)
     dataset = data.load(data_dir)
     storage = tuning.check_storage(settings)  # storage errors surface before any MLflow write
-    tracking.configure()  # and tracking errors before the study is created
+    store.configure()  # and tracking errors before the study is created
     common = ["--model", model.value, "--space", str(search_space.path), "--timeout",
               str(timeout), "--epochs", str(settings.epochs), "--study-name",
               settings.study_name, "--storage", storage_url, "--seed", str(seed), "--pruner",
@@ -200,7 +207,7 @@ def tune(
     if helper_of:
         return  # the main worker prints the summary
     print(tuning.summary(study))
-    print(f"Look at it: mlflow ui --backend-store-uri {tracking.tracking_uri()}  and  "
+    print(f"Look at it: mlflow ui --backend-store-uri {store.tracking_uri()}  and  "
           f"python -m pipeline dashboard --storage {tuning.mask_password(storage_url)}")
 
 
@@ -213,18 +220,19 @@ def evaluate(
 ) -> None:
     """Score a logged model on the test set in its own MLflow run: accuracy, loss, per-class
     precision / recall / F1, confusion matrix, misclassified images, JSON and CSV."""
-    from pipeline import data, tracking
-    from pipeline import evaluate as evaluation
+    from pipeline.core import data
+    from pipeline.tracking import store
+    from pipeline.serving import evaluate as evaluation
 
     dataset = data.load(data_dir)
-    tracking.configure(experiment=False)
+    store.configure(experiment=False)
     info = evaluation.resolve(model_uri)  # a bad URI fails here, before anything is written
     model = evaluation.load(model_uri)
-    tracking.configure()
+    store.configure()
     run_id, result = evaluation.evaluate_run(model_uri, info, model, dataset)
     print(f"model {evaluation.normalize_uri(model_uri)}")
     print(evaluation.table(result))
-    print(f"run {run_id}. Look at it: mlflow ui --backend-store-uri {tracking.tracking_uri()}")
+    print(f"run {run_id}. Look at it: mlflow ui --backend-store-uri {store.tracking_uri()}")
 
 
 @app.command()
@@ -248,22 +256,23 @@ def replicate(
 ) -> None:
     """Re-run the study's tables over several seeds and write the replication report
     (Markdown, HTML, figures, JSON), also logged to MLflow."""
-    from pipeline.replicate import ReplicateSettings
+    from pipeline.replication.settings import ReplicateSettings
 
     if from_results:
-        from pipeline.replicate import render
+        from pipeline.replication.replicate import render
 
         print(f"report: {render(Path(from_results), out)}")
         return
     settings = ReplicateSettings.build(seeds, epochs, cnn_epochs, quick, out, workers, data_dir)
-    from pipeline import data, tracking
-    from pipeline import replicate as replication
+    from pipeline.core import data
+    from pipeline.tracking import store
+    from pipeline.replication import replicate as replication
 
     dataset = data.load(data_dir)
-    tracking.configure()
+    store.configure()
     run_id, path = replication.replicate(settings, dataset)
     print(f"report: {path} and {path.with_suffix('.html')} (also in run {run_id}, folder "
-          f"report/). Look at it: mlflow ui --backend-store-uri {tracking.tracking_uri()}")
+          f"report/). Look at it: mlflow ui --backend-store-uri {store.tracking_uri()}")
 
 
 @app.command()
@@ -276,7 +285,7 @@ def dashboard(
     """Start optuna-dashboard on a study storage (open http://HOST:PORT; Ctrl-C stops it)."""
     from optuna_dashboard import run_server
 
-    from pipeline.tuning import make_storage
+    from pipeline.tuning.study import make_storage
 
     print(f"optuna-dashboard on http://{host}:{port} for {storage} (Ctrl-C stops it)")
     run_server(make_storage(storage), host=host, port=port)
@@ -293,11 +302,11 @@ def predict(
 ) -> None:
     """Classify images: each becomes 28x28 grayscale (inverted if dark-on-light); prints the
     most likely classes with their probabilities."""
-    from pipeline.config import ConfigError
+    from pipeline.core.config import ConfigError
 
     if not 1 <= top <= 10:
         raise ConfigError(f"top: {top} must be in 1..10")
-    from pipeline import predict as predicting
+    from pipeline.serving import predict as predicting
 
     files, pixels = predicting.load_images(images)
     model = predicting.load_model(model_uri)
@@ -305,17 +314,12 @@ def predict(
         print(f"{path}: {predicting.describe(probs, top)}")
 
 
-def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt  # `kill`, a CI timeout, `docker stop`: end runs KILLED, not RUNNING
-
-
 def main() -> None:
     """Entry point: typer in non-standalone mode, so every error becomes one line."""
-    import signal
+    from pipeline.core import interrupt
 
-    signal.signal(signal.SIGTERM, _terminate)
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started with `&` by a shell
-        signal.signal(signal.SIGINT, _terminate)
+    # `kill`, a CI timeout, `docker stop`, Ctrl-C: end runs KILLED, not RUNNING
+    interrupt.install()
     try:
         code = app(standalone_mode=False)
     except typer.TyperException as e:  # usage errors: bad option, bad type, bad choice

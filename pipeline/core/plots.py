@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from pipeline.data import CLASSES
+from pipeline.core.data import CLASSES
 
 SPLIT_STYLE = {"train": ("tab:blue", "-"), "val": ("tab:orange", "-"), "test": ("tab:green", "--")}
 # The train numbers are running means while the weights change (and dropout is on), so they can

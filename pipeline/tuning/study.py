@@ -26,20 +26,21 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import optuna
 import torch
 
-from pipeline import tracking
-from pipeline.config import UserError, first_line
-from pipeline.data import FashionMNIST
-from pipeline.helpers import Helpers, shares
-from pipeline.models import build_model
-from pipeline.search_space import SearchSpace
-from pipeline.training import TEST_ACC, VAL_ACC, Diverged, EpochEnd
+from pipeline.tracking import log as tracklog
+
+from pipeline.tracking import lifecycle
+from pipeline.core.config import UserError, first_line
+from pipeline.core.data import FashionMNIST
+from pipeline.tuning.settings import TuneSettings
+from pipeline.tuning.workers import Helpers
+from pipeline.core.models import build_model
+from pipeline.core.training import TEST_ACC, VAL_ACC, Diverged, EpochEnd
 
 STATE_FILE = "model_state.pt"  # each completed trial's weights, to rebuild the champion later
 RUN_ID_ATTR = "mlflow_run_id"
@@ -48,31 +49,6 @@ RETRY_OF_ATTR = "retry_of"  # number of the trial whose dead worker this trial r
 FAIL_REASON_ATTR = "fail_reason"
 WORKER_ATTR = "worker"  # host:pid of the process that ran the trial
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
-
-
-@dataclass(frozen=True)
-class TuneSettings:
-    model: str
-    space: SearchSpace
-    study_name: str
-    storage: str
-    n_trials: int | None
-    timeout: float | None  # seconds; checked between trials
-    epochs: int
-    seed: int
-    pruner: str = "median"
-    total_trials: int | None = None  # study-wide cap, shared by all workers (RDB storages)
-    heartbeat: int | None = 60  # seconds between a running trial's heartbeats (RDB storages)
-    grace_period: int = 180  # seconds without a heartbeat after which a trial's worker is dead
-    workers: int = 1  # processes of this call, sharing n_trials (pipeline/helpers.py)
-    # A `tune --workers` helper: its trials nest under this run of the main worker; it logs no
-    # study summary and registers nothing.
-    helper_of: str | None = None
-
-    @property
-    def own_trials(self) -> int | None:
-        """This process's share of n_trials (a helper is started with its own share)."""
-        return None if self.n_trials is None else shares(self.n_trials, self.workers)[0]
 
 
 class PruneOnValAcc:
@@ -350,7 +326,7 @@ def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[
                 trial.set_user_attr(PARENT_RUN_ID_ATTR, parent_run_id)
 
         try:
-            run_id, result = tracking.train_run(
+            run_id, result = tracklog.train_run(
                 config, data, nested=True, parent_run_id=parent_run_id, tags=tags,
                 run_name=f"trial {trial.number}",
                 confusion=False,  # one per trial costs ~2 s; the champion gets one
@@ -404,7 +380,7 @@ def tune(settings: TuneSettings, data: FashionMNIST, study: optuna.Study | None 
         mlflow.set_tag("mlflow.runName", name)
     status = "FAILED"
     try:
-        tracking.log_new_params({"model": settings.model, "space": str(settings.space.path),
+        lifecycle.log_new_params({"model": settings.model, "space": str(settings.space.path),
                                  "study_name": settings.study_name, "storage": storage_shown,
                                  "n_trials": settings.n_trials, "timeout": settings.timeout,
                                  "epochs": settings.epochs, "seed": settings.seed,
@@ -462,7 +438,7 @@ def run_trials(study: optuna.Study, objective, settings: TuneSettings) -> None:
 
 def log_study(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -> None:
     """Summary of the whole study (all workers, all calls) on the parent run."""
-    from pipeline import study_plots
+    from pipeline.tuning import plots as study_plots
 
     states = [t.state.name for t in study.trials]
     mlflow.log_metrics({f"trials_{s.lower()}": states.count(s)
@@ -509,8 +485,8 @@ def register_champion(best: optuna.trial.FrozenTrial, settings: TuneSettings,
         model = build_model(config)
         model.load_state_dict(torch.load(path, weights_only=True))
     test_acc = best.user_attrs.get(TEST_ACC, math.nan)
-    info = tracking.save_model(model, data.test.images, registered_model_name=registry_name)
-    tracking.log_confusion(model, data, f"best model: trial {best.number} of "
+    info = tracklog.save_model(model, data.test.images, registered_model_name=registry_name)
+    tracklog.log_confusion(model, data, f"best model: trial {best.number} of "
                                         f"{settings.study_name}")
     mlflow.log_metric("best_model_test_acc", test_acc)
     version = info.registered_model_version

@@ -3,7 +3,7 @@
 One top-level run ("replicate", or the project's run under `mlflow run`) holds the report; one
 nested parent run per table holds that table's variants: a variant several tables share is
 trained once, under the first table that needs it, and the later tables name its runs in
-runs.json. Every training is `tracking.train_run`, the same as `train`, tagged `variant`, `seed`.
+runs.json. Every training is `tracklog.train_run`, the same as `train`, tagged `variant`, `seed`.
 
 The trainings run in `workers` spawned processes (training.default_workers), each with its share
 of the threads, longest first. Ctrl-C or SIGTERM ends the running trainings KILLED, the rest are not
@@ -12,7 +12,6 @@ started, and the table and top-level runs end KILLED.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import multiprocessing
 import os
@@ -32,54 +31,17 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from pipeline import data as datasets
-from pipeline import report, tracking
-from pipeline.config import MODELS, ConfigError, TrainConfig, UserError
-from pipeline.data import CLASSES, FashionMNIST, Split
-from pipeline.evaluate import slug
-from pipeline.experiments import TABLES, VARIANTS, variant_keys
-from pipeline.stats import per_class
-from pipeline.training import default_workers, pick_device, share_threads
-
-QUICK_EPOCHS, QUICK_CNN_EPOCHS, QUICK_SEEDS, QUICK_TRAIN_SIZE = 2, 1, 2, 10_000
-
-
-@dataclass(frozen=True)
-class ReplicateSettings:
-    seeds: int = 3
-    epochs: int = 50       # FCN epochs (the study's)
-    cnn_epochs: int = 10   # the study's CNN epochs
-    quick: bool = False
-    train_size: int | None = None  # None: all 50,000 training images
-    out_dir: Path = Path("report")
-    workers: int = 1       # training processes
-    data_dir: Path = Path("data")
-
-    @classmethod
-    def build(cls, seeds: int = 0, epochs: int = 0, cnn_epochs: int = 0, quick: bool = False,
-              out_dir: Path = Path("report"), workers: int = 0,
-              data_dir: Path = Path("data")) -> ReplicateSettings:
-        """0 means the default: the study's epochs and 3 seeds, or the quick mode's; workers:
-        see default_workers."""
-        for name, value in (("seeds", seeds), ("epochs", epochs), ("cnn_epochs", cnn_epochs),
-                            ("workers", workers)):
-            if value < 0:
-                raise ConfigError(f"{name}: {value} must be >= 1 (or 0 for the default)")
-        return cls(seeds=seeds or (QUICK_SEEDS if quick else 3),
-                   epochs=epochs or (QUICK_EPOCHS if quick else 50),
-                   cnn_epochs=cnn_epochs or (QUICK_CNN_EPOCHS if quick else 10), quick=quick,
-                   train_size=QUICK_TRAIN_SIZE if quick else None, out_dir=out_dir,
-                   workers=workers or default_workers(), data_dir=data_dir)
-
-    @property
-    def threads(self) -> int:
-        return share_threads(self.workers)
-
-    def config(self, key: str, seed: int) -> TrainConfig:
-        base = VARIANTS[key].config
-        epochs = self.cnn_epochs if base.model != "fcn" else self.epochs
-        return dataclasses.replace(base, epochs=epochs, seed=seed)
-
+from pipeline.core import data as datasets
+from pipeline.replication import report
+from pipeline.tracking import log as tracklog
+from pipeline.tracking import lifecycle
+from pipeline.core.config import MODELS, UserError
+from pipeline.core.data import CLASSES, FashionMNIST, Split
+from pipeline.serving.evaluate import slug
+from pipeline.replication.experiments import TABLES, VARIANTS, variant_keys
+from pipeline.replication.stats import per_class
+from pipeline.core.training import pick_device
+from pipeline.replication.settings import ReplicateSettings
 
 def machine(settings: ReplicateSettings | None = None) -> str:
     cpu = platform.processor() or platform.machine()
@@ -150,12 +112,12 @@ def plan(settings: ReplicateSettings, seeds: list[int], table_runs: dict[int, st
 def train_seed(settings: ReplicateSettings, job: Job, data: FashionMNIST) -> report.SeedRun:
     config = settings.config(job.key, job.seed)
     variant = VARIANTS[job.key]
-    run_id, result = tracking.train_run(
+    run_id, result = tracklog.train_run(
         config, data, nested=True, parent_run_id=job.table_run_id, confusion=False,
         run_name=f"{variant.label}, seed {job.seed}",
         tags={"replicate_run": job.top_run_id, "variant": job.key, "seed": str(job.seed),
               "replicate_table": str(job.table)})
-    counts = tracking.confusion_counts(result.model, data.test)
+    counts = tracklog.confusion_counts(result.model, data.test)
     recall = per_class(counts)["recall"]
     client = mlflow.MlflowClient()
     now = int(1000 * time.time())
@@ -280,7 +242,7 @@ def replicate(settings: ReplicateSettings, data: FashionMNIST) -> tuple[str, Pat
                            tags={"replicate": "true"})
     if resumed:
         mlflow.set_tags({"mlflow.runName": "replicate", "replicate": "true"})
-    tracking.log_new_params({"seeds": settings.seeds, "epochs": settings.epochs,
+    lifecycle.log_new_params({"seeds": settings.seeds, "epochs": settings.epochs,
                              "cnn_epochs": settings.cnn_epochs, "quick": settings.quick,
                              "train_size": len(data.train), "train_processes": settings.workers,
                              "threads_per_process": settings.threads})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.config import TrainConfig
+from pipeline.core.config import TrainConfig
 
 # Mean and std of the 60k FashionMNIST training pixels on the 0..1 scale.
 PIXEL_MEAN, PIXEL_STD = 0.2860, 0.3530
@@ -63,7 +63,7 @@ class StudyCNN(nn.Module):
     dropout after each hidden fc (where the parameters are; conv dropout rarely helps).
     """
 
-    # Per-epoch evaluation batch (pipeline.training.predict): on 2 cores 128 images at a time
+    # Per-epoch evaluation batch (pipeline.core.training.predict): on 2 cores 128 images at a time
     # took 9.4 s per 20k, 1024 took 10.8 s.
     eval_batch = 128
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from pipeline.config import TrainConfig
+from pipeline.core.config import TrainConfig
 
 BASE = TrainConfig()  # 784-300-200-10, SGD lr 0.02, batch 512, 50 epochs, default init
 CNN = TrainConfig(model="study_cnn", optimizer="adam", lr=1e-3, epochs=10, batch_size=128,

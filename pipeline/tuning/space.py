@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import ConfigError, TrainConfig, UserError
+from pipeline.core.config import ConfigError, TrainConfig, UserError
 
 TYPES = ("float", "int", "categorical", "layers", "fixed")
 SET_BY_TUNE = ("model", "epochs", "seed")

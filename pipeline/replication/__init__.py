@@ -1,0 +1,2 @@
+"""The course study replicated: its experiments as data, trainings over seeds, statistics,
+the report (Markdown, HTML, figures)."""

@@ -1,0 +1,77 @@
+"""A tracked run's life, written once: start (or adopt `mlflow run`'s run), tag, end.
+
+`tracked_run(...)` is the one context manager that train, tune, evaluate and replicate open
+their runs with. The run ends FINISHED on success; KILLED on Ctrl-C or SIGTERM; FAILED on any
+other exception, unless it is one of `finished_on` (a pruned trial ends normally). Every end
+other than FINISHED carries the tag `end_reason`. Each run records the host and process that
+owns it (`owner_host`, `owner_pid`), so a run whose process died without a word (kill -9, OOM)
+can be closed by the next command (pipeline/tracking/orphans.py).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import mlflow
+
+from pipeline.core.config import first_line
+from pipeline.tracking import orphans
+
+END_REASON = "end_reason"
+
+
+def adopted() -> bool:
+    """True under `mlflow run`, which has started this process's top-level run already."""
+    return bool(os.environ.get("MLFLOW_RUN_ID"))
+
+
+@contextmanager
+def tracked_run(name: str, *, tags: dict[str, str] | None = None, nested: bool = False,
+                parent_run_id: str | None = None,
+                finished_on: tuple[type[BaseException], ...] = ()) -> Iterator[mlflow.ActiveRun]:
+    """The run named `name`, active inside the block. A top-level run adopts the one `mlflow
+    run` started (MLFLOW_RUN_ID), renamed to `name`. `parent_run_id` nests it under a run that
+    is not this process's active one (a replicate worker's table run, a tune helper's parent)."""
+    adopt = adopted() and not nested and parent_run_id is None
+    run = mlflow.start_run(nested=nested, parent_run_id=parent_run_id,
+                           run_name=None if adopt else name, tags=tags)
+    status, reason = "FAILED", None
+    try:
+        mlflow.set_tags({**({"mlflow.runName": name, **(tags or {})} if adopt else {}),
+                         orphans.HOST_TAG: socket.gethostname(), orphans.PID_TAG: str(os.getpid()),
+                         orphans.START_TAG: orphans.process_start(os.getpid())})
+        yield run
+        status = "FINISHED"
+    except KeyboardInterrupt as e:
+        status, reason = "KILLED", str(e) or "interrupted (Ctrl-C)"
+        raise
+    except finished_on:
+        status = "FINISHED"
+        raise
+    except BaseException as e:
+        reason = f"{type(e).__name__}: {first_line(e)}"
+        raise
+    finally:
+        end(run.info.run_id, status, reason)
+
+
+def end(run_id: str, status: str, reason: str | None = None) -> None:
+    """End the active run `run_id` with `status`, tagging why when it did not finish."""
+    try:
+        if reason:
+            mlflow.MlflowClient().set_tag(run_id, END_REASON, reason[:500])
+    finally:
+        mlflow.end_run(status)
+
+
+def log_new_params(params: dict) -> None:
+    """Log params in one call, skipping those the active run has already.
+
+    `mlflow run` logs the entry point's parameters as the user spelled them ("1e-3"), and MLflow
+    refuses to change a param, so ours ("0.001") may only add what it has not logged.
+    """
+    logged = mlflow.MlflowClient().get_run(mlflow.active_run().info.run_id).data.params
+    mlflow.log_params({k: v for k, v in params.items() if k not in logged})
