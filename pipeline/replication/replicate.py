@@ -242,10 +242,7 @@ def replicate(settings: ReplicateSettings, data: FashionMNIST) -> tuple[str, Pat
                            tags={"replicate": "true"})
     if resumed:
         mlflow.set_tags({"mlflow.runName": "replicate", "replicate": "true"})
-    lifecycle.log_new_params({"seeds": settings.seeds, "epochs": settings.epochs,
-                             "cnn_epochs": settings.cnn_epochs, "quick": settings.quick,
-                             "train_size": len(data.train), "train_processes": settings.workers,
-                             "threads_per_process": settings.threads})
+    lifecycle.log_new_params({**settings.params(), "train_size": len(data.train)})
     client = mlflow.MlflowClient()
     experiment_id = top.info.experiment_id
     table_runs = {table.number: client.create_run(experiment_id, tags={

@@ -48,3 +48,9 @@ class ReplicateSettings:
         base = VARIANTS[key].config
         epochs = self.cnn_epochs if base.model != "fcn" else self.epochs
         return dataclasses.replace(base, epochs=epochs, seed=seed)
+
+    def params(self) -> dict[str, object]:
+        """The parameters the top-level run logs."""
+        return {"seeds": self.seeds, "epochs": self.epochs, "cnn_epochs": self.cnn_epochs,
+                "quick": self.quick, "train_processes": self.workers,
+                "threads_per_process": self.threads}

@@ -31,3 +31,14 @@ class TuneSettings:
     def own_trials(self) -> int | None:
         """This process's share of n_trials (a helper is started with its own share)."""
         return None if self.n_trials is None else shares(self.n_trials, self.workers)[0]
+
+    def params(self) -> dict[str, object]:
+        """The parameters the parent run logs (the storage with its password masked)."""
+        from pipeline.tuning.study import mask_password
+
+        return {"model": self.model, "space": str(self.space.path),
+                "study_name": self.study_name, "storage": mask_password(self.storage),
+                "n_trials": self.n_trials, "timeout": self.timeout, "epochs": self.epochs,
+                "seed": self.seed, "pruner": self.pruner, "total_trials": self.total_trials,
+                "heartbeat": self.heartbeat, "grace_period": self.grace_period,
+                "workers": self.workers}

@@ -380,15 +380,7 @@ def tune(settings: TuneSettings, data: FashionMNIST, study: optuna.Study | None 
         mlflow.set_tag("mlflow.runName", name)
     status = "FAILED"
     try:
-        lifecycle.log_new_params({"model": settings.model, "space": str(settings.space.path),
-                                 "study_name": settings.study_name, "storage": storage_shown,
-                                 "n_trials": settings.n_trials, "timeout": settings.timeout,
-                                 "epochs": settings.epochs, "seed": settings.seed,
-                                 "pruner": settings.pruner,
-                                 "total_trials": settings.total_trials,
-                                 "heartbeat": settings.heartbeat,
-                                 "grace_period": settings.grace_period,
-                                 "workers": settings.workers})
+        lifecycle.log_new_params(settings.params())
         mlflow.log_artifact(str(settings.space.path))
         run_id = mlflow.active_run().info.run_id
         objective = make_objective(settings, data, study_tags, run_id)
