@@ -320,6 +320,8 @@ def main() -> None:
 
     # `kill`, a CI timeout, `docker stop`, Ctrl-C: end runs KILLED, not RUNNING
     interrupt.install()
+    if os.environ.get("MLFLOW_RUN_ID"):  # started by `mlflow run`: die with it, not after it
+        interrupt.follow_parent()
     try:
         code = app(standalone_mode=False)
     except typer.TyperException as e:  # usage errors: bad option, bad type, bad choice

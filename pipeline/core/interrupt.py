@@ -46,3 +46,25 @@ def install() -> None:
 def reset() -> None:
     """Forget earlier requests (tests run several commands in one process)."""
     _requested.clear()
+
+
+def follow_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies.
+
+    `mlflow run` starts the entry point as its child; a SIGTERM that kills `mlflow run` would
+    otherwise leave the training running on its own, its run RUNNING. Elsewhere: nothing.
+    """
+    import ctypes
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request was in place
+        _requested.append(signal.SIGTERM)

@@ -1,0 +1,108 @@
+"""A tracked run's life: its end status and reason, orphans of dead processes, the experiment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+from pipeline.core import interrupt
+from pipeline.core.config import UserError
+from pipeline.tracking import lifecycle, orphans, store
+from tests.conftest import ROOT, with_this_checkout
+
+
+def the_run(name: str):
+    (run,) = mlflow.search_runs(experiment_names=["tests"], filter_string=f"run_name = '{name}'",
+                                output_format="list")
+    return run
+
+
+@pytest.mark.parametrize("error, status, reason", [
+    (None, "FINISHED", None),
+    (ValueError("bad\nsecond line"), "FAILED", "ValueError: bad"),
+    (KeyboardInterrupt(), "KILLED", "interrupted (Ctrl-C)"),
+    (interrupt.Interrupted("stopped by signal SIGTERM"), "KILLED", "stopped by signal SIGTERM"),
+])
+def test_a_tracked_run_ends_with_its_status_and_reason(error, status, reason, tracking_env):
+    store.configure()
+
+    def body():
+        with lifecycle.tracked_run("life"):
+            if error is not None:
+                raise error
+
+    if error is None:
+        body()
+    else:
+        with pytest.raises(type(error)):
+            body()
+    run = the_run("life")
+    assert run.info.status == status
+    assert run.data.tags.get(lifecycle.END_REASON) == reason
+    assert run.data.tags[orphans.PID_TAG] == str(os.getpid())
+    assert mlflow.active_run() is None
+
+
+def test_an_expected_exception_ends_the_run_finished(tracking_env):
+    class Pruned(Exception):
+        pass
+
+    store.configure()
+    with pytest.raises(Pruned), lifecycle.tracked_run("pruned", finished_on=(Pruned,)):
+        raise Pruned()
+    assert the_run("pruned").info.status == "FINISHED"
+
+
+def test_a_run_left_running_by_a_killed_process_is_closed_by_the_next_command(tracking_env):
+    store.configure()
+    code = ("import sys, time\nfrom pipeline.tracking import lifecycle, store\nstore.configure()\n"
+            "with lifecycle.tracked_run('orphan'):\n    print('started', flush=True)\n"
+            "    time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True, env=with_this_checkout(tracking_env))
+    try:
+        assert proc.stdout.readline().strip() == "started"
+    finally:
+        proc.kill()  # kill -9: nothing in the process can close its run
+        proc.wait()
+    assert the_run("orphan").info.status == "RUNNING"
+    with lifecycle.tracked_run("alive"):  # a live run of this process is left alone
+        store.configure()
+        assert the_run("alive").info.status == "RUNNING"
+    run = the_run("orphan")
+    assert run.info.status == "KILLED"
+    assert f"its process {proc.pid}" in run.data.tags[lifecycle.END_REASON]
+
+
+def test_runs_of_other_hosts_or_reused_pids_are_judged_correctly(tracking_env):
+    store.configure()
+    client = mlflow.MlflowClient()
+    experiment = mlflow.get_experiment_by_name("tests").experiment_id
+    other_host = client.create_run(experiment, tags={
+        orphans.HOST_TAG: "another-machine", orphans.PID_TAG: "1"}).info.run_id
+    reused = client.create_run(experiment, tags={
+        orphans.HOST_TAG: os.uname().nodename, orphans.PID_TAG: str(os.getpid()),
+        orphans.START_TAG: "1"}).info.run_id  # this pid, but started at another time
+    assert orphans.alive(os.getpid(), orphans.process_start(os.getpid()))
+    closed = orphans.close_orphans()
+    assert closed == [reused]
+    assert client.get_run(other_host).info.status == "RUNNING"
+
+
+def test_a_stale_experiment_id_in_the_shell_is_one_line(tracking_env, monkeypatch):
+    store.configure()
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "12345")
+    with pytest.raises(UserError, match="MLFLOW_EXPERIMENT_ID=12345 names no active experiment"):
+        store.configure()
+    other = mlflow.create_experiment("other")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", other)
+    with pytest.raises(UserError, match="unset one of them"):
+        store.configure()
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME")
+    store.configure()  # the id alone chooses the experiment
+    with lifecycle.tracked_run("there") as run:
+        assert run.info.experiment_id == other
