@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.replication import report
+from pipeline.replication.report import figures, inputs, page, text
 from pipeline.replication.experiments import CLAIMS, TABLES, VARIANTS, variant_keys
 
 
@@ -23,15 +23,15 @@ def fake_runs(test_acc: dict[str, float], noise: float, seeds=(0, 1, 2), epochs=
                         "val_acc": acc - 0.03 * (epochs - 1 - e), "test_acc": acc,
                         "epoch_time_s": 1.5} for e in range(epochs)]
             confusion = np.diag(np.full(10, 900)) + rng.integers(0, 20, (10, 10))
-            runs[key].append(report.SeedRun(key, seed, f"run-{key}-{seed}", history,
+            runs[key].append(inputs.SeedRun(key, seed, f"run-{key}-{seed}", history,
                                             4.5, confusion))
     return runs
 
 
 def make_input(runs, seeds=(0, 1, 2)):
-    return report.ReportInput(runs=runs, seeds=list(seeds), epochs=3, cnn_epochs=2, quick=True,
+    return inputs.ReportInput(runs=runs, seeds=list(seeds), epochs=3, cnn_epochs=2, quick=True,
                               train_size=10_000, machine="test machine", wall_s=60.0,
-                              tuned=[report.TunedRow("fcn (fcn trial 3)",
+                              tuned=[inputs.TunedRow("fcn (fcn trial 3)",
                                                      "models:/fashion-mnist-fcn@champion",
                                                      "abc", 0.905, 0.899)],
                               table_run_ids={t.number: f"table-{t.number}" for t in TABLES})
@@ -43,56 +43,65 @@ CLAIMED = {"sgd_0.02": 0.860, "sgd_0.05": 0.870, "rmsprop_1e-4": 0.879, "adam_8e
            "batch_norm_0.008": 0.877, "batch_norm_0.02": 0.866, "cnn": 0.93}
 
 
-def verdicts(text: str) -> list[str]:
-    return [line.split("Verdict: **")[1].split("**")[0] for line in text.splitlines()
+def verdicts(markdown: str) -> list[str]:
+    return [line.split("Verdict: **")[1].split("**")[0] for line in markdown.splitlines()
             if "Verdict:" in line]
 
 
 def test_every_table_and_claim_is_in_the_report():
-    text = report.markdown(make_input(fake_runs(CLAIMED, 0.001)))
+    markdown = text.markdown(make_input(fake_runs(CLAIMED, 0.001)))
     for table in TABLES:
-        assert f"### Table {table.number}: {table.title}" in text
-        assert f"MLflow parent run: `table-{table.number}`" in text
+        assert f"### Table {table.number}: {table.title}" in markdown
+        assert f"MLflow parent run: `table-{table.number}`" in markdown
     for claim in CLAIMS:
-        assert claim in text
-    assert len(verdicts(text)) == len(CLAIMS)
-    assert "## Time to accuracy" in text and "## Per-class test accuracy" in text
-    assert "gap (val - train)" in text and "Welch" in text
-    assert "tuned champion: fcn (fcn trial 3)" in text
-    assert "run-adam_8e-5-2" in text  # every number traces to a run
-    assert "87.63 / 86.03, 13.65" in text  # the study's figure beside ours
+        assert claim in markdown
+    assert len(verdicts(markdown)) == len(CLAIMS)
+    assert "## Time to accuracy" in markdown and "## Per-class test accuracy" in markdown
+    assert "gap (val - train)" in markdown and "Welch" in markdown
+    assert "tuned champion: fcn (fcn trial 3)" in markdown
+    assert "run-adam_8e-5-2" in markdown  # every number traces to a run
+    assert "87.63 / 86.03, 13.65" in markdown  # the study's figure beside ours
 
 
 def test_verdicts_follow_the_numbers():
-    clear = verdicts(report.markdown(make_input(fake_runs(CLAIMED, 0.001))))
+    clear = verdicts(text.markdown(make_input(fake_runs(CLAIMED, 0.001))))
     assert clear[0] == "supported"  # Adam > RMSprop > SGD, far outside the noise
     assert clear[3] == "supported"  # batch norm 0.008 beats base and batch norm 0.02
     reversed_ = dict(CLAIMED, **{"adam_8e-5": 0.860, "sgd_0.02": 0.884, "sgd_0.05": 0.884})
-    assert verdicts(report.markdown(make_input(fake_runs(reversed_, 0.001))))[0] == "refuted"
-    noisy = verdicts(report.markdown(make_input(fake_runs(CLAIMED, 0.05))))
+    assert verdicts(text.markdown(make_input(fake_runs(reversed_, 0.001))))[0] == "refuted"
+    noisy = verdicts(text.markdown(make_input(fake_runs(CLAIMED, 0.05))))
     assert noisy[0].startswith("not shown") or "noise" in noisy[0]
 
 
 def test_one_seed_says_no_test_is_possible():
-    text = report.markdown(make_input(fake_runs(CLAIMED, 0.001, seeds=(0,)), seeds=(0,)))
-    assert "one seed each: no test possible" in text
+    markdown = text.markdown(make_input(fake_runs(CLAIMED, 0.001, seeds=(0,)), seeds=(0,)))
+    assert "one seed each: no test possible" in markdown
 
 
 def test_figures_and_html_are_self_contained():
-    inputs = make_input(fake_runs(CLAIMED, 0.002))
-    figures = {name: report.png(fig) for name, fig in report.figures(inputs).items()}
-    assert set(figures) == {f"table_{t.number}.png" for t in TABLES} | {"per_class.png"}
-    assert all(content.startswith(b"\x89PNG") for content in figures.values())
-    page = report.to_html(report.markdown(inputs), figures)
-    assert page.count("data:image/png;base64,") == len(figures)
-    assert page.count("<table>") == page.count("</table>") >= len(TABLES) + 2
-    assert "figures/" not in page  # nothing points outside the page
+    report = make_input(fake_runs(CLAIMED, 0.002))
+    images = {name: figures.png(fig) for name, fig in figures.figures(report).items()}
+    assert set(images) == {f"table_{t.number}.png" for t in TABLES} | {"per_class.png"}
+    assert all(content.startswith(b"\x89PNG") for content in images.values())
+    html = page.to_html(text.markdown(report), images)
+    assert html.count("data:image/png;base64,") == len(images)
+    assert html.count("<table>") == html.count("</table>") >= len(TABLES) + 2
+    assert "figures/" not in html  # nothing points outside the page
+    assert "<strong>supported</strong>" in html and "<td>base: SGD lr 0.02</td>" in html
+
+
+def test_html_escapes_what_the_runs_say():
+    report = make_input(fake_runs(CLAIMED, 0.002))
+    report.machine = "<script>alert(1)</script>"
+    images = {name: figures.png(fig) for name, fig in figures.figures(report).items()}
+    html = page.to_html(text.markdown(report), images)
+    assert "<script>" not in html and "&lt;script&gt;" in html
 
 
 def test_results_json_rebuilds_the_same_report():
-    inputs = make_input(fake_runs(CLAIMED, 0.002))
-    again = report.from_json(json.loads(json.dumps(report.to_json(inputs))))
-    assert report.markdown(again) == report.markdown(inputs)
+    report = make_input(fake_runs(CLAIMED, 0.002))
+    again = inputs.from_json(json.loads(json.dumps(inputs.to_json(report))))
+    assert text.markdown(again) == text.markdown(report)
 
 
 def test_the_study_rows_are_the_studys_figures():

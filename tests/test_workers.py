@@ -6,7 +6,7 @@ import torch
 from pipeline.core.config import ConfigError
 from pipeline.replication.experiments import TABLES, variant_keys
 from pipeline.core.training import default_workers
-from pipeline.replication.replicate import plan
+from pipeline.replication.pool import plan
 from pipeline.replication.settings import ReplicateSettings
 
 

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from mlflow.entities import LoggedModelInput
 from mlflow.exceptions import MlflowException
+from sklearn.metrics import confusion_matrix
 
 from pipeline.core import plots
-
 from pipeline.replication import stats
 from pipeline.core.config import UserError, first_line
 from pipeline.core.data import CLASSES, FashionMNIST, Split
@@ -149,13 +149,12 @@ def evaluate(model: torch.nn.Module, split: Split, batch_size: int = EVAL_BATCH)
                         for i in range(0, len(split), batch_size)]).float()
     labels = split.labels.to(logits.device)
     loss = F.cross_entropy(logits, labels).item()
-    pred = logits.argmax(1)
+    true, predicted = labels.cpu().numpy(), logits.argmax(1).cpu().numpy()
     k = len(CLASSES)
-    counts = torch.bincount(labels * k + pred, minlength=k * k).reshape(k, k).cpu().numpy()
+    counts = confusion_matrix(true, predicted, labels=np.arange(k))
     return Evaluation(accuracy=float(np.trace(counts) / counts.sum()), loss=loss, counts=counts,
-                      per_class=stats.per_class(counts),
-                      probabilities=logits.softmax(1).cpu().numpy(),
-                      labels=labels.cpu().numpy())
+                      per_class=stats.class_scores(true, predicted, k),
+                      probabilities=logits.softmax(1).cpu().numpy(), labels=true)
 
 
 def misclassified_figure(result: Evaluation, split: Split, title: str, n: int = N_SHOWN):
