@@ -9,8 +9,6 @@ tracked run they name their owner process, so a later command closes them if thi
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,12 +18,11 @@ import numpy as np
 from mlflow.entities import Metric
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from pipeline.core.config import first_line
 from pipeline.replication.experiments import TABLES, VARIANTS, Table
 from pipeline.replication.report import figures, text
 from pipeline.replication.report.inputs import ReportInput, SeedRun, final_values
 from pipeline.replication.settings import ReplicateSettings
-from pipeline.tracking import orphans
+from pipeline.tracking import lifecycle
 from pipeline.tracking.lifecycle import END_REASON
 
 
@@ -49,8 +46,7 @@ class TableRuns:
         self.settings, self.seeds, self.train_size = settings, seeds, train_size
         self.experiment_id, self.top_run_id = experiment_id, top_run_id
         client = mlflow.MlflowClient()
-        owner = {orphans.HOST_TAG: socket.gethostname(), orphans.PID_TAG: str(os.getpid()),
-                 orphans.START_TAG: orphans.process_start(os.getpid())}
+        owner = lifecycle.owner_tags()
         self.run_ids = {table.number: client.create_run(experiment_id, tags={
             MLFLOW_PARENT_RUN_ID: top_run_id, MLFLOW_RUN_NAME: f"table {table.number}: "
             f"{table.title}", "replicate_table": str(table.number), **owner}).info.run_id
@@ -90,11 +86,8 @@ class TableRuns:
         status, reason = "FAILED", "replicate ended before all of its variants were trained"
         try:
             yield self
-        except KeyboardInterrupt as e:
-            status, reason = "KILLED", str(e) or "interrupted (Ctrl-C)"
-            raise
         except BaseException as e:
-            reason = f"{type(e).__name__}: {first_line(e)}"
+            status, reason = lifecycle.outcome(e)
             raise
         finally:
             client = mlflow.MlflowClient()

@@ -41,21 +41,31 @@ def tracked_run(name: str, *, tags: dict[str, str] | None = None, nested: bool =
     status, reason = "FAILED", None
     try:
         mlflow.set_tags({**({"mlflow.runName": name, **(tags or {})} if adopt else {}),
-                         orphans.HOST_TAG: socket.gethostname(), orphans.PID_TAG: str(os.getpid()),
-                         orphans.START_TAG: orphans.process_start(os.getpid())})
+                         **owner_tags()})
         yield run
         status = "FINISHED"
-    except KeyboardInterrupt as e:
-        status, reason = "KILLED", str(e) or "interrupted (Ctrl-C)"
-        raise
-    except finished_on:
-        status = "FINISHED"
-        raise
     except BaseException as e:
-        reason = f"{type(e).__name__}: {first_line(e)}"
+        status, reason = outcome(e, finished_on)
         raise
     finally:
         end(run.info.run_id, status, reason)
+
+
+def outcome(error: BaseException, finished_on: tuple[type[BaseException], ...] = ()
+            ) -> tuple[str, str | None]:
+    """The status and `end_reason` of a run left by `error`: KILLED for Ctrl-C / SIGTERM,
+    FINISHED for an expected end (`finished_on`), FAILED for anything else."""
+    if isinstance(error, KeyboardInterrupt):
+        return "KILLED", str(error) or "interrupted (Ctrl-C)"
+    if finished_on and isinstance(error, finished_on):
+        return "FINISHED", None
+    return "FAILED", f"{type(error).__name__}: {first_line(error)}"
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming this process as a run's owner (tracking/orphans.py reads them)."""
+    return {orphans.HOST_TAG: socket.gethostname(), orphans.PID_TAG: str(os.getpid()),
+            orphans.START_TAG: orphans.process_start(os.getpid())}
 
 
 def end(run_id: str, status: str, reason: str | None = None) -> None:
