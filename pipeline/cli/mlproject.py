@@ -39,7 +39,8 @@ entry_points:
 """
 # a --flag option's parameter: bash turns true into the flag, and any other value than
 # true/false into an unknown option, which the CLI reports in one line
-FLAG = "$(case {{{name}}} in true) echo {flag};; false) ;; *) echo {flag}-must-be-true-or-false;; esac)"
+FLAG = ("$(case {{{name}}} in true) echo {flag};; false) ;; "
+        "*) echo {flag}-must-be-true-or-false;; esac)")
 
 
 def parameter(option: Option) -> str:
