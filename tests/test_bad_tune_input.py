@@ -1,89 +1,24 @@
-"""Bad input to `tune`, as a user types it: one line naming the problem, exit 2, no traceback,
-and nothing written: no study, no trial, no MLflow run, no store file, the data cache as it was.
+"""Bad input to `tune` that needs more than a command line: an existing study, a corrupt data
+cache, a bad tracking URI, a database lost mid-study. One line naming the problem, exit 2, no
+traceback, and nothing written. (Bad values of tune's options: tests/test_bad_input.py.)
 
-The command runs in this process through the same `main()` a user's shell reaches (a subprocess
-per case would spend most of its time importing torch); stderr is captured at the file
-descriptor, so a library's warning or traceback would show. test_cli.py runs tune as a real
-subprocess too.
+The command runs in this process through the same `main()` a user's shell reaches.
 """
 
 from __future__ import annotations
-
-import sys
-from types import SimpleNamespace
 
 import mlflow
 import optuna
 import pytest
 
-from pipeline.cli import app as cli
-
 from pipeline.core import data
-
-SPACE = "lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\nbatch_size: 512\n"
-
-# (id, extra args, search-space text or None for the default space, expected part of the line)
-CASES = [
-    ("model", ["--model", "vgg"], None, "'--model'"),
-    ("n-trials-negative", ["--n-trials", "-1"], None, "n_trials: -1 must be >= 0"),
-    ("n-trials-not-a-number", ["--n-trials", "many"], None, "'--n-trials'"),
-    ("epochs-negative", ["--epochs", "-3"], None, "epochs: -3 must be >= 0"),
-    ("timeout-negative", ["--timeout", "-5"], None, "timeout: -5.0 must be >= 0"),
-    ("seed-negative", ["--seed", "-1"], None, "seed: -1 must be >= 0"),
-    ("never-ends", ["--n-trials", "0", "--timeout", "0"], None, "the study would never end"),
-    ("total-trials-negative", ["--total-trials", "-2"], None, "total_trials: -2 must be >= 0"),
-    ("heartbeat-negative", ["--heartbeat", "-1"], None, "heartbeat: -1 must be >= 0"),
-    ("grace-below-heartbeat", ["--heartbeat", "60", "--grace-period", "30"], None,
-     "grace_period: 30 must be greater than heartbeat (60)"),
-    ("pruner", ["--pruner", "random"], None, "'--pruner'"),
-    ("space-missing", ["--space", "nowhere.yaml"], None, "nowhere.yaml: no such search-space"),
-    ("space-bad-yaml", [], "lr: {type: float, low: [1\n", "space.yaml: not valid YAML"),
-    ("space-unknown-key", [], "learning_rate: {type: float, low: 0.1, high: 0.2}\n",
-     "space.yaml: learning_rate:"),
-    ("space-low-above-high", [], "lr: {type: float, low: 0.1, high: 0.01}\n",
-     "space.yaml: lr: low (0.1) is greater than high (0.01)"),
-    ("space-unknown-type", [], "lr: {type: gaussian, low: 0.1, high: 0.2}\n",
-     "space.yaml: lr:"),
-    ("space-empty-choices", [], "optimizer: {type: categorical, choices: []}\n",
-     "space.yaml: optimizer:"),
-    ("space-log-of-zero", [], "lr: {type: float, low: 0.0, high: 0.1, log: true}\n",
-     "space.yaml: lr:"),
-    ("space-bad-enqueue", [], SPACE + "enqueue:\n  - {lr: 5.0}\n",
-     "space.yaml: enqueue #1: lr: 5.0 is outside the space"),
-    ("storage-unknown-scheme", ["--storage", "foo://bar"], None,
-     "storage foo://bar: unknown scheme 'foo'"),
-    ("storage-no-driver-scheme", ["--storage", "nosuchdb://x/y"], None,
-     "storage nosuchdb://x/y: unknown scheme"),
-    ("storage-sqlite-missing-folder", ["--storage", "sqlite:////nonexistent/dir/x.db"], None,
-     "storage sqlite:////nonexistent/dir/x.db: cannot be opened"),
-    ("storage-sqlite-without-scheme", ["--storage", "optuna.db"], None,
-     "write sqlite:///optuna.db"),
-    ("storage-postgres-unreachable", ["--storage", "postgresql://nouser:pw@127.0.0.1:1/x"],
-     None, "storage postgresql://nouser:***@127.0.0.1:1/x: cannot be opened"),
-    ("storage-mysql-unreachable", ["--storage", "mysql+pymysql://nouser@127.0.0.1:1/x"], None,
-     "storage mysql+pymysql://nouser@127.0.0.1:1/x: cannot be opened"),
-    ("storage-journal-missing-folder", ["--storage", "/nonexistent/dir/journal.log"], None,
-     "storage /nonexistent/dir/journal.log: cannot be opened as a journal file"),
-    ("workers-zero", ["--workers", "0"], None, "workers: 0 must be >= 1"),
-    ("total-trials-on-journal", ["--storage", "journal.log", "--total-trials", "5"], None,
-     "total_trials needs an RDB storage"),
-]
+from tests.test_bad_input import command  # noqa: F401  (a fixture)
 
 
 @pytest.fixture
-def tune(tmp_path, tracking_env, monkeypatch, capfd):
+def tune(command):
     """`python -m pipeline tune ARGS` from tmp_path: its exit code and stderr."""
-    monkeypatch.chdir(tmp_path)
-
-    def run(*args: str, env: dict[str, str] | None = None) -> SimpleNamespace:
-        for key, value in (env or {}).items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setattr(sys, "argv", ["pipeline", "tune", *args])
-        capfd.readouterr()
-        with pytest.raises(SystemExit) as exit:
-            cli.main()
-        return SimpleNamespace(returncode=exit.value.code, stderr=capfd.readouterr().err)
-    return run
+    return lambda *args, env=None: command("tune", *args, env=env)
 
 
 def assert_nothing_written(tmp_path, out, message):
@@ -94,17 +29,6 @@ def assert_nothing_written(tmp_path, out, message):
     assert not (tmp_path / "journal.log").exists()
     if (tmp_path / "optuna.db").exists():  # the storage was fine: it holds no study
         assert optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'optuna.db'}") == []
-
-
-@pytest.mark.parametrize("args, space, message", [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
-def test_bad_tune_input_is_one_line_and_writes_nothing(args, space, message, tmp_path, tune,
-                                                       data_dir):
-    if space is not None:
-        (tmp_path / "space.yaml").write_text(space)
-        args = ["--space", "space.yaml", *args]
-    out = tune("--data-dir", str(data_dir), *args)
-    assert_nothing_written(tmp_path, out, message)
 
 
 def test_a_study_that_minimizes_is_refused_and_left_alone(tmp_path, tune, data_dir):

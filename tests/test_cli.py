@@ -1,55 +1,30 @@
-"""The command line as a user meets it: errors are one line, and nothing is left behind."""
+"""The command line as a user meets it: errors are one line, and nothing is left behind.
 
-from pathlib import Path
+Commands run in this process (the `command` fixture of tests/test_bad_input.py, which holds the
+list of bad inputs); only the test of what `--help` imports needs a fresh process.
+"""
 
 import mlflow
 import pytest
 
 from pipeline.core import data
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT
+from tests.test_bad_input import command  # noqa: F401  (a fixture)
 
 
-def test_help_lists_the_commands():
-    out = cli("--help")
+def test_help_lists_the_commands(command):
+    out = command("--help")
     assert out.returncode == 0
-    for command in ("prepare", "train", "tune", "dashboard", "predict"):
-        assert command in out.stdout
+    for name in ("prepare", "train", "tune", "evaluate", "replicate", "dashboard", "predict"):
+        assert name in out.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "resnet"], "'--model'"),
-    (["--optimizer", "lbfgs"], "'--optimizer'"),
-    (["--init", "zeros"], "'--init'"),
-    (["--lr", "0"], "lr: 0.0 must be a number > 0"),
-    (["--lr", "-1e-3"], "lr: -0.001 must be a number > 0"),
-    (["--lr", "fast"], "'--lr'"),
-    (["--dropout", "1"], "dropout: 1.0 must be in [0, 1)"),
-    (["--epochs", "0"], "epochs: 0 must be an integer >= 1"),
-    (["--epochs", "2.5"], "'--epochs'"),
-    (["--batch-size", "0"], "batch_size: 0 must be an integer >= 1"),
-    (["--hidden", "300,x"], "hidden: '300,x' is not a list of positive layer sizes"),
-    (["--batch-norm", "maybe"], "batch_norm: 'maybe' must be true or false"),
-    (["--weight-decay", "-1"], "weight_decay: -1.0 must be >= 0"),
-    (["--label-smoothing", "1"], "label_smoothing: 1.0 must be in [0, 1)"),
-    (["--augment", "sometimes"], "augment: 'sometimes' must be true or false"),
-    (["--max-shift", "9"], "max_shift: 9 must be an integer from 0 to 8"),
-    (["--schedule", "step"], "'--schedule'"),
-    (["--bogus", "1"], "--bogus"),
-])
-def test_bad_train_input_is_one_line_and_writes_nothing(args, message, tmp_path, tracking_env):
-    out = cli("train", *args, env=tracking_env, cwd=tmp_path)
-    assert out.returncode == 2
-    assert out.stderr.startswith("error: ") and message in out.stderr
-    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
-    assert not (tmp_path / "mlflow.db").exists()  # no store, no run, nothing half-written
-
-
-def test_a_data_dir_with_wrong_files_is_one_line(tmp_path, tracking_env):
+def test_a_data_dir_with_wrong_files_is_one_line(tmp_path, command):
     bad = tmp_path / "bad"
     bad.mkdir()
     for name in data.SHA256:
         (bad / f"{name}.gz").write_bytes(b"not gzip at all")
-    out = cli("train", "--data-dir", str(bad), "--epochs", "1", env=tracking_env, cwd=tmp_path)
+    out = command("train", "--data-dir", str(bad), "--epochs", "1")
     assert out.returncode == 2
     assert out.stderr.startswith(f"error: {bad}/") and "truncated or corrupt" in out.stderr
     assert out.stderr.count("\n") == 1
@@ -57,13 +32,20 @@ def test_a_data_dir_with_wrong_files_is_one_line(tmp_path, tracking_env):
     assert not (bad / data.CACHE_NAME).exists()
 
 
-def test_a_diverging_train_run_ends_failed_with_one_line(tmp_path, tracking_env, data_dir):
-    out = cli("train", "--lr", "1e9", "--epochs", "3", "--data-dir", str(data_dir),
-              env=tracking_env, cwd=tmp_path)
+def test_a_diverging_train_run_ends_failed_with_one_line(command, data_dir):
+    out = command("train", "--lr", "1e9", "--epochs", "3", "--data-dir", str(data_dir))
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("error: training diverged at epoch")
     runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_a_malformed_space_stops_tune_before_any_trial(tmp_path, command, data_dir):
+    (tmp_path / "bad.yaml").write_text("lr: {type: float, low: 0.1, high: 0.01}\n")
+    out = command("tune", "--space", "bad.yaml", "--data-dir", str(data_dir))
+    assert out.returncode == 2
+    assert out.stderr == "error: bad.yaml: lr: low (0.1) is greater than high (0.01)\n"
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()
 
 
 HEAVY = ("torch", "mlflow", "optuna", "matplotlib")
@@ -71,9 +53,11 @@ HEAVY = ("torch", "mlflow", "optuna", "matplotlib")
 
 @pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["tune", "--help"],
                                   ["replicate", "--help"], ["train", "--lr", "-1"],
-                                  ["tune", "--epochs", "-1"], ["train", "--model", "vgg"]])
+                                  ["tune", "--epochs", "-1"], ["train", "--model", "vgg"],
+                                  ["dashboard", "--port", "0"]])
 def test_help_and_argument_errors_import_no_heavy_library(args):
-    # What keeps `--help` and argument errors instant; the time itself is in the benchmark.
+    # What keeps `--help` and argument errors instant (the time itself is in the benchmark);
+    # a fresh process, since this one has imported them all.
     import subprocess
     import sys
 
@@ -83,39 +67,3 @@ def test_help_and_argument_errors_import_no_heavy_library(args):
     out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
     assert out.stderr.strip().splitlines()[-1] == "[]", out.stderr
-
-
-def test_mlproject_names_every_train_parameter():
-    import yaml
-
-    from pipeline.core.config import TrainConfig
-
-    spec = yaml.safe_load(Path(ROOT, "MLproject").read_text())
-    params = spec["entry_points"]["train"]["parameters"]
-    assert set(params) == set(TrainConfig.fields()) | {"data_dir"}
-    assert all(f"{{{name}}}" in spec["entry_points"]["train"]["command"] for name in params)
-
-
-@pytest.mark.parametrize("entry_point, command", [("tune", "tune"), ("replicate", "replicate")])
-def test_mlproject_passes_every_parameter_to_the_cli(entry_point, command):
-    import typer.main
-    import yaml
-
-    from pipeline.cli.app import app
-
-    spec = yaml.safe_load(Path(ROOT, "MLproject").read_text())["entry_points"][entry_point]
-    flags = {flag for param in typer.main.get_command(app).commands[command].params
-             for flag in param.opts}
-    for name in spec["parameters"]:
-        flag = f"--{name.replace('_', '-')}"
-        assert flag in flags and f"{{{name}}}" in spec["command"], name
-
-
-def test_a_malformed_space_stops_tune_before_any_trial(tmp_path, tracking_env, data_dir):
-    space = tmp_path / "bad.yaml"
-    space.write_text("lr: {type: float, low: 0.1, high: 0.01}\n")
-    out = cli("tune", "--space", str(space), "--data-dir", str(data_dir), env=tracking_env,
-              cwd=tmp_path)
-    assert out.returncode == 2
-    assert out.stderr == "error: bad.yaml: lr: low (0.1) is greater than high (0.01)\n"
-    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()

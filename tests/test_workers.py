@@ -33,7 +33,7 @@ def test_workers_share_the_threads():
 
 @pytest.mark.parametrize("name", ["seeds", "epochs", "cnn_epochs", "workers"])
 def test_negative_settings_are_refused(name):
-    with pytest.raises(ConfigError, match=f"{name}: -1 must be >= 1"):
+    with pytest.raises(ConfigError, match=f"{name}: -1 must be an integer from 0 to"):
         ReplicateSettings.build(**{name: -1})
 
 

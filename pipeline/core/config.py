@@ -1,127 +1,106 @@
 """Typed configuration: the choices every entry point shares, and one frozen `TrainConfig`.
 
 Built once at the edge (the CLI, MLproject parameters, a search-space sample) and passed down.
+Each field is an option defined once (pipeline/core/options.py): `train`'s command line, its
+MLproject parameters and the parameters its runs log all come from these definitions.
 This module imports nothing heavy, so `--help` and argument errors stay instant.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.core import options
+from pipeline.core.errors import ConfigError, UserError, first_line
+from pipeline.core.options import parse_bool
+
+__all__ = ["ConfigError", "UserError", "first_line", "parse_bool", "parse_hidden",
+           "TrainConfig", "TrainOptions", "data_dir"]
 
 MODELS = ("fcn", "study_cnn", "fast_cnn")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
-MAX_SHIFT = 8  # pixels of the 28: more moves garments out of the image
 INITS = ("default", "normal", "xavier_normal", "xavier_uniform", "kaiming_uniform", "kaiming_normal")
+FCN_ONLY = ("hidden",)  # the CNNs have fixed layers: they ignore these options
+MAX_SHIFT = 8  # pixels of the 28: more moves garments out of the image
+# Far beyond any useful run (the study trains 50); it refuses a typo such as 10**20, which
+# overflowed deep inside the learning-rate schedule after the run had started.
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 50_000  # the whole training split: a larger batch is the same full-batch step
+# A 784-16384-16384-10 FCN already holds 281M weights (1.1 GB in float32, about 4x that with
+# gradients and Adam's state); --hidden 100000000 asked for 313 GB before failing.
+MAX_WIDTH = 16_384
+# numpy's RandomState (behind Optuna's TPE) takes seeds below 2**32, and tune adds the trial
+# number to the seed; torch takes any of these.
+MAX_SEED = 2**31 - 1
 
 
-class UserError(Exception):
-    """Something the user can fix; its message is one line that says what is wrong and how."""
-
-
-def first_line(e: BaseException | str) -> str:
-    """The gist of a library's multi-line message, short enough for one line of error."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    name = type(e).__name__ if isinstance(e, BaseException) else "unknown error"
-    return (lines[0] if lines else name)[:200]
-
-
-class ConfigError(UserError, ValueError):
-    """A bad parameter value; its message names the parameter and the allowed values."""
+def data_dir() -> dataclasses.Field:
+    """The `--data-dir` option every entry point that reads FashionMNIST has."""
+    return options.path("data", "Folder of the IDX files and the tensor cache.", log=False)
 
 
 def parse_hidden(value: str | list | tuple) -> tuple[int, ...]:
-    """'300,200' (or [300, 200]) -> (300, 200); an empty string means no hidden layer."""
-    parts = value if isinstance(value, (list, tuple)) else [
-        p for p in str(value).replace(" ", "").split(",") if p]
-    try:
-        sizes = tuple(int(p) for p in parts)
-        if all(s >= 1 for s in sizes):
-            return sizes
-    except (TypeError, ValueError):
-        pass
-    raise ConfigError(f"hidden: {value!r} is not a list of positive layer sizes; "
-                      "use comma-separated integers such as 300,200")
-
-
-def parse_bool(value: str | bool, name: str) -> bool:
-    """'true' / 'false' (also 1/0, yes/no), as MLproject parameters and YAML spell them."""
-    if isinstance(value, bool):
-        return value
-    lowered = str(value).strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise ConfigError(f"{name}: {value!r} must be true or false")
+    """'300,200' (or [300, 200]) -> (300, 200); empty or an empty entry is refused."""
+    return options.parse_widths(value, "hidden", MAX_WIDTH)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run. Defaults are the study's base FCN (784-300-200-10, SGD 0.02, batch 512)."""
 
-    model: str = "fcn"
-    hidden: tuple[int, ...] = (300, 200)  # FCN only: the study's base widths
-    optimizer: str = "sgd"
-    lr: float = 0.02
-    epochs: int = 50
-    batch_size: int = 512  # the study's training batch
-    dropout: float = 0.0  # probability of zeroing a hidden unit; 0 turns dropout off
-    init: str = "default"  # "default" keeps PyTorch's own (Kaiming-uniform with a=sqrt(5)) init
-    batch_norm: bool = False
-    weight_decay: float = 0.0
-    # "constant" is the study's; "cosine": 1 warm-up epoch, then cosine decay to 0;
-    # "onecycle": linear rise over the first 20% of steps, then linear decay to 0
-    schedule: str = "constant"
-    label_smoothing: float = 0.0  # training loss only; val/test losses stay plain cross-entropy
-    augment: bool = False  # random horizontal flips and shifts of up to `max_shift` pixels
-    max_shift: int = 2  # with augment: 0 flips only (measured best for short CNN runs)
-    seed: int = 0
+    model: str = options.choice(
+        "fcn", "fcn, the study's CNN, or our fast CNN (3 conv blocks, flip-averaged at test).",
+        MODELS)
+    hidden: tuple[int, ...] = options.widths(  # the study's base widths
+        (300, 200), "FCN hidden sizes, comma-separated (the CNNs ignore it).", high=MAX_WIDTH)
+    optimizer: str = options.choice("sgd", "momentum is SGD with Nesterov 0.9.", OPTIMIZERS)
+    lr: float = options.number(0.02, "Learning rate.", low=0, low_open=True)
+    epochs: int = options.integer(50, "Passes over the 50k training images.", low=1,
+                                  high=MAX_EPOCHS)
+    batch_size: int = options.integer(512, "Training batch size.", low=1,  # the study's
+                                      high=MAX_BATCH_SIZE)
+    # probability of zeroing a hidden unit; 0 turns dropout off
+    dropout: float = options.number(0.0, "Dropout probability.", low=0, high=1, high_open=True)
+    # "default" keeps PyTorch's own (Kaiming-uniform with a=sqrt(5)) init
+    init: str = options.choice("default", "Weight initialization scheme.", INITS)
+    batch_norm: bool = options.switch(False, "Batch norm after each hidden layer.")
+    weight_decay: float = options.number(0.0, "L2 penalty.", low=0)
+    # "constant" is the study's
+    schedule: str = options.choice(
+        "constant", "Learning rate over time: constant; 1-epoch warm-up then cosine decay; or "
+        "one cycle (linear rise over 20% of the steps, then linear fall to 0).", SCHEDULES)
+    # training loss only; val/test losses stay plain cross-entropy
+    label_smoothing: float = options.number(
+        0.0, "Label smoothing of the training loss.", low=0, high=1, high_open=True)
+    augment: bool = options.switch(False, "Random flips and shifts of up to --max-shift pixels.")
+    # 0 flips only (measured best for short CNN runs)
+    max_shift: int = options.integer(
+        2, "With --augment true: largest random shift in pixels.", low=0, high=MAX_SHIFT,
+        zero="flips only")
+    seed: int = options.integer(0, "Seeds weights, dropout and batch order.", low=0,
+                                high=MAX_SEED)
 
     def __post_init__(self):
-        object.__setattr__(self, "hidden", parse_hidden(self.hidden))
-        object.__setattr__(self, "batch_norm", parse_bool(self.batch_norm, "batch_norm"))
-        object.__setattr__(self, "augment", parse_bool(self.augment, "augment"))
-        _check_choice("model", self.model, MODELS)
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("init", self.init, INITS)
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr: {self.lr!r} must be a number > 0, such as 0.02")
-        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
-            raise ConfigError(f"dropout: {self.dropout!r} must be in [0, 1), such as 0.1")
-        if not (isinstance(self.label_smoothing, (int, float))
-                and 0 <= self.label_smoothing < 1):
-            raise ConfigError(f"label_smoothing: {self.label_smoothing!r} must be in [0, 1), "
-                              "such as 0.1")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            raise ConfigError(f"weight_decay: {self.weight_decay!r} must be >= 0")
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}: {value!r} must be an integer >= 1")
-        if isinstance(self.max_shift, bool) or not isinstance(self.max_shift, int) \
-                or not 0 <= self.max_shift <= MAX_SHIFT:
-            raise ConfigError(f"max_shift: {self.max_shift!r} must be an integer from 0 to "
-                              f"{MAX_SHIFT} (pixels)")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed: {self.seed!r} must be an integer >= 0")
+        options.check(self)
 
     def to_dict(self) -> dict:
         """Flat, loggable form: `hidden` as '300,200' so MLflow shows it as one readable param."""
-        d = dataclasses.asdict(self)
-        d["hidden"] = ",".join(str(h) for h in self.hidden)
-        for name in ("batch_norm", "augment"):
-            d[name] = str(d[name]).lower()  # as MLproject parameters spell it
-        return d
+        return options.params(self, TrainConfig)
 
     @classmethod
     def fields(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
+        return tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
-def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+@dataclass(frozen=True)
+class TrainOptions(TrainConfig):
+    """`train`'s options: the run's TrainConfig and where the data is."""
+
+    data_dir: Path = data_dir()
+
+    @property
+    def config(self) -> TrainConfig:
+        return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.fields()})

@@ -124,6 +124,9 @@ def read_idx(name: str, path: Path) -> np.ndarray:
 def prepare(data_dir: str | os.PathLike) -> dict:
     """Verify the raw files and write the tensor cache once; return the cache's contents."""
     data_dir = Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(f"{data_dir}: is a file, not a folder; give --data-dir a folder (it is "
+                        "created if missing)")
     cache = data_dir / CACHE_NAME
     if cache.is_file():
         return _read_cache(cache)  # a corrupt cache is an error, never silently rebuilt over
@@ -138,7 +141,11 @@ def prepare(data_dir: str | os.PathLike) -> dict:
         "test_labels": arrays["t10k-labels-idx1-ubyte"],
     }
     payload["checksum"] = _checksum(payload)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file on the way, no permission
+        raise DataError(f"{data_dir}: cannot create the folder ({e.strerror or e}); give "
+                        "--data-dir a folder you can write") from None
     tmp = cache.with_suffix(".tmp")
     torch.save(payload, tmp)
     tmp.replace(cache)  # atomic: a crash never leaves a half-written cache behind

@@ -72,6 +72,10 @@ def load_images(paths: list[Path]) -> tuple[list[Path], torch.Tensor]:
         try:
             with Image.open(path) as image:
                 tensors.append(to_tensor(image))
+        except Image.DecompressionBombError:
+            raise UserError(f"{path}: too many pixels (Pillow refuses more than "
+                            f"{2 * Image.MAX_IMAGE_PIXELS:,} as a possible decompression "
+                            "bomb); scale the image down first") from None
         except (UnidentifiedImageError, OSError, ValueError) as e:
             reason = "not an image file Pillow can read (PNG, JPEG, ...)" \
                 if isinstance(e, UnidentifiedImageError) else f"cannot be read ({e})"

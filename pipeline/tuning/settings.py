@@ -1,11 +1,107 @@
-"""`tune`'s settings: one frozen object built once at the edge (the CLI) and passed down."""
+"""`tune`'s options as typed (`TuneOptions`, each defined once) and the settings they resolve to
+(`TuneSettings`: defaults by model filled in, the search space loaded), built once at the edge
+(the CLI) and passed down. Imports no optuna: `tune --help` and its argument errors stay instant.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
-from pipeline.tuning.space import SearchSpace
+from pipeline.core import options
+from pipeline.core.config import MAX_EPOCHS, MAX_SEED, MODELS, ConfigError, data_dir
+from pipeline.replication.experiments import CNN, FAST_CNN
+from pipeline.tuning.space import SearchSpace, load_space
 from pipeline.tuning.workers import shares
+
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+DEFAULT_SPACE = {"fcn": "fcn.yaml", "fast_cnn": "cnn.yaml", "study_cnn": "study_cnn.yaml"}
+# Trial length by model: 20 FCN epochs; the CNNs' own recipes (replication/experiments.py).
+DEFAULT_EPOCHS = {"fcn": 20, "fast_cnn": FAST_CNN.epochs, "study_cnn": CNN.epochs}
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+PRUNERS = ("median", "hyperband", "none")
+MAX_TRIALS = 1_000_000
+MAX_WORKERS = 64  # processes on this machine, each with its own copy of the data
+
+
+def _by_model(values: dict[str, object]) -> str:
+    return ", ".join(f"{value} for {model}" for model, value in values.items())
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """`tune` as typed on the command line (0 or empty: the default named in its help)."""
+
+    model: str = options.choice("fcn", "The network every trial trains.", MODELS)
+    space: str = options.text(
+        "", f"Search-space YAML; empty: search_spaces/{_by_model(DEFAULT_SPACE)}.")
+    n_trials: int = options.integer(30, "Trials to add in this call.", low=0, high=MAX_TRIALS,
+                                    zero="no limit")
+    timeout: float = options.number(540.0, "Seconds after which no new trial starts.", low=0,
+                                    zero="no limit")
+    epochs: int = options.integer(
+        0, "Epochs per trial (pruning may stop earlier).", low=0, high=MAX_EPOCHS,
+        zero=f"{_by_model(DEFAULT_EPOCHS)} (their recipes' lengths)")
+    study_name: str = options.text(
+        "", "Optuna study; empty: the model name. The same name resumes the study.")
+    storage: str = options.text(
+        DEFAULT_STORAGE, "Optuna storage: an RDB URL (sqlite:///, postgresql://, "
+        "mysql+pymysql://) or a journal file path.")
+    seed: int = options.integer(0, "Seeds the sampler and every trial's training.", low=0,
+                                high=MAX_SEED)
+    pruner: str = options.choice("median", "Stops poor trials early on val_acc.", PRUNERS)
+    total_trials: int = options.integer(
+        0, "Study-wide cap shared by all workers: no worker starts a trial once the study "
+        "holds this many (retries of dead workers' trials still run). RDB storages only.",
+        low=0, high=MAX_TRIALS, zero="no cap")
+    heartbeat: int = options.integer(
+        60, "Seconds between a running trial's heartbeats in an RDB storage.", low=0,
+        high=3600, zero="off")
+    grace_period: int = options.integer(
+        180, "Seconds without a heartbeat after which a trial's worker counts as dead: the "
+        "trial fails, its MLflow runs end KILLED, and it is retried once. Greater than "
+        "--heartbeat.", low=1, high=86_400)
+    workers: int = options.integer(
+        1, "Worker processes of this call, on one study, sharing the threads and n_trials "
+        "(python -m bench measured 2 no faster than 1 for the FCN study on 2 cores).", low=1,
+        high=MAX_WORKERS)
+    # a `tune --workers` helper (pipeline/tuning/workers.py): the main worker's parent run
+    helper_of: str = options.text("", "", hidden=True)
+    data_dir: Path = data_dir()
+
+    def __post_init__(self):
+        options.check(self)
+        if self.n_trials == 0 and self.timeout == 0 and self.total_trials == 0:
+            raise ConfigError("n_trials, timeout and total_trials are all 0: the study would "
+                              "never end; set one of them")
+        if self.heartbeat and self.grace_period <= self.heartbeat:
+            raise ConfigError(f"grace_period: {self.grace_period} must be greater than "
+                              f"heartbeat ({self.heartbeat}), or a live trial would look dead; "
+                              f"such as {3 * self.heartbeat}")
+
+    def resolve(self) -> TuneSettings:
+        """The settings: defaults by model, the search space read and checked (one line of
+        error for a bad file, or a space searching what this model ignores)."""
+        space = load_space(Path(self.space) if self.space
+                           else SPACES / DEFAULT_SPACE[self.model])
+        space.check_model(self.model)
+        return TuneSettings(
+            model=self.model, space=space, study_name=self.study_name or self.model,
+            storage=self.storage, n_trials=self.n_trials or None, timeout=self.timeout or None,
+            epochs=self.epochs or DEFAULT_EPOCHS[self.model], seed=self.seed,
+            pruner=self.pruner, total_trials=self.total_trials or None,
+            heartbeat=self.heartbeat or None, grace_period=self.grace_period,
+            workers=len(shares(self.n_trials, self.workers)), helper_of=self.helper_of or None)
+
+    def helper_argv(self, settings: TuneSettings) -> list[list[str]]:
+        """The `tune` arguments of this call's helper workers: one each, with its share of
+        n_trials and the resolved space, epochs and study name (one worker each)."""
+        resolved = dataclasses.replace(self, space=str(settings.space.path),
+                                       epochs=settings.epochs, study_name=settings.study_name,
+                                       workers=1, helper_of="")
+        return [options.to_argv(dataclasses.replace(resolved, n_trials=n))
+                for n in shares(self.n_trials, self.workers)[1:]]
 
 
 @dataclass(frozen=True)
@@ -22,7 +118,7 @@ class TuneSettings:
     total_trials: int | None = None  # study-wide cap, shared by all workers (RDB storages)
     heartbeat: int | None = 60  # seconds between a running trial's heartbeats (RDB storages)
     grace_period: int = 180  # seconds without a heartbeat after which a trial's worker is dead
-    workers: int = 1  # processes of this call, sharing n_trials (pipeline/helpers.py)
+    workers: int = 1  # processes of this call, sharing n_trials (tuning/workers.py)
     # A `tune --workers` helper: its trials nest under this run of the main worker; it logs no
     # study summary and registers nothing.
     helper_of: str | None = None
@@ -33,12 +129,9 @@ class TuneSettings:
         return None if self.n_trials is None else shares(self.n_trials, self.workers)[0]
 
     def params(self) -> dict[str, object]:
-        """The parameters the parent run logs (the storage with its password masked)."""
+        """The parameters the parent run logs: TuneOptions' (the resolved values; the space as
+        its path, the storage with its password masked)."""
         from pipeline.tuning.study import mask_password
 
-        return {"model": self.model, "space": str(self.space.path),
-                "study_name": self.study_name, "storage": mask_password(self.storage),
-                "n_trials": self.n_trials, "timeout": self.timeout, "epochs": self.epochs,
-                "seed": self.seed, "pruner": self.pruner, "total_trials": self.total_trials,
-                "heartbeat": self.heartbeat, "grace_period": self.grace_period,
-                "workers": self.workers}
+        return {**options.params(self, TuneOptions), "space": str(self.space.path),
+                "storage": mask_password(self.storage)}

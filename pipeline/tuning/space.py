@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import ConfigError, TrainConfig, UserError
+from pipeline.core.config import FCN_ONLY, MAX_WIDTH, ConfigError, TrainConfig, UserError
 
 TYPES = ("float", "int", "categorical", "layers", "fixed")
 SET_BY_TUNE = ("model", "epochs", "seed")
@@ -89,6 +89,15 @@ class SearchSpace:
     def searched(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params if p.kind != "fixed")
 
+    def check_model(self, model: str) -> None:
+        """Refuse a space that searches what `model` ignores: its trials would differ only in
+        values that change nothing (the CNNs have fixed layers)."""
+        ignored = [name for name in self.searched if name in FCN_ONLY and model != "fcn"]
+        if ignored:
+            raise SpaceError(f"{self.path.name}: searches {', '.join(ignored)}, which "
+                             f"--model {model} ignores (only fcn uses it); use "
+                             "search_spaces/cnn.yaml or study_cnn.yaml, or remove it")
+
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate one search-space file; every problem is a one-line SpaceError."""
@@ -97,10 +106,18 @@ def load_space(path: str | Path) -> SearchSpace:
     path = Path(path)
     where = path.name
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpaceError(f"{path}: no such search-space file; see search_spaces/ for the "
                          "shipped ones") from None
+    except IsADirectoryError:
+        raise SpaceError(f"{path}: is a folder; give one search-space file, such as "
+                         "search_spaces/fcn.yaml") from None
+    except UnicodeDecodeError as e:
+        raise SpaceError(f"{where}: not UTF-8 text (byte {e.start}); a search space is a "
+                         "YAML file saved as UTF-8") from None
+    except OSError as e:
+        raise SpaceError(f"{path}: cannot be read ({e.strerror or type(e).__name__})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
@@ -199,8 +216,8 @@ def _param(where: str, name: str, spec: Any) -> Param:
         if not isinstance(width, dict) or set(width) - {"low", "high", "log", "step"}:
             raise fail("width must be a mapping with low, high and optional log / step")
         width = _range(lambda m: fail(f"width: {m}"), {**width, "type": "int"}, "int")
-        if width["low"] < 1:
-            raise fail("width: low must be >= 1")
+        if width["low"] < 1 or width["high"] > MAX_WIDTH:
+            raise fail(f"width: must be within [1, {MAX_WIDTH}] (train's limit on --hidden)")
         spec = {"depth": depth, "width": width}
     else:
         if "value" not in spec:

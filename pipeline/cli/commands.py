@@ -1,0 +1,94 @@
+"""What prepare, train, evaluate, replicate and predict do once their options are checked.
+
+Each takes its options object (pipeline/cli/settings.py and the classes it names); heavy
+libraries are imported here, inside the functions, so `--help` and argument errors stay instant.
+Data is loaded before any MLflow store is touched: a data error writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline.cli.settings import EvaluateOptions, PredictOptions, PrepareOptions
+from pipeline.core.config import TrainOptions
+from pipeline.replication.settings import ReplicateOptions
+
+
+def prepare(opts: PrepareOptions) -> None:
+    """Find, verify (SHA-256) and cache FashionMNIST; write sample grids to DATA_DIR/samples/."""
+    from pipeline.core import data, plots
+
+    dataset = data.load(opts.data_dir)
+    paths = plots.save_sample_grids(dataset.train.images, dataset.train.labels,
+                                    opts.data_dir / "samples")
+    if os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run -e prepare`: show them in the run
+        from pipeline.tracking import store
+
+        store.log_files(paths, "samples")
+    print(f"FashionMNIST verified and cached in {opts.data_dir / data.CACHE_NAME}; "
+          f"sample grids: {', '.join(str(p) for p in paths)}")
+
+
+def train(opts: TrainOptions) -> None:
+    """Train one model as one MLflow run: per-epoch metrics, curves, confusion matrix, model."""
+    from pipeline.core import data
+    from pipeline.tracking import log as tracklog
+    from pipeline.tracking import store
+
+    dataset = data.load(opts.data_dir)
+    store.configure()
+    run_id, result = tracklog.train_run(opts.config, dataset, log_model=True)
+    final = result.final
+    print(f"run {run_id}: val_acc {final['val_acc']:.4f}, test_acc {final['test_acc']:.4f}, "
+          f"{result.train_time_s:.1f} s. Look at it: mlflow ui --backend-store-uri "
+          f"{store.tracking_uri()}")
+
+
+def evaluate(opts: EvaluateOptions) -> None:
+    """Score a logged model on the test set in its own MLflow run: accuracy, loss, per-class
+    precision / recall / F1, confusion matrix, misclassified images, JSON and CSV."""
+    from pipeline.core import data
+    from pipeline.serving import evaluate as evaluation
+    from pipeline.tracking import store
+
+    dataset = data.load(opts.data_dir)
+    store.configure(experiment=False)
+    info = evaluation.resolve(opts.model_uri)  # a bad URI fails here, before any write
+    model = evaluation.load(opts.model_uri)
+    store.configure()
+    run_id, result = evaluation.evaluate_run(opts.model_uri, info, model, dataset)
+    print(f"model {evaluation.normalize_uri(opts.model_uri)}")
+    print(evaluation.table(result))
+    print(f"run {run_id}. Look at it: mlflow ui --backend-store-uri {store.tracking_uri()}")
+
+
+def replicate(opts: ReplicateOptions) -> None:
+    """Re-run the study's tables over several seeds and write the replication report
+    (Markdown, HTML, figures, JSON), also logged to MLflow."""
+    if opts.from_results:
+        from pipeline.replication.replicate import render
+
+        print(f"report: {render(Path(opts.from_results), opts.out)}")
+        return
+    settings = opts.resolve()
+    from pipeline.core import data
+    from pipeline.replication import replicate as replication
+    from pipeline.tracking import store
+
+    dataset = data.load(opts.data_dir)
+    store.configure()
+    run_id, path = replication.replicate(settings, dataset)
+    print(f"report: {path} and {path.with_suffix('.html')} (also in run {run_id}, folder "
+          f"report/). Look at it: mlflow ui --backend-store-uri {store.tracking_uri()}")
+
+
+def predict(opts: PredictOptions) -> None:
+    """Classify images: each becomes 28x28 grayscale (inverted if dark-on-light); prints the
+    most likely classes with their probabilities."""
+    from pipeline.serving import predict as predicting
+
+    files, pixels = predicting.load_images(list(opts.images))
+    model = predicting.load_model(opts.model_uri)
+    for path, probs in zip(files, predicting.probabilities(model, pixels)):
+        print(f"{path}: {predicting.describe(probs, opts.top)}")

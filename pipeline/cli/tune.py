@@ -1,0 +1,58 @@
+"""What `tune` does once its options are checked: resolve the settings, check storage and
+tracking, start any helper workers, run the study, print its summary.
+
+Every check that can fail on user input runs before the study or an MLflow run is created.
+"""
+
+from __future__ import annotations
+
+from pipeline.core.config import UserError
+from pipeline.tuning.settings import TuneOptions
+
+
+def tune(opts: TuneOptions) -> None:
+    """Run (or resume) an Optuna study; each trial is a nested MLflow run; register the best.
+
+    Many workers, on one machine or many, cooperate on one study when they share --storage (a
+    database) and --study-name: start the same command on each (--workers starts several here).
+    """
+    settings = opts.resolve()
+    from pipeline.core import data
+    from pipeline.tracking import store
+    from pipeline.tuning import study as tuning
+
+    dataset = data.load(opts.data_dir)
+    storage = tuning.check_storage(settings)  # storage errors surface before any MLflow write
+    store.configure()  # and tracking errors before the study is created
+    team = helpers(opts, settings)
+    try:
+        study = tuning.tune(settings, dataset, tuning.open_study(settings, storage), team)
+    except KeyboardInterrupt:
+        raise UserError("interrupted: the running trial ends FAIL and its MLflow run KILLED; "
+                        "run the same command again to resume the study") from None
+    except Exception as e:
+        lost = tuning.lost_storage(e)  # the database went away mid-study
+        if lost is None:
+            raise
+        raise UserError(f"storage {tuning.mask_password(opts.storage)}: lost the database "
+                        f"({tuning.first_line(lost.__cause__ or lost)}); completed trials are "
+                        "kept: run the same command again to resume") from None
+    if settings.helper_of:
+        return  # the main worker prints the summary
+    print(tuning.summary(study))
+    print(f"Look at it: mlflow ui --backend-store-uri {store.tracking_uri()}  and  "
+          f"python -m pipeline dashboard --storage {tuning.mask_password(opts.storage)}")
+
+
+def helpers(opts: TuneOptions, settings):
+    """With --workers N: the N-1 helper processes (started by tuning.tune once the study and
+    the parent run exist); this process and they share the threads. None with one worker."""
+    if settings.workers < 2:
+        return None
+    import torch
+
+    from pipeline.core.training import share_threads
+    from pipeline.tuning import workers
+
+    torch.set_num_threads(share_threads(settings.workers))
+    return workers.Helpers(opts.helper_argv(settings), torch.get_num_threads())
