@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from pipeline.core import data
+from pipeline.cli import app as cli_app
+from pipeline.core import data, interrupt
 from pipeline.core.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,3 +77,21 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
 
 def with_this_checkout(env: dict[str, str] | None) -> dict[str, str]:
     return {**(env if env is not None else os.environ), "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture
+def command(tmp_path, tracking_env, monkeypatch, capfd):
+    """`python -m pipeline ARGS` from tmp_path, in this process: its exit code, stdout, stderr."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str, env: dict[str, str] | None = None) -> SimpleNamespace:
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setattr(sys, "argv", ["pipeline", *args])
+        interrupt.reset()  # main() installs the signal handlers again for each command
+        capfd.readouterr()
+        with pytest.raises(SystemExit) as exit:
+            cli_app.main()
+        out = capfd.readouterr()
+        return SimpleNamespace(returncode=exit.value.code, stdout=out.out, stderr=out.err)
+    return run

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import socket
 import struct
-import sys
 import zlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.cli import app as cli
 from pipeline.core import interrupt
 from tests.conftest import ROOT
 
@@ -189,24 +186,6 @@ def workspace(tmp_path) -> Path:
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp_path / "ok.png")
     (tmp_path / "big.png").write_bytes(png_claiming(15_000, 15_000))
     return tmp_path
-
-
-@pytest.fixture
-def command(tmp_path, tracking_env, monkeypatch, capfd):
-    """`python -m pipeline ARGS` from tmp_path, in this process: its exit code, stdout, stderr."""
-    monkeypatch.chdir(tmp_path)
-
-    def run(*args: str, env: dict[str, str] | None = None) -> SimpleNamespace:
-        for key, value in (env or {}).items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setattr(sys, "argv", ["pipeline", *args])
-        interrupt.reset()  # main() installs the signal handlers again for each command
-        capfd.readouterr()
-        with pytest.raises(SystemExit) as exit:
-            cli.main()
-        out = capfd.readouterr()
-        return SimpleNamespace(returncode=exit.value.code, stdout=out.out, stderr=out.err)
-    return run
 
 
 def files_under(folder: Path) -> set[Path]:

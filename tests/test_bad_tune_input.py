@@ -12,7 +12,6 @@ import optuna
 import pytest
 
 from pipeline.core import data
-from tests.test_bad_input import command  # noqa: F401  (a fixture)
 
 
 @pytest.fixture

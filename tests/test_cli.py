@@ -9,7 +9,6 @@ import pytest
 
 from pipeline.core import data
 from tests.conftest import ROOT
-from tests.test_bad_input import command  # noqa: F401  (a fixture)
 
 
 def test_help_lists_the_commands(command):

@@ -7,7 +7,6 @@ from PIL import Image
 
 from pipeline.serving import predict
 from pipeline.core.data import CLASSES
-from tests.test_bad_input import command  # noqa: F401  (a fixture; bad files: there too)
 
 
 def garment(height: int = 28, width: int = 28) -> np.ndarray:

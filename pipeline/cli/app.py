@@ -9,6 +9,7 @@ at once. Every user error ends as one line on stderr (`error: ...`) and exit cod
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
