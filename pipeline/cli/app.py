@@ -165,7 +165,11 @@ def tune(
     from pipeline.core import data
     from pipeline.tuning import workers as helpers
     from pipeline.tracking import store
-    from pipeline.tuning import study as tuning
+    from pipeline.core.config import first_line
+    from pipeline.tuning.sampler import open_study
+    from pipeline.tuning.storage import check_storage, lost_storage, mask_password
+    from pipeline.tuning.study import tune as run_study
+    from pipeline.tuning.summary import summary
     from pipeline.core.training import share_threads
 
     trials = helpers.shares(n_trials, workers)
@@ -177,7 +181,7 @@ def tune(
         heartbeat=heartbeat or None, grace_period=grace_period, workers=len(trials),
         helper_of=helper_of or None)
     dataset = data.load(data_dir)
-    storage = tuning.check_storage(settings)  # storage errors surface before any MLflow write
+    storage = check_storage(settings)  # storage errors surface before any MLflow write
     store.configure()  # and tracking errors before the study is created
     common = ["--model", model.value, "--space", str(search_space.path), "--timeout",
               str(timeout), "--epochs", str(settings.epochs), "--study-name",
@@ -193,22 +197,22 @@ def tune(
         team = helpers.Helpers([["--n-trials", str(n), *common] for n in trials[1:]],
                                torch.get_num_threads())
     try:
-        study = tuning.tune(settings, dataset, tuning.open_study(settings, storage), team)
+        study = run_study(settings, dataset, open_study(settings, storage), team)
     except KeyboardInterrupt:
         raise UserError("interrupted: the running trial ends FAIL and its MLflow run KILLED; "
                         "run the same command again to resume the study") from None
     except Exception as e:
-        lost = tuning.lost_storage(e)  # the database went away mid-study
+        lost = lost_storage(e)  # the database went away mid-study
         if lost is None:
             raise
-        raise UserError(f"storage {tuning.mask_password(storage_url)}: lost the database "
-                        f"({tuning.first_line(lost.__cause__ or lost)}); completed trials are "
+        raise UserError(f"storage {mask_password(storage_url)}: lost the database "
+                        f"({first_line(lost.__cause__ or lost)}); completed trials are "
                         "kept: run the same command again to resume") from None
     if helper_of:
         return  # the main worker prints the summary
-    print(tuning.summary(study))
+    print(summary(study))
     print(f"Look at it: mlflow ui --backend-store-uri {store.tracking_uri()}  and  "
-          f"python -m pipeline dashboard --storage {tuning.mask_password(storage_url)}")
+          f"python -m pipeline dashboard --storage {mask_password(storage_url)}")
 
 
 @app.command()
@@ -285,7 +289,7 @@ def dashboard(
     """Start optuna-dashboard on a study storage (open http://HOST:PORT; Ctrl-C stops it)."""
     from optuna_dashboard import run_server
 
-    from pipeline.tuning.study import make_storage
+    from pipeline.tuning.storage import make_storage
 
     print(f"optuna-dashboard on http://{host}:{port} for {storage} (Ctrl-C stops it)")
     run_server(make_storage(storage), host=host, port=port)

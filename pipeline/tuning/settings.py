@@ -34,7 +34,7 @@ class TuneSettings:
 
     def params(self) -> dict[str, object]:
         """The parameters the parent run logs (the storage with its password masked)."""
-        from pipeline.tuning.study import mask_password
+        from pipeline.tuning.storage import mask_password
 
         return {"model": self.model, "space": str(self.space.path),
                 "study_name": self.study_name, "storage": mask_password(self.storage),
