@@ -137,6 +137,14 @@ def test_an_existing_study_with_another_direction_is_refused(settings):
         open_study(s)
 
 
+def test_an_existing_multi_objective_study_is_refused_in_one_line(settings):
+    s = settings()
+    optuna.create_study(study_name="s", storage=s.storage, directions=["maximize"] * 2)
+    with pytest.raises(UserError, match="study 's' .* multi-objective .* choose another "
+                                        "--study-name"):
+        open_study(s)
+
+
 def test_passwords_never_reach_the_logs():
     assert storage.mask_password("postgresql://u:secret@db:5432/optuna") == \
         "postgresql://u:***@db:5432/optuna"

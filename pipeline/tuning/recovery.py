@@ -66,10 +66,13 @@ def close_runs_of_dead_trial(study: optuna.Study, trial: optuna.trial.FrozenTria
     """The trial's run KILLED; so is its worker's parent run when no live trial needs it."""
     client = mlflow.MlflowClient()
     run_id = trial.user_attrs.get(RUN_ID_ATTR)
-    if run_id and client.get_run(run_id).info.status == "RUNNING":
+    if run_id:
+        # Tagged even when closed already: a command's start may have closed it as an orphan
+        # of a dead process (tracking/orphans.py), knowing nothing of its trial.
         client.set_tag(run_id, "trial_state", "FAIL")
         client.set_tag(run_id, "trial_reason", reason)
-        client.set_terminated(run_id, "KILLED")
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "KILLED")
     parent_id = trial.user_attrs.get(PARENT_RUN_ID_ATTR)
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     if (parent_id and client.get_run(parent_id).info.status == "RUNNING"
