@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from pipeline.tuning import champion
-from tests.test_tuning import SMALL_SPACE, settings  # noqa: F401 (a fixture)
+from tests.test_tuning import settings  # noqa: F401 (a fixture)
 
 NAME = champion.registry_name("fcn")
 
@@ -125,5 +125,5 @@ def test_the_best_trial_is_read_again_and_registered_once(settings, tiny_data): 
     assert alias(mlflow.MlflowClient()) == client_versions()[-1].version
 
 
-def client_client_versions():
+def client_versions():
     return champion.versions_of(mlflow.MlflowClient(), NAME, {})

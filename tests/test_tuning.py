@@ -213,3 +213,31 @@ def test_workers_racing_to_create_a_fresh_storage_retry(tmp_path, monkeypatch, l
         with pytest.raises(IntegrityError):
             storage.make_storage(url, None, None, None)
         assert len(calls) == 5
+
+
+def test_the_per_trial_sampler_is_multivariate_group_tpe_and_repeatable(monkeypatch):
+    """After its start-up trials, TPE samples each group of co-occurring params jointly
+    (sample_relative); the same seed gives the same configs, and trial k's draws depend on k."""
+    relative = []
+    real = optuna.samplers.TPESampler.sample_relative
+
+    def spy(self, study, trial, search_space):
+        params = real(self, study, trial, search_space)
+        relative.append((trial.number, sorted(params)))
+        return params
+
+    monkeypatch.setattr(optuna.samplers.TPESampler, "sample_relative", spy)
+
+    def objective(trial):
+        depth = trial.suggest_int("depth", 1, 2)
+        widths = [trial.suggest_int(f"width_{i}", 8, 64) for i in range(depth)]
+        return trial.suggest_float("lr", 1e-3, 1e-1, log=True) * sum(widths)
+
+    def configs(seed, n=10):
+        study = optuna.create_study(direction="maximize", sampler=sampler.make_sampler(seed))
+        study.optimize(objective, n_trials=n)
+        return [t.params for t in study.trials]
+
+    first = configs(0)
+    assert any(number >= 6 and params for number, params in relative)
+    assert configs(0) == first and configs(1) != first
