@@ -179,7 +179,8 @@ def tracking_overhead(data, epochs: int, tmp: Path) -> dict:
 
     from pipeline.tracking import log as tracklog
 
-    from pipeline.tuning import study as tuning
+    from pipeline.tuning.settings import TuneSettings
+    from pipeline.tuning.study import tune
     from pipeline.core.config import TrainConfig
     from pipeline.tuning.space import load_space
     from pipeline.core.training import train
@@ -196,12 +197,12 @@ def tracking_overhead(data, epochs: int, tmp: Path) -> dict:
     space.write_text("".join(f"{k}: {v}\n" for k, v in config.to_dict().items()
                              if k not in ("model", "epochs", "seed", "hidden"))
                      + "hidden: {type: layers, depth: [2, 2], width: {low: 200, high: 300}}\n")
-    settings = tuning.TuneSettings(model="fcn", space=load_space(space), study_name="bench",
+    settings = TuneSettings(model="fcn", space=load_space(space), study_name="bench",
                                    storage=f"sqlite:///{tmp / 'optuna.db'}", n_trials=1,
                                    timeout=None, epochs=epochs, seed=0, pruner="none")
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # its summary would read as the bench's
-        study = tuning.tune(settings, data)
+        study = tune(settings, data)
     tune_call = time.perf_counter() - t0
     trial = study.trials[0]
     in_trial = (trial.datetime_complete - trial.datetime_start).total_seconds()

@@ -95,3 +95,30 @@ def command(tmp_path, tracking_env, monkeypatch, capfd):
         out = capfd.readouterr()
         return SimpleNamespace(returncode=exit.value.code, stdout=out.out, stderr=out.err)
     return run
+
+
+SMALL_SPACE = """
+lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
+optimizer: {type: categorical, choices: [adam, sgd]}
+dropout: {type: float, low: 0.0, high: 0.3}
+hidden: {type: layers, depth: [1, 2], width: {low: 8, high: 32, log: true}}
+batch_size: 32
+"""
+
+
+@pytest.fixture
+def settings(tmp_path, tracking_env):
+    """make(...) -> TuneSettings of a tiny FCN study with private stores."""
+    import mlflow
+
+    from pipeline.tuning.settings import TuneSettings
+    from pipeline.tuning.space import load_space
+
+    def make(space_text=SMALL_SPACE, n_trials=3, pruner="median", study_name="s"):
+        path = tmp_path / "space.yaml"
+        path.write_text(space_text)
+        mlflow.set_experiment("tests")
+        return TuneSettings(model="fcn", space=load_space(path), study_name=study_name,
+                            storage=f"sqlite:///{tmp_path / 'optuna.db'}", n_trials=n_trials,
+                            timeout=None, epochs=2, seed=0, pruner=pruner)
+    return make

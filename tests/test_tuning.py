@@ -4,31 +4,12 @@ import mlflow
 import optuna
 import pytest
 
-from pipeline.tuning import study as tuning
+from pipeline.core.config import UserError
+from pipeline.tuning import objective, sampler, storage, summary
+from pipeline.tuning.attrs import STATE_FILE
+from pipeline.tuning.sampler import open_study
+from pipeline.tuning.study import tune
 from pipeline.tuning.settings import TuneSettings
-from pipeline.tuning.space import load_space
-
-SMALL_SPACE = """
-lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
-optimizer: {type: categorical, choices: [adam, sgd]}
-dropout: {type: float, low: 0.0, high: 0.3}
-hidden: {type: layers, depth: [1, 2], width: {low: 8, high: 32, log: true}}
-batch_size: 32
-"""
-
-
-@pytest.fixture
-def settings(tmp_path, tracking_env):
-    def make(space_text=SMALL_SPACE, n_trials=3, pruner="median", study_name="s"):
-        path = tmp_path / "space.yaml"
-        path.write_text(space_text)
-        mlflow.set_experiment("tests")
-        return TuneSettings(model="fcn", space=load_space(path), study_name=study_name,
-                                   storage=f"sqlite:///{tmp_path / 'optuna.db'}",
-                                   n_trials=n_trials, timeout=None, epochs=2, seed=0,
-                                   pruner=pruner)
-    return make
-
 
 def runs():
     return mlflow.search_runs(experiment_names=["tests"], output_format="list")
@@ -40,7 +21,7 @@ def children_of(parent_id):
 
 def test_a_study_leaves_one_parent_and_a_child_run_per_trial(settings, tiny_data):
     s = settings()
-    study = tuning.tune(s, tiny_data)
+    study = tune(s, tiny_data)
     assert len(study.trials) == 3
     parents = [r for r in runs() if r.data.tags.get("tune_parent") == "true"]
     assert len(parents) == 1
@@ -65,7 +46,7 @@ def test_a_study_leaves_one_parent_and_a_child_run_per_trial(settings, tiny_data
         assert "lr" in child.data.params and "val_acc" in child.data.metrics
         assert [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")] == [1, 2]
         child_artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"curves.png", tuning.STATE_FILE} <= child_artifacts
+        assert {"curves.png", STATE_FILE} <= child_artifacts
 
     champion = client.get_model_version_by_alias("fashion-mnist-fcn", "champion")
     assert champion.tags["trial_number"] == str(study.best_trial.number)
@@ -75,8 +56,8 @@ def test_a_study_leaves_one_parent_and_a_child_run_per_trial(settings, tiny_data
 
 def test_the_same_name_resumes_the_study_with_new_configs(settings, tiny_data):
     s = settings(n_trials=2)
-    first = tuning.tune(s, tiny_data)
-    second = tuning.tune(s, tiny_data)
+    first = tune(s, tiny_data)
+    second = tune(s, tiny_data)
     assert len(second.trials) == 4 and second.trials[0].params == first.trials[0].params
     params = [tuple(sorted(t.params.items())) for t in second.trials]
     assert len(set(params)) == 4  # the resumed sampler does not replay the first configs
@@ -84,9 +65,9 @@ def test_the_same_name_resumes_the_study_with_new_configs(settings, tiny_data):
 
 
 def test_pruned_trials_are_visible_as_pruned(settings, tiny_data, monkeypatch):
-    monkeypatch.setattr(tuning, "make_pruner",
+    monkeypatch.setattr(sampler, "make_pruner",
                         lambda name: optuna.pruners.ThresholdPruner(lower=1.01))
-    study = tuning.tune(settings(n_trials=2), tiny_data)
+    study = tune(settings(n_trials=2), tiny_data)
     assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
     children = [r for r in runs() if "trial_number" in r.data.tags]
     assert {c.info.status for c in children} == {"FINISHED"}
@@ -96,7 +77,7 @@ def test_pruned_trials_are_visible_as_pruned(settings, tiny_data, monkeypatch):
 
 def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(settings, tiny_data):
     space = "lr: {type: categorical, choices: [1.0e+12]}\noptimizer: sgd\nbatch_size: 32\n"
-    study = tuning.tune(settings(space_text=space, n_trials=2), tiny_data)
+    study = tune(settings(space_text=space, n_trials=2), tiny_data)
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
     assert all("diverged" in t.user_attrs["fail_reason"] for t in study.trials)
     children = [r for r in runs() if "trial_number" in r.data.tags]
@@ -115,13 +96,13 @@ def test_ctrl_c_leaves_nothing_running_and_the_next_call_resumes(settings, tiny_
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(tuning.PruneOnValAcc, "__call__", interrupt)
+        m.setattr(objective.PruneOnValAcc, "__call__", interrupt)
         with pytest.raises(KeyboardInterrupt):
-            tuning.tune(s, tiny_data)
+            tune(s, tiny_data)
     assert mlflow.active_run() is None
     statuses = {r.info.status for r in runs()}
     assert statuses == {"KILLED"}  # the parent and the interrupted trial's child
-    study = tuning.tune(s, tiny_data)
+    study = tune(s, tiny_data)
     assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
     assert "RUNNING" not in {r.info.status for r in runs()}
 
@@ -129,20 +110,28 @@ def test_ctrl_c_leaves_nothing_running_and_the_next_call_resumes(settings, tiny_
 def test_an_existing_study_with_another_direction_is_refused(settings):
     s = settings()
     optuna.create_study(study_name="s", storage=s.storage, direction="minimize")
-    with pytest.raises(tuning.UserError, match="direction MINIMIZE"):
-        tuning.open_study(s)
+    with pytest.raises(UserError, match="direction MINIMIZE"):
+        open_study(s)
+
+
+def test_an_existing_multi_objective_study_is_refused_in_one_line(settings):
+    s = settings()
+    optuna.create_study(study_name="s", storage=s.storage, directions=["maximize"] * 2)
+    with pytest.raises(UserError, match="study 's' .* multi-objective .* choose another "
+                                        "--study-name"):
+        open_study(s)
 
 
 def test_passwords_never_reach_the_logs():
-    assert tuning.mask_password("postgresql://u:secret@db:5432/optuna") == \
+    assert storage.mask_password("postgresql://u:secret@db:5432/optuna") == \
         "postgresql://u:***@db:5432/optuna"
-    assert tuning.mask_password("sqlite:///optuna.db") == "sqlite:///optuna.db"
+    assert storage.mask_password("sqlite:///optuna.db") == "sqlite:///optuna.db"
 
 
 @pytest.fixture
 def no_summary(monkeypatch):
     """Skip the study's summary and champion (seconds per call): these tests are about trials."""
-    monkeypatch.setattr(tuning, "log_study", lambda *args: None)
+    monkeypatch.setattr(summary, "log_study", lambda *args: None)
 
 
 def history(study):
@@ -153,18 +142,18 @@ def history(study):
 
 def test_the_same_seed_and_config_give_the_same_study(settings, tiny_data, tmp_path,
                                                       no_summary):
-    first = tuning.tune(settings(n_trials=2), tiny_data)
+    first = tune(settings(n_trials=2), tiny_data)
     again = settings(n_trials=2)
     again = TuneSettings(**{**again.__dict__,
                                    "storage": f"sqlite:///{tmp_path / 'again.db'}"})
-    assert history(tuning.tune(again, tiny_data)) == history(first)
+    assert history(tune(again, tiny_data)) == history(first)
 
 
 def test_a_resumed_study_continues_the_sampler_s_sequence(settings, tiny_data, no_summary):
-    in_one_go = tuning.tune(settings(n_trials=2, study_name="one"), tiny_data)
+    in_one_go = tune(settings(n_trials=2, study_name="one"), tiny_data)
     resumed = settings(n_trials=1, study_name="two")
-    tuning.tune(resumed, tiny_data)
-    resumed = tuning.tune(resumed, tiny_data)
+    tune(resumed, tiny_data)
+    resumed = tune(resumed, tiny_data)
     # trial k's draws depend on (seed, k): 1 + 1 trials are exactly the 2 of one call
     assert [h[1:] for h in history(resumed)] == [h[1:] for h in history(in_one_go)]
 
@@ -172,8 +161,8 @@ def test_a_resumed_study_continues_the_sampler_s_sequence(settings, tiny_data, n
 def test_the_study_wide_cap_counts_every_worker_s_trials(settings, tiny_data, no_summary):
     s = settings(n_trials=10)
     s = TuneSettings(**{**s.__dict__, "total_trials": 2})
-    tuning.tune(s, tiny_data)
-    study = tuning.tune(s, tiny_data)  # a second worker finds the study full at once
+    tune(s, tiny_data)
+    study = tune(s, tiny_data)  # a second worker finds the study full at once
     assert len(study.trials) == 2
 
 
@@ -183,7 +172,7 @@ def test_workers_racing_to_create_a_fresh_storage_retry(tmp_path, monkeypatch, l
     then to stamp its schema version; a loser retries (4 times), a fifth loss is raised."""
     from sqlalchemy.exc import IntegrityError
 
-    real, calls = tuning.WorkerStorage, []
+    real, calls = storage.WorkerStorage, []
 
     def racing(*args, **kwargs):
         calls.append(1)
@@ -191,13 +180,41 @@ def test_workers_racing_to_create_a_fresh_storage_retry(tmp_path, monkeypatch, l
             raise IntegrityError("CREATE TABLE alembic_version", {}, Exception("duplicate key"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tuning, "WorkerStorage", racing)
-    monkeypatch.setattr(tuning.time, "sleep", lambda s: None)
+    monkeypatch.setattr(storage, "WorkerStorage", racing)
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     if opened:
-        assert isinstance(tuning.make_storage(url, None, None, None), real)
+        assert isinstance(storage.make_storage(url, None, None, None), real)
         assert len(calls) == losses + 1
     else:
         with pytest.raises(IntegrityError):
-            tuning.make_storage(url, None, None, None)
+            storage.make_storage(url, None, None, None)
         assert len(calls) == 5
+
+
+def test_the_per_trial_sampler_is_multivariate_group_tpe_and_repeatable(monkeypatch):
+    """After its start-up trials, TPE samples each group of co-occurring params jointly
+    (sample_relative); the same seed gives the same configs, and trial k's draws depend on k."""
+    relative = []
+    real = optuna.samplers.TPESampler.sample_relative
+
+    def spy(self, study, trial, search_space):
+        params = real(self, study, trial, search_space)
+        relative.append((trial.number, sorted(params)))
+        return params
+
+    monkeypatch.setattr(optuna.samplers.TPESampler, "sample_relative", spy)
+
+    def objective(trial):
+        depth = trial.suggest_int("depth", 1, 2)
+        widths = [trial.suggest_int(f"width_{i}", 8, 64) for i in range(depth)]
+        return trial.suggest_float("lr", 1e-3, 1e-1, log=True) * sum(widths)
+
+    def configs(seed, n=10):
+        study = optuna.create_study(direction="maximize", sampler=sampler.make_sampler(seed))
+        study.optimize(objective, n_trials=n)
+        return [t.params for t in study.trials]
+
+    first = configs(0)
+    assert any(number >= 6 and params for number, params in relative)
+    assert configs(0) == first and configs(1) != first

@@ -47,7 +47,7 @@ def main() -> None:
         sys.exit(2)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(e.exit_code)
     if code == 130:  # typer turns KeyboardInterrupt (Ctrl-C, or SIGTERM above) into exit 130
         # only a command that imported mlflow can have had runs to close
         runs = "; MLflow runs in progress ended KILLED" if "mlflow" in sys.modules else ""

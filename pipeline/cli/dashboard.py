@@ -22,7 +22,7 @@ def dashboard(opts: DashboardOptions) -> None:
     check_free(opts.host, opts.port)
     from optuna_dashboard import run_server
 
-    from pipeline.tuning.study import make_storage, mask_password
+    from pipeline.tuning.storage import make_storage, mask_password
 
     storage = make_storage(opts.storage)
     print(f"optuna-dashboard on http://{opts.host}:{opts.port} for "

@@ -6,7 +6,7 @@ Every check that can fail on user input runs before the study or an MLflow run i
 
 from __future__ import annotations
 
-from pipeline.core.config import UserError
+from pipeline.core.errors import Stopped, UserError
 from pipeline.tuning.settings import TuneOptions
 
 
@@ -19,29 +19,33 @@ def tune(opts: TuneOptions) -> None:
     settings = opts.resolve()
     from pipeline.core import data
     from pipeline.tracking import store
-    from pipeline.tuning import study as tuning
+    from pipeline.core.errors import first_line
+    from pipeline.tuning.sampler import open_study
+    from pipeline.tuning.storage import check_storage, lost_storage, mask_password
+    from pipeline.tuning.study import tune as run_study
+    from pipeline.tuning.summary import summary
 
     dataset = data.load(opts.data_dir)
-    storage = tuning.check_storage(settings)  # storage errors surface before any MLflow write
+    storage = check_storage(settings)  # storage errors surface before any MLflow write
     store.configure()  # and tracking errors before the study is created
     team = helpers(opts, settings)
     try:
-        study = tuning.tune(settings, dataset, tuning.open_study(settings, storage), team)
+        study = run_study(settings, dataset, open_study(settings, storage), team)
     except KeyboardInterrupt:
-        raise UserError("interrupted: the running trial ends FAIL and its MLflow run KILLED; "
+        raise Stopped("interrupted: the running trial ends FAIL and its MLflow run KILLED; "
                         "run the same command again to resume the study") from None
     except Exception as e:
-        lost = tuning.lost_storage(e)  # the database went away mid-study
+        lost = lost_storage(e)  # the database went away mid-study
         if lost is None:
             raise
-        raise UserError(f"storage {tuning.mask_password(opts.storage)}: lost the database "
-                        f"({tuning.first_line(lost.__cause__ or lost)}); completed trials are "
+        raise UserError(f"storage {mask_password(opts.storage)}: lost the database "
+                        f"({first_line(lost.__cause__ or lost)}); completed trials are "
                         "kept: run the same command again to resume") from None
     if settings.helper_of:
         return  # the main worker prints the summary
-    print(tuning.summary(study))
+    print(summary(study))
     print(f"Look at it: mlflow ui --backend-store-uri {store.tracking_uri()}  and  "
-          f"python -m pipeline dashboard --storage {tuning.mask_password(opts.storage)}")
+          f"python -m pipeline dashboard --storage {mask_password(opts.storage)}")
 
 
 def helpers(opts: TuneOptions, settings):

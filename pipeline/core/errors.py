@@ -1,6 +1,7 @@
 """The errors a user can fix: each is one line that says what is wrong and how to fix it.
 
-`python -m pipeline` prints them as `error: ...` and exits 2 (pipeline/cli/app.py).
+`python -m pipeline` prints them as `error: ...` and exits with their `exit_code`: 2, or 130 for a
+command stopped by Ctrl-C or SIGTERM (pipeline/cli/app.py).
 """
 
 from __future__ import annotations
@@ -8,6 +9,14 @@ from __future__ import annotations
 
 class UserError(Exception):
     """Something the user can fix; its message is one line that says what is wrong and how."""
+
+    exit_code = 2
+
+
+class Stopped(UserError):
+    """A command stopped by Ctrl-C or SIGTERM, with what it left and how to go on."""
+
+    exit_code = 130  # the shell's code for a process ended by SIGINT
 
 
 class ConfigError(UserError, ValueError):

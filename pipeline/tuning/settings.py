@@ -131,7 +131,7 @@ class TuneSettings:
     def params(self) -> dict[str, object]:
         """The parameters the parent run logs: TuneOptions' (the resolved values; the space as
         its path, the storage with its password masked)."""
-        from pipeline.tuning.study import mask_password
+        from pipeline.tuning.storage import mask_password
 
         return {**options.params(self, TuneOptions), "space": str(self.space.path),
                 "storage": mask_password(self.storage)}

@@ -1,0 +1,132 @@
+"""The study's best trial as a registered model, and the alias `champion` on the best version.
+
+Any number of workers may end a study together, on any MLflow backend, so each step is safe to
+repeat and to interleave:
+- The best trial is read from the study storage right before registering: another worker may
+  have completed a better one since this worker's last trial.
+- A trial already registered (a version tagged with its study_name and trial_number) is not
+  registered again; when two workers register the same trial at once, the later version is
+  deleted again.
+- `move_alias` puts `champion` on the version with the best val_acc among all the model's
+  versions, re-reading after each write until it sees that state (another worker may have
+  written an older view in between); conflicting writes are retried with jitter.
+So the alias ends on the best version whatever the interleaving. The test accuracy is
+recorded on each version, never compared.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import tempfile
+import time
+
+import mlflow
+import optuna
+import torch
+
+from pipeline.core.config import first_line
+from pipeline.core.data import FashionMNIST
+from pipeline.core.models import build_model
+from pipeline.core.training import TEST_ACC
+from pipeline.tracking import log as tracklog
+from pipeline.tuning.attrs import RUN_ID_ATTR, STATE_FILE
+from pipeline.tuning.settings import TuneSettings
+
+ALIAS = "champion"
+VAL_ACC_TAG = "val_acc"
+
+
+def registry_name(model: str) -> str:
+    return f"fashion-mnist-{model}"
+
+
+def register_champion(study: optuna.Study, settings: TuneSettings,
+                      data: FashionMNIST) -> None:
+    """Register the study's best trial (unless it is already) and move `champion` to the best
+    version of `fashion-mnist-<model>`."""
+    client = mlflow.MlflowClient()
+    name = registry_name(settings.model)
+    best = study.best_trial  # from the storage now, with every worker's trials so far
+    tags = {"study_name": settings.study_name, "trial_number": str(best.number)}
+    registered = versions_of(client, name, tags)
+    if registered:
+        print(f"{name} version {registered[0].version} is trial {best.number} of "
+              f"{settings.study_name} already")
+    else:
+        register(client, best, settings, data, tags)
+    champion = move_alias(client, name)
+    if champion is not None:
+        print(f"champion: {name} version {champion.version} (study "
+              f"{champion.tags.get('study_name')}, trial {champion.tags.get('trial_number')}, "
+              f"val_acc {champion.tags[VAL_ACC_TAG]})")
+
+
+def register(client: mlflow.MlflowClient, best: optuna.trial.FrozenTrial,
+             settings: TuneSettings, data: FashionMNIST, tags: dict[str, str]) -> None:
+    """Log the trial's model on the active (parent) run and register it as a new version."""
+    name = registry_name(settings.model)
+    config = settings.space.sample(optuna.trial.FixedTrial(best.params), model=settings.model,
+                                   epochs=settings.epochs, seed=settings.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(best.user_attrs[RUN_ID_ATTR], STATE_FILE, tmp)
+        model = build_model(config)
+        model.load_state_dict(torch.load(path, weights_only=True))
+    test_acc = best.user_attrs.get(TEST_ACC, math.nan)
+    info = tracklog.save_model(model, data.test.images)
+    tracklog.log_confusion(model, data, f"best model: trial {best.number} of "
+                                        f"{settings.study_name}")
+    mlflow.log_metric("best_model_test_acc", test_acc)
+    # The tags come with the version in one call: a version is never seen without them.
+    version = mlflow.register_model(info.model_uri, name, tags={
+        **tags, VAL_ACC_TAG: f"{best.value:.6g}", "test_acc": f"{test_acc:.4f}"})
+    first = versions_of(client, name, tags)[0]
+    if first.version != version.version:  # another worker registered it at the same moment
+        client.delete_model_version(name, version.version)
+        print(f"{name} version {first.version} is trial {best.number} already")
+        return
+    print(f"registered {name} version {version.version} (trial {best.number}, val_acc "
+          f"{best.value:.4f}, test_acc {test_acc:.4f})")
+
+
+def versions_of(client: mlflow.MlflowClient, name: str, tags: dict[str, str]) -> list:
+    """The versions of model `name` carrying all of `tags`, oldest first."""
+    found = [v for v in client.search_model_versions(f"name = '{name}'")
+             if all(v.tags.get(k) == value for k, value in tags.items())]
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def best_version(client: mlflow.MlflowClient, name: str):
+    """The version with the highest val_acc tag (the oldest among equals), or None."""
+    def val_acc(version) -> float:
+        try:
+            return float(version.tags[VAL_ACC_TAG])
+        except (KeyError, ValueError):
+            return math.nan
+
+    scored = [v for v in versions_of(client, name, {}) if not math.isnan(val_acc(v))]
+    return max(scored, key=lambda v: (val_acc(v), -int(v.version)), default=None)
+
+
+def move_alias(client: mlflow.MlflowClient, name: str, attempts: int = 10):
+    """Put `champion` on the best version of `name`, and read until it is seen there; returns
+    that version (None: no version has a val_acc). Idempotent: any worker may repeat it."""
+    error = "other workers kept moving it"
+    for attempt in range(1, attempts + 1):
+        try:
+            best = best_version(client, name)
+            if best is None:
+                return None
+            if str(client.get_registered_model(name).aliases.get(ALIAS)) == str(best.version):
+                return best
+            # Then read again: another worker may move it to an older view meanwhile.
+            client.set_registered_model_alias(name, ALIAS, best.version)
+        except mlflow.exceptions.MlflowException as e:
+            # Two first aliases at once: "UNIQUE constraint failed: registered_model_aliases";
+            # SQLite busy. Whoever lost reads again after a random pause.
+            error = first_line(e)
+            time.sleep(random.uniform(0.05, 0.3) * attempt)
+    print(f"warning: could not settle the alias {ALIAS} of {name} ({error}); run `tune` "
+          "again to settle it", file=sys.stderr)
+    return None

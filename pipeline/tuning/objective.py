@@ -1,0 +1,103 @@
+"""A trial is a `train` run: the objective samples a config, trains it in a nested MLflow run
+(tracking/log.py) and returns its validation accuracy.
+
+We open the MLflow runs ourselves instead of using Optuna's MLflowCallback: that callback calls
+`set_experiment`, which clashes with the run `mlflow run` has already started (MLFLOW_RUN_ID), and
+it logs a trial only after it ends, so per-epoch metrics and pruned trials would be lost.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import mlflow
+import optuna
+import torch
+
+from pipeline.core.data import FashionMNIST
+from pipeline.core.training import TEST_ACC, VAL_ACC, Diverged, EpochEnd
+from pipeline.tracking import log as tracklog
+from pipeline.tuning.attrs import (FAIL_REASON_ATTR, PARENT_RUN_ID_ATTR, RETRY_OF_ATTR,
+                                   RUN_ID_ATTR, STATE_FILE, WORKER_ATTR)
+from pipeline.tuning.recovery import this_worker
+from pipeline.tuning.settings import TuneSettings
+
+
+class PruneOnValAcc:
+    """Training callback: report val_acc each epoch; stop the trial when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial):
+        self.trial = trial
+
+    def __call__(self, end: EpochEnd) -> None:
+        self.trial.report(end.metrics[VAL_ACC], end.epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {end.epoch} "
+                                     f"(val_acc {end.metrics[VAL_ACC]:.4f})")
+
+
+def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[str, str],
+                   parent_run_id: str, own_parent: bool = True):
+    """`own_parent`: the parent run is this worker's, closed as KILLED if the worker dies (a
+    helper's parent run is the main worker's, which lives on)."""
+    def objective(trial: optuna.Trial) -> float:
+        config = settings.space.sample(trial, model=settings.model, epochs=settings.epochs,
+                                       seed=settings.seed)
+        worker = this_worker()
+        for key, value in worker.items():
+            trial.set_user_attr(key, value)
+        tags = {**study_tags, "trial_number": str(trial.number), "trial_state": "RUNNING",
+                WORKER_ATTR: worker[WORKER_ATTR]}
+        if RETRY_OF_ATTR in trial.user_attrs:
+            tags[RETRY_OF_ATTR] = str(trial.user_attrs[RETRY_OF_ATTR])
+        ended = TrialEnd(trial)
+
+        def remember(run_id: str) -> None:
+            # At once: the champion needs it, and so does whoever closes this run if we die.
+            ended.run_ids.append(run_id)
+            trial.set_user_attr(RUN_ID_ATTR, run_id)
+            if own_parent:
+                trial.set_user_attr(PARENT_RUN_ID_ATTR, parent_run_id)
+
+        with ended:
+            run_id, result = tracklog.train_run(
+                config, data, nested=True, parent_run_id=parent_run_id, tags=tags,
+                run_name=f"trial {trial.number}",
+                confusion=False,  # one per trial costs ~2 s; the champion gets one
+                callbacks=(PruneOnValAcc(trial),), finished_on=(optuna.TrialPruned,),
+                on_start=remember)
+            with tempfile.TemporaryDirectory() as tmp:
+                torch.save(result.model.state_dict(), Path(tmp) / STATE_FILE)
+                mlflow.MlflowClient().log_artifact(run_id, str(Path(tmp) / STATE_FILE))
+            trial.set_user_attr(TEST_ACC, result.final[TEST_ACC])  # reported, never selected
+            ended.state = "COMPLETE"
+            return result.final[VAL_ACC]
+
+    return objective
+
+
+class TrialEnd:
+    """How a trial ended, written on its MLflow runs as `trial_state` and `trial_reason` when
+    the block it wraps exits (a diverged trial's reason also goes to the trial)."""
+
+    def __init__(self, trial: optuna.Trial):
+        self.trial, self.state, self.reason = trial, "FAIL", None
+        self.run_ids: list[str] = []
+
+    def __enter__(self) -> TrialEnd:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if isinstance(error, optuna.TrialPruned):
+            self.state, self.reason = "PRUNED", str(error)
+        elif isinstance(error, Diverged):
+            self.reason = str(error)
+            self.trial.set_user_attr(FAIL_REASON_ATTR, self.reason)
+        elif isinstance(error, KeyboardInterrupt):
+            self.reason = str(error) or "interrupted (Ctrl-C)"
+        client = mlflow.MlflowClient()
+        for run_id in self.run_ids:
+            client.set_tag(run_id, "trial_state", self.state)
+            if self.reason:
+                client.set_tag(run_id, "trial_reason", self.reason)

@@ -1,0 +1,111 @@
+"""A trial whose worker died is failed, its MLflow runs are closed KILLED, and it runs again.
+
+Two ways to find one, both ending in `retry(...)`:
+- `StaleTrialHandler`: Optuna's stale-trial callback. A trial whose worker sent no heartbeat for
+  the grace period (killed, machine lost) has just been failed by whichever worker noticed
+  (Optuna looks before starting each trial). Works across hosts; RDB storages only.
+- `fail_dead_local_trials(study)`: a RUNNING trial whose worker ran on THIS host and whose
+  process is gone (pid and start time, tracking/orphans.py) is failed at once, without waiting
+  for the grace period, and with any storage. `tune` calls it as a worker starts and between
+  trials. A trial of another host is left to the heartbeats: from here nobody can tell a live
+  process on another machine from a dead one.
+
+`retry` queues the trial once more (its params, tagged `retry_of`); a retry that dies too is
+not retried again.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import warnings
+
+import mlflow
+import optuna
+
+from pipeline.core.config import first_line
+from pipeline.tracking import orphans
+from pipeline.tuning.attrs import (PARENT_RUN_ID_ATTR, RETRY_OF_ATTR, RUN_ID_ATTR,
+                                   WORKER_ATTR, WORKER_START_ATTR)
+
+
+def this_worker() -> dict[str, str]:
+    """The trial user attrs naming this process: host:pid and its start time."""
+    return {WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}",
+            WORKER_START_ATTR: orphans.process_start(os.getpid())}
+
+
+class StaleTrialHandler:
+    """Optuna's stale-trial callback: close the dead trial's runs, then queue it once more."""
+
+    def __init__(self, grace_period: int | None):
+        self.grace_period = grace_period
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        retry(study, trial, f"its worker sent no heartbeat for {self.grace_period} s "
+                            "(killed or lost)")
+
+
+def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> None:
+    """`trial` (already FAIL) lost its worker: close its MLflow runs KILLED, queue it again."""
+    try:
+        close_runs_of_dead_trial(study, trial, reason)
+    except Exception as e:  # the tracking server's trouble must not stop this worker
+        print(f"warning: could not close the MLflow run of dead trial {trial.number}: "
+              f"{first_line(e)}", file=sys.stderr)
+    # FrozenTrial.set_user_attr changes this copy only: the retry inherits it.
+    trial.set_user_attr(RETRY_OF_ATTR, trial.user_attrs.get(RETRY_OF_ATTR, trial.number))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
+
+
+def close_runs_of_dead_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                             reason: str) -> None:
+    """The trial's run KILLED; so is its worker's parent run when no live trial needs it."""
+    client = mlflow.MlflowClient()
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
+    if run_id:
+        # Tagged even when closed already: a command's start may have closed it as an orphan
+        # of a dead process (tracking/orphans.py), knowing nothing of its trial.
+        client.set_tag(run_id, "trial_state", "FAIL")
+        client.set_tag(run_id, "trial_reason", reason)
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "KILLED")
+    parent_id = trial.user_attrs.get(PARENT_RUN_ID_ATTR)
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if (parent_id and client.get_run(parent_id).info.status == "RUNNING"
+            and not any(t.user_attrs.get(PARENT_RUN_ID_ATTR) == parent_id for t in running)):
+        client.set_tag(parent_id, "end_reason", f"worker lost: trial {trial.number} {reason}")
+        client.set_terminated(parent_id, "KILLED")
+
+
+def dead_local_worker(trial: optuna.trial.FrozenTrial) -> str | None:
+    """The trial's worker (host:pid) when it ran on this host and its process is gone."""
+    worker = trial.user_attrs.get(WORKER_ATTR, "")
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    return None if orphans.alive(int(pid), trial.user_attrs.get(WORKER_START_ATTR, "")) \
+        else worker
+
+
+def fail_dead_local_trials(study: optuna.Study) -> list[int]:
+    """Fail and retry the RUNNING trials whose worker on this host has died; their numbers.
+
+    Workers may find the same dead trial together: only the one whose FAIL is stored retries
+    it (the storage refuses to finish a trial twice)."""
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = dead_local_worker(trial)
+        if worker is None:
+            continue
+        try:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            continue  # another worker failed it first, and retries it
+        retry(study, study.trials[trial.number],
+              f"its worker {worker} on this host has died (killed or out of memory)")
+        failed.append(trial.number)
+    return failed

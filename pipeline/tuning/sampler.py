@@ -1,0 +1,91 @@
+"""How a study searches: a TPE sampler seeded per trial, the pruner, and opening the study.
+
+`open_study(settings)` creates the study (queuing the search space's start points, once) or
+loads it, with `TrialSeededSampler` and the pruner named in the settings.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+
+from pipeline.core.training import VAL_ACC
+from pipeline.tuning.settings import TuneSettings
+from pipeline.tuning.storage import check_storage
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "median":
+        # Wait for 5 finished trials and 3 epochs: early epochs of a slow starter look poor.
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=2)
+    return optuna.pruners.NopPruner()
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """TPE whose random draws for trial k come from `seed + k`: a TPESampler of that seed is
+    made for each trial and asked everything about it.
+
+    So a resumed study continues the sequence instead of replaying its random start-up
+    configurations, one call of 4 trials samples what two calls of 2 sample, and workers that
+    start together do not all try the same configurations. TPE keeps no state between trials
+    that matters here: it reads the study's trials each time.
+    """
+
+    def __init__(self, seed: int, **tpe_kwargs):
+        self.seed, self.tpe_kwargs = seed, tpe_kwargs
+        self.by_trial: dict[int, optuna.samplers.TPESampler] = {}
+
+    def tpe(self, trial: optuna.trial.FrozenTrial) -> optuna.samplers.TPESampler:
+        if trial.number not in self.by_trial:
+            with warnings.catch_warnings():  # multivariate and group are "experimental"
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.by_trial[trial.number] = optuna.samplers.TPESampler(
+                    seed=self.seed + trial.number, **self.tpe_kwargs)
+        return self.by_trial[trial.number]
+
+    def infer_relative_search_space(self, study, trial):
+        return self.tpe(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.tpe(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.tpe(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial):
+        self.tpe(trial).before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values):
+        # Also called when this worker fails another worker's dead trial: no TPE of its own.
+        tpe = self.by_trial.pop(trial.number, None)
+        if tpe is not None:
+            tpe.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        pass  # the seeds come from the trial numbers
+
+
+def make_sampler(seed: int) -> TrialSeededSampler:
+    # group: the FCN's depth changes which width params exist; multivariate TPE then models
+    # each group of co-occurring params jointly.
+    return TrialSeededSampler(seed, multivariate=True, group=True, n_startup_trials=6)
+
+
+def open_study(settings: TuneSettings,
+               storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
+    storage = storage or check_storage(settings)
+    kwargs = dict(study_name=settings.study_name, storage=storage,
+                  sampler=make_sampler(settings.seed), pruner=make_pruner(settings.pruner))
+    try:  # only the worker that creates the study queues its start points, even in a race
+        study = optuna.create_study(direction="maximize", **kwargs)
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(**kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([VAL_ACC])  # optuna-dashboard shows "val_acc", not "Objective 0"
+    for params in settings.space.enqueue:
+        study.enqueue_trial(params, skip_if_exists=True)
+    return study

@@ -1,0 +1,153 @@
+"""Where a study lives: an RDB URL or a journal file, opened once and checked before any write.
+
+`make_storage(url, ...)` opens it (the study-wide trial cap and heartbeats for RDB storages);
+`check_storage(settings)` also refuses a study of the same name that `tune` cannot continue.
+Database errors are one line (UserError); `lost_storage` finds the database error behind a
+failure mid-study, and `mask_password` keeps passwords out of every line and log.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+
+from pipeline.core.config import UserError, first_line
+from pipeline.tuning.optuna_private import CappedRDBStorage
+from pipeline.tuning.recovery import StaleTrialHandler
+from pipeline.tuning.settings import TuneSettings
+
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+
+
+class WorkerStorage(CappedRDBStorage):
+    """Optuna's RDB storage plus what cooperating workers need: an exact study-wide trial cap,
+    and heartbeats that outlive a database restart."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        # Runs in Optuna's heartbeat thread, which an exception would end silently, and the
+        # trial would then look dead. A missed beat while the database restarts is harmless:
+        # the grace period spans several beats.
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception as e:
+            print(f"warning: heartbeat skipped ({type(e).__name__}: "
+                  f"{str(e).splitlines()[0][:120]})", file=sys.stderr)
+
+
+def make_storage(url: str, heartbeat: int | None = None, grace_period: int | None = None,
+                 max_trials: int | None = None) -> optuna.storages.BaseStorage:
+    """An RDB URL (sqlite:///, postgresql://, mysql+pymysql://) or a journal file path.
+
+    With `heartbeat`, running trials record a heartbeat that often; a trial silent for
+    `grace_period` seconds is failed and retried once (RDB storages only: Optuna's journal
+    storage has no heartbeat).
+    """
+    if "://" not in url:
+        if Path(url).suffix in (".db", ".sqlite", ".sqlite3"):
+            raise UserError(f"storage {url}: looks like an SQLite file but has no scheme; "
+                            f"write sqlite:///{url} (or a .log path for a journal file)")
+        if max_trials is not None:
+            raise UserError(f"storage {url}: total_trials needs an RDB storage (sqlite:///..., "
+                            "postgresql://...) that counts trials for all workers at once")
+        return journal_storage(url)
+    scheme = url.split("://")[0].split("+")[0]
+    if scheme not in RDB_SCHEMES:
+        raise UserError(f"storage {mask_password(url)}: unknown scheme {scheme!r}; use "
+                        "sqlite:///FILE, postgresql://USER:PW@HOST/DB, mysql+pymysql://... "
+                        "or a journal file path")
+    engine_kwargs = {}
+    if scheme != "sqlite":
+        # pre-ping: a pooled connection that a database restart closed is replaced on checkout;
+        # connect_timeout: an unreachable host is an error within seconds, not minutes.
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    with warnings.catch_warnings():  # heartbeats and their callback are "experimental"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return open_rdb(url, engine_kwargs=engine_kwargs, max_trials=max_trials,
+                        heartbeat_interval=heartbeat,
+                        grace_period=grace_period if heartbeat else None,
+                        heartbeat_stale_trial_callback=(StaleTrialHandler(grace_period)
+                                                        if heartbeat else None))
+
+
+def open_rdb(url: str, **kwargs) -> WorkerStorage:
+    from sqlalchemy.exc import IntegrityError
+
+    attempts = 5
+    for attempt in range(1, attempts + 1):
+        try:
+            return WorkerStorage(url, **kwargs)
+        except IntegrityError:
+            # Workers started together on a fresh database race to create Optuna's tables, then
+            # again to stamp its alembic version (seen on PostgreSQL: a worker lost both races,
+            # "duplicate key ... alembic_version"); a loser finds each step done on a later try.
+            if attempt == attempts:
+                raise
+            time.sleep(random.uniform(0.05, 0.3) * attempt)  # de-synchronize the next try
+        except Exception as e:  # bad driver, unreachable host, bad credentials, missing folder
+            raise UserError(f"storage {mask_password(url)}: cannot be opened "
+                            f"({type(e).__name__}: {first_line(e)})") from None
+    raise AssertionError("unreachable")
+
+
+def journal_storage(path: str) -> optuna.storages.BaseStorage:
+    from optuna.storages.journal import JournalFileBackend
+
+    try:
+        return optuna.storages.JournalStorage(JournalFileBackend(path))
+    except Exception as e:  # a missing folder, a file that is not a journal
+        raise UserError(f"storage {path}: cannot be opened as a journal file "
+                        f"({type(e).__name__}: {first_line(e)})") from None
+
+
+def check_storage(settings: TuneSettings) -> optuna.storages.BaseStorage:
+    """Open the storage and refuse a study of this name that tune cannot continue (it
+    minimizes, or has several objectives); creates no study."""
+    storage = make_storage(settings.storage, settings.heartbeat, settings.grace_period,
+                           settings.total_trials)
+    try:
+        existing = optuna.load_study(study_name=settings.study_name, storage=storage)
+    except KeyError:
+        return storage
+    where = f"study {settings.study_name!r} in {mask_password(settings.storage)}"
+    if len(existing.directions) > 1:
+        raise UserError(f"{where} is multi-objective ({len(existing.directions)} objectives); "
+                        "tune maximizes val_acc alone: choose another --study-name")
+    if existing.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise UserError(f"{where} exists with direction {existing.direction.name}; tune "
+                        "maximizes val_acc: choose another --study-name")
+    return storage
+
+
+def mask_password(url: str) -> str:
+    """postgresql://user:secret@host/db -> postgresql://user:***@host/db."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def lost_storage(error: BaseException) -> BaseException | None:
+    """The database error behind `error`, when the storage went away mid-study, else None.
+
+    The whole chain is searched: when the database is gone, Optuna 5.0's `_run_trial` can fail
+    again in its own `finally` block and raise an UnboundLocalError whose context holds the real
+    error (optuna/optuna#5280)."""
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, (StorageInternalError, SQLAlchemyError)):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None

@@ -1,0 +1,57 @@
+"""What a study shows once its workers have ended: the parent run's summary, and a few lines
+for the terminal.
+
+`log_study` logs, on the worker's parent run, trial counts, all trials as CSV, Optuna's plots,
+the best trial's params and accuracies, then registers the champion (tuning/champion.py).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import mlflow
+import optuna
+
+from pipeline.core.data import FashionMNIST
+from pipeline.core.training import TEST_ACC
+from pipeline.tuning import champion
+from pipeline.tuning import plots as study_plots
+from pipeline.tuning.settings import TuneSettings
+
+STATES = ("COMPLETE", "PRUNED", "FAIL")
+
+
+def log_study(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -> None:
+    """Summary of the whole study (all workers, all calls) on the active parent run."""
+    states = [t.state.name for t in study.trials]
+    mlflow.log_metrics({f"trials_{s.lower()}": states.count(s) for s in STATES})
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "trials.csv"
+        study.trials_dataframe().to_csv(csv, index=False)
+        mlflow.log_artifact(str(csv))
+    for name, fig in study_plots.figures(study).items():
+        mlflow.log_figure(fig, f"optuna/{name}.png")
+        study_plots.close(fig)
+    if "COMPLETE" not in states:
+        print("no trial completed: nothing to register")
+        return
+    best = study.best_trial
+    mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
+    mlflow.log_metrics({"best_val_acc": best.value, "best_trial_number": best.number})
+    if TEST_ACC in best.user_attrs:
+        mlflow.log_metric("best_test_acc", best.user_attrs[TEST_ACC])
+    champion.register_champion(study, settings, data)
+
+
+def summary(study: optuna.Study) -> str:
+    """A few lines for the terminal: trial counts, best trial, its accuracies."""
+    states = [t.state.name for t in study.trials]
+    counts = ", ".join(f"{states.count(s)} {s.lower()}" for s in STATES)
+    lines = [f"study {study.study_name}: {len(states)} trials ({counts})"]
+    if "COMPLETE" in states:
+        best = study.best_trial
+        lines.append(f"best: trial {best.number}, val_acc {best.value:.4f}, test_acc "
+                     f"{best.user_attrs.get(TEST_ACC, math.nan):.4f}, params {best.params}")
+    return "\n".join(lines)
