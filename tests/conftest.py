@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny synthetic data for unit tests, the real FashionMNIST for end-to-end ones."""
+"""Shared fixtures: tiny synthetic data for unit tests, the real FashionMNIST for end-to-end
+ones, private tracking stores, in-process commands."""
 
 from __future__ import annotations
 

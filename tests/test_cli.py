@@ -60,7 +60,8 @@ def test_help_and_argument_errors_import_no_heavy_library(args):
     import subprocess
     import sys
 
-    code = ("import sys\nfrom pipeline.cli.app import main\nsys.argv = ['pipeline', *sys.argv[1:]]\n"
+    code = ("import sys\nfrom pipeline.cli.app import main\n"
+            "sys.argv = ['pipeline', *sys.argv[1:]]\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             f"print([m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True,

@@ -2,7 +2,10 @@ import re
 
 import pytest
 
-from pipeline.core.config import ConfigError, TrainConfig, parse_bool, parse_hidden
+from pipeline.core.config import TrainConfig, parse_hidden
+from pipeline.core.options import parse_bool
+
+from pipeline.core.errors import ConfigError
 
 
 def test_defaults_are_the_study_base_fcn():

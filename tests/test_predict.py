@@ -1,4 +1,5 @@
-"""Image preprocessing for `predict`, on synthetic PIL images; its bad inputs as a user meets them."""
+"""Image preprocessing for `predict`, on synthetic PIL images; its bad inputs as a user meets
+them."""
 
 import numpy as np
 import pytest

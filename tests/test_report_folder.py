@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipeline.core.config import UserError
+from pipeline.core.errors import UserError
 from pipeline.replication.report import inputs
 from pipeline.replication.report.folder import MANIFEST, check_out_dir, write_report
 from tests.conftest import cli

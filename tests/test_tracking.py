@@ -10,7 +10,7 @@ import mlflow
 import pytest
 
 from pipeline.core import interrupt
-from pipeline.core.config import UserError
+from pipeline.core.errors import UserError
 from pipeline.tracking import lifecycle, orphans, store
 from tests.conftest import ROOT, with_this_checkout
 

@@ -4,7 +4,7 @@ import mlflow
 import optuna
 import pytest
 
-from pipeline.core.config import UserError
+from pipeline.core.errors import UserError
 from pipeline.tuning import objective, sampler, storage, summary
 from pipeline.tuning.attrs import STATE_FILE
 from pipeline.tuning.sampler import open_study

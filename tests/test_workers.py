@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pipeline.core.config import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.replication.experiments import TABLES, variant_keys
 from pipeline.core.training import default_workers
 from pipeline.replication.pool import plan

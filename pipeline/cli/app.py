@@ -19,7 +19,7 @@ from pipeline.cli.build import add_command
 from pipeline.cli.dashboard import dashboard
 from pipeline.cli.settings import COMMANDS
 from pipeline.cli.tune import tune
-from pipeline.core.config import UserError
+from pipeline.core.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, tune and compare PyTorch networks on FashionMNIST, "

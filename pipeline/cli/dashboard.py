@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 from pipeline.cli.settings import DashboardOptions
-from pipeline.core.config import UserError
+from pipeline.core.errors import UserError
 from pipeline.tuning.settings import DEFAULT_STORAGE
 
 

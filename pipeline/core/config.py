@@ -13,16 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core import options
-from pipeline.core.errors import ConfigError, UserError, first_line
-from pipeline.core.options import parse_bool
-
-__all__ = ["ConfigError", "UserError", "first_line", "parse_bool", "parse_hidden",
-           "TrainConfig", "TrainOptions", "data_dir"]
 
 MODELS = ("fcn", "study_cnn", "fast_cnn")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
-INITS = ("default", "normal", "xavier_normal", "xavier_uniform", "kaiming_uniform", "kaiming_normal")
+INITS = ("default", "normal", "xavier_normal", "xavier_uniform", "kaiming_uniform",
+         "kaiming_normal")
 FCN_ONLY = ("hidden",)  # the CNNs have fixed layers: they ignore these options
 MAX_SHIFT = 8  # pixels of the 28: more moves garments out of the image
 # Far beyond any useful run (the study trains 50); it refuses a typo such as 10**20, which

@@ -24,7 +24,9 @@ import mlflow
 import torch
 from mlflow.exceptions import MlflowException
 
-from pipeline.core.config import MODELS, UserError
+from pipeline.core.config import MODELS
+
+from pipeline.core.errors import UserError
 from pipeline.core.data import FashionMNIST
 from pipeline.core.training import pick_device
 from pipeline.replication.experiments import VARIANTS, variant_keys

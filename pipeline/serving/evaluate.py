@@ -23,7 +23,7 @@ from sklearn.metrics import confusion_matrix
 
 from pipeline.core import plots
 from pipeline.replication import stats
-from pipeline.core.config import UserError, first_line
+from pipeline.core.errors import UserError, first_line
 from pipeline.core.data import CLASSES, FashionMNIST, Split
 from pipeline.core.training import EVAL_BATCH, TEST_ACC, TEST_LOSS
 from pipeline.tracking.lifecycle import tracked_run

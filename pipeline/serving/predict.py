@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.core.config import UserError
+from pipeline.core.errors import UserError
 from pipeline.core.data import CLASSES
 
 DEFAULT_MODEL_URI = "models:/fashion-mnist-fcn@champion"

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import mlflow
 
-from pipeline.core.config import first_line
+from pipeline.core.errors import first_line
 from pipeline.tracking import orphans
 
 END_REASON = "end_reason"

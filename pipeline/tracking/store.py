@@ -13,7 +13,7 @@ from pathlib import Path
 
 import mlflow
 
-from pipeline.core.config import UserError
+from pipeline.core.errors import UserError
 from pipeline.tracking import orphans
 from pipeline.tracking.lifecycle import tracked_run
 

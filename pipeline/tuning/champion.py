@@ -26,7 +26,7 @@ import mlflow
 import optuna
 import torch
 
-from pipeline.core.config import first_line
+from pipeline.core.errors import first_line
 from pipeline.core.data import FashionMNIST
 from pipeline.core.models import build_model
 from pipeline.core.training import TEST_ACC

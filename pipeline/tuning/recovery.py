@@ -24,7 +24,7 @@ import warnings
 import mlflow
 import optuna
 
-from pipeline.core.config import first_line
+from pipeline.core.errors import first_line
 from pipeline.tracking import orphans
 from pipeline.tuning.attrs import (PARENT_RUN_ID_ATTR, RETRY_OF_ATTR, RUN_ID_ATTR,
                                    WORKER_ATTR, WORKER_START_ATTR)

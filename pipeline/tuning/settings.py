@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core import options
-from pipeline.core.config import MAX_EPOCHS, MAX_SEED, MODELS, ConfigError, data_dir
+from pipeline.core.config import MAX_EPOCHS, MAX_SEED, MODELS, data_dir
+from pipeline.core.errors import ConfigError
 from pipeline.replication.experiments import CNN, FAST_CNN
 from pipeline.tuning.space import SearchSpace, load_space
 from pipeline.tuning.workers import shares

@@ -32,7 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import FCN_ONLY, MAX_WIDTH, ConfigError, TrainConfig, UserError
+from pipeline.core.config import FCN_ONLY, MAX_WIDTH, TrainConfig
+
+from pipeline.core.errors import ConfigError, UserError
 
 TYPES = ("float", "int", "categorical", "layers", "fixed")
 SET_BY_TUNE = ("model", "epochs", "seed")
@@ -193,38 +195,46 @@ def _param(where: str, name: str, spec: Any) -> Param:
         spec = _range(fail, spec, kind)
         _check_values(fail, name, [spec["low"], spec["high"]])
     elif kind == "categorical":
-        choices = spec.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise fail("choices must be a non-empty list")
-        if name == "hidden":  # Optuna stores str, int, float, bool or None: widths as "300,200"
-            choices = [",".join(map(str, c)) if isinstance(c, list) else c for c in choices]
-        if any(not isinstance(c, (str, int, float, bool)) for c in choices):
-            raise fail("choices must be strings, numbers or booleans")
-        if len(set(map(repr, choices))) != len(choices):
-            raise fail("choices repeat a value")
-        _check_values(fail, name, choices)
-        spec = {"choices": choices}
+        spec = _categorical(fail, name, spec)
     elif kind == "layers":
-        if name != "hidden":
-            raise fail("type layers is only for hidden")
-        depth = spec.get("depth")
-        if not (isinstance(depth, list) and len(depth) == 2
-                and all(isinstance(d, int) and not isinstance(d, bool) for d in depth)
-                and 1 <= depth[0] <= depth[1]):
-            raise fail("depth must be [low, high] with integers 1 <= low <= high")
-        width = spec.get("width")
-        if not isinstance(width, dict) or set(width) - {"low", "high", "log", "step"}:
-            raise fail("width must be a mapping with low, high and optional log / step")
-        width = _range(lambda m: fail(f"width: {m}"), {**width, "type": "int"}, "int")
-        if width["low"] < 1 or width["high"] > MAX_WIDTH:
-            raise fail(f"width: must be within [1, {MAX_WIDTH}] (train's limit on --hidden)")
-        spec = {"depth": depth, "width": width}
+        spec = _layers(fail, name, spec)
     else:
         if "value" not in spec:
             raise fail("a fixed parameter needs a value")
         _check_values(fail, name, [spec["value"]])
         spec = {"value": spec["value"]}
     return Param(name, kind, spec)
+
+
+def _categorical(fail, name: str, spec: dict) -> dict:
+    choices = spec.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise fail("choices must be a non-empty list")
+    if name == "hidden":  # Optuna stores str, int, float, bool or None: widths as "300,200"
+        choices = [",".join(map(str, c)) if isinstance(c, list) else c for c in choices]
+    if any(not isinstance(c, (str, int, float, bool)) for c in choices):
+        raise fail("choices must be strings, numbers or booleans")
+    if len(set(map(repr, choices))) != len(choices):
+        raise fail("choices repeat a value")
+    _check_values(fail, name, choices)
+    return {"choices": choices}
+
+
+def _layers(fail, name: str, spec: dict) -> dict:
+    if name != "hidden":
+        raise fail("type layers is only for hidden")
+    depth = spec.get("depth")
+    if not (isinstance(depth, list) and len(depth) == 2
+            and all(isinstance(d, int) and not isinstance(d, bool) for d in depth)
+            and 1 <= depth[0] <= depth[1]):
+        raise fail("depth must be [low, high] with integers 1 <= low <= high")
+    width = spec.get("width")
+    if not isinstance(width, dict) or set(width) - {"low", "high", "log", "step"}:
+        raise fail("width must be a mapping with low, high and optional log / step")
+    width = _range(lambda m: fail(f"width: {m}"), {**width, "type": "int"}, "int")
+    if width["low"] < 1 or width["high"] > MAX_WIDTH:
+        raise fail(f"width: must be within [1, {MAX_WIDTH}] (train's limit on --hidden)")
+    return {"depth": depth, "width": width}
 
 
 def _range(fail, spec: dict, kind: str) -> dict:

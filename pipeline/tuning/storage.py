@@ -16,7 +16,7 @@ from pathlib import Path
 
 import optuna
 
-from pipeline.core.config import UserError, first_line
+from pipeline.core.errors import UserError, first_line
 from pipeline.tuning.optuna_private import CappedRDBStorage
 from pipeline.tuning.recovery import StaleTrialHandler
 from pipeline.tuning.settings import TuneSettings

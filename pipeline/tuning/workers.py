@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pipeline.core.config import UserError
+from pipeline.core.errors import UserError
 
 
 def shares(n_trials: int, workers: int) -> list[int]:

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pipeline.core.config import UserError
+from pipeline.core.errors import UserError
 from pipeline.replication.report import figures, inputs, page, text
 
 MANIFEST = "manifest.json"

@@ -1,0 +1,232 @@
+"""The benchmark's measurements, one function per section; each returns its figures as a dict.
+
+`python -m bench` (bench/run.py) runs them in order and prints bench/table.py's summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from statistics import median
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine() -> dict:
+    from pipeline.replication.replicate import machine as describe
+
+    return {"cores": os.cpu_count(), "description": describe()}
+
+
+def matmul_rate(size: int = 2048, seconds: float = 3.0) -> dict:
+    """float32 GFLOP/s of a size x size matmul, best of repeated timings after a warm-up."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    for _ in range(3):
+        a @ b
+    best, end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return {"size": size, "gflops": 2 * size ** 3 / best / 1e9}
+
+
+def cli_latency(repeats: int = 3) -> dict:
+    """Wall seconds (median of `repeats`) of `python -m pipeline --help` and of an argument
+    error, each a fresh process: what a user waits before the first line."""
+    out = {}
+    for name, args in (("help_s", ["--help"]), ("train_help_s", ["train", "--help"]),
+                       ("argument_error_s", ["train", "--lr", "-1"])):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT,
+                           capture_output=True, check=False)
+            times.append(time.perf_counter() - t0)
+        out[name] = median(times)
+    return out
+
+
+def fcn_flops_per_epoch(hidden: tuple[int, ...], n_train: int, n_eval: int) -> float:
+    """Matmul FLOPs one epoch actually performs (2 per multiply-add). Per training image: the
+    forward pass, the weight gradients (as many again) and the input gradients of every layer but
+    the first (the pixels need none; autograd skips them). Per validation / test image: the
+    forward pass. Biases, ReLU, the loss and the optimizer are left out (under 1%)."""
+    widths = (784, *hidden, 10)
+    macs = sum(a * b for a, b in zip(widths, widths[1:]))
+    first = widths[0] * widths[1]
+    return 2 * (3 * macs - first) * n_train + 2 * macs * n_eval
+
+
+def fcn_gemm_seconds(hidden: tuple[int, ...], batch: int, n_train: int, n_eval: int,
+                     eval_batch: int, repeats: int = 3) -> float:
+    """Wall seconds of one epoch's matmuls alone, at the exact shapes our core runs them (per
+    training batch: the forward products, the weight gradients, the input gradients of every
+    layer but the first; then the forward products of the evaluation batches), on random
+    tensors, best of `repeats`: a floor the batch's shapes allow, tighter than the 2048^2 rate."""
+    import torch
+
+    widths = (784, *hidden, 10)
+    weights = [torch.randn(out, fan_in) for fan_in, out in zip(widths, widths[1:])]
+    acts = {b: [torch.randn(b, w) for w in widths] for b in (batch, eval_batch)}
+    grads = [torch.randn(batch, w) for w in widths]
+
+    def forward(b: int) -> None:
+        for layer, w in enumerate(weights):
+            torch.mm(acts[b][layer], w.t())
+
+    def epoch() -> None:
+        for _ in range(n_train // batch):
+            forward(batch)
+            for layer in reversed(range(len(weights))):
+                torch.mm(grads[layer + 1].t(), acts[batch][layer])  # weight gradient
+                if layer > 0:
+                    torch.mm(grads[layer + 1], weights[layer])  # input gradient
+        for _ in range(-(-n_eval // eval_batch)):
+            forward(eval_batch)
+
+    epoch()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        epoch()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def fcn_core(data, epochs: int, gflops: float) -> dict:
+    from pipeline.core.config import TrainConfig
+    from pipeline.core.training import EVAL_BATCH, train
+
+    config = TrainConfig(epochs=epochs)  # the study's base: 784-300-200-10, SGD 0.02, batch 512
+    result = train(config, data, progress=False)
+    n_train = len(data.train) // config.batch_size * config.batch_size
+    flops = fcn_flops_per_epoch(config.hidden, n_train, len(data.val) + len(data.test))
+    floor = epochs * flops / (gflops * 1e9)
+    gemm = fcn_gemm_seconds(config.hidden, config.batch_size, len(data.train),
+                            len(data.val) + len(data.test), EVAL_BATCH)
+    return {"epochs": epochs, "wall_s": result.train_time_s,
+            "epoch_s_median": median([h["epoch_time_s"] for h in result.history]),
+            "gflop_per_epoch": flops / 1e9, "floor_s": floor,
+            "ratio_to_floor": result.train_time_s / floor,
+            "gemm_epoch_s": gemm, "gemm_gflops": flops / gemm / 1e9,
+            "ratio_to_gemm_floor": result.train_time_s / (epochs * gemm),
+            "test_acc": result.final["test_acc"], "val_acc": result.final["val_acc"]}
+
+
+def study_loop(data_dir: Path, epochs: int, train_subset: int | None) -> dict:
+    from bench import study_loop as loop
+    from pipeline.core.data import find_raw_files
+
+    root = loop.torchvision_root(data_dir, find_raw_files(data_dir))
+    out = loop.train(root, epochs, train_subset=train_subset)
+    return {"epochs": epochs, "wall_s": out["wall_s"],
+            "epoch_s_median": median(out["epoch_times_s"]),
+            "test_acc": out["final"]["test_acc"], "val_acc": out["final"]["val_acc"]}
+
+
+def cnn(data, name: str, epochs: int | None, thresholds: tuple[float, ...] = ()) -> dict:
+    """One CNN training, `name` a config of pipeline.replication.experiments (`epochs` None:
+    its own):
+    its time, final and best test accuracy, and the wall seconds until test accuracy first
+    reached each threshold."""
+    from pipeline.replication import experiments
+    from pipeline.replication.stats import time_to_accuracy
+    from pipeline.core.training import train
+
+    config = getattr(experiments, name)
+    config = dataclasses.replace(config, epochs=epochs or config.epochs)
+    result = train(config, data, progress=False)
+    out = {"config": config.to_dict(), "wall_s": result.train_time_s,
+           "epoch_s_median": median([h["epoch_time_s"] for h in result.history]),
+           "test_acc": result.final["test_acc"], "val_acc": result.final["val_acc"],
+           "best_test_acc": max(h["test_acc"] for h in result.history)}
+    for t in thresholds:
+        out[f"seconds_to_test_{100 * t:.1f}"] = time_to_accuracy(result.history, t, "test_acc")
+    return out
+
+
+def tracking_overhead(data, epochs: int, tmp: Path) -> dict:
+    """The same FCN training plain, as a tracked `train` run, and as a `tune` trial."""
+    import mlflow
+
+    from pipeline.tracking import log as tracklog
+
+    from pipeline.tuning.settings import TuneSettings
+    from pipeline.tuning.study import tune
+    from pipeline.core.config import TrainConfig
+    from pipeline.tuning.space import load_space
+    from pipeline.core.training import train
+
+    config = TrainConfig(epochs=epochs)
+    train(dataclasses.replace(config, epochs=1), data, progress=False)  # warm-up
+    plain = train(config, data, progress=False).train_time_s
+    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
+    mlflow.set_experiment("bench")
+    t0 = time.perf_counter()
+    tracklog.train_run(config, data, confusion=False)
+    tracked_run = time.perf_counter() - t0
+    space = tmp / "fixed.yaml"
+    space.write_text("".join(f"{k}: {v}\n" for k, v in config.to_dict().items()
+                             if k not in ("model", "epochs", "seed", "hidden"))
+                     + "hidden: {type: layers, depth: [2, 2], width: {low: 200, high: 300}}\n")
+    settings = TuneSettings(model="fcn", space=load_space(space), study_name="bench",
+                                   storage=f"sqlite:///{tmp / 'optuna.db'}", n_trials=1,
+                                   timeout=None, epochs=epochs, seed=0, pruner="none")
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):  # its summary would read as the bench's
+        study = tune(settings, data)
+    tune_call = time.perf_counter() - t0
+    trial = study.trials[0]
+    in_trial = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    return {"epochs": epochs, "plain_s": plain, "tracked_run_s": tracked_run,
+            "trial_s": in_trial, "tune_call_s": tune_call,
+            "tracked_ratio": tracked_run / plain, "trial_ratio": in_trial / plain}
+
+
+def trials_per_hour(data_dir: Path, seconds: float, epochs: int, tmp: Path) -> dict:
+    """The default FCN study for `seconds`: `tune --workers 1` (one process, all threads), then
+    `tune --workers 2` (two processes of half the threads each), each on a fresh SQLite
+    storage whose first trial (a start point) ran before the clock starts, in both modes alike.
+    Counts every trial that started in the window and finished (complete or pruned)."""
+    import optuna
+
+    from pipeline.core.training import share_threads
+
+    out = {"seconds": seconds, "epochs": epochs}
+    for mode, workers in (("1x2", 1), ("2x1", 2)):
+        storage = f"sqlite:///{tmp / f'optuna-{mode}.db'}"
+        env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp / f'mlflow-{mode}.db'}",
+                   MLFLOW_EXPERIMENT_NAME="bench")
+        env.pop("MLFLOW_RUN_ID", None)
+
+        def tune(*args: str) -> None:
+            subprocess.run([sys.executable, "-m", "pipeline", "tune", "--epochs", str(epochs),
+                            "--storage", storage, "--study-name", "bench", "--data-dir",
+                            str(data_dir), *args], env=env, cwd=ROOT, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        tune("--n-trials", "1", "--workers", "1")
+        t0 = time.perf_counter()
+        tune("--n-trials", "0", "--timeout", str(seconds), "--workers", str(workers))
+        wall = time.perf_counter() - t0
+        trials = optuna.load_study(study_name="bench", storage=storage).trials
+        done = [t for t in trials if t.state.is_finished() and t.number > 0]
+        out[mode] = {"processes": workers, "threads": share_threads(workers), "wall_s": wall,
+                     "trials": len(done), "trials_per_hour": 3600 * len(done) / wall}
+    out["best"] = max(("1x2", "2x1"), key=lambda m: out[m]["trials_per_hour"])
+    return out

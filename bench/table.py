@@ -1,0 +1,78 @@
+"""The benchmark's summary: one line or two per measured section, as `make bench` prints it."""
+
+from __future__ import annotations
+
+
+def table(results: dict) -> str:
+    r = results
+    lines = [f"machine: {r['machine']['description']}"
+             + ("  [QUICK: tiny sizes, not comparable]" if r["quick"] else "")]
+    for key, lines_of in SECTION_LINES:
+        if key in r:
+            lines += lines_of(r)
+    return "\n".join(lines)
+
+
+def _cli(r: dict) -> list[str]:
+    c = r["cli"]
+    return [f"CLI latency: --help {c['help_s']:.2f} s, train --help "
+            f"{c['train_help_s']:.2f} s, an argument error {c['argument_error_s']:.2f} s"]
+
+
+def _matmul(r: dict) -> list[str]:
+    return [f"matmul {r['matmul']['size']}^2 float32:   {r['matmul']['gflops']:.0f} GFLOP/s"]
+
+
+def _fcn(r: dict) -> list[str]:
+    f = r["fcn"]
+    return [f"base FCN, our core:        {f['wall_s']:.1f} s for {f['epochs']} epochs "
+            f"({f['epoch_s_median']:.2f} s/epoch; {f['gflop_per_epoch']:.0f} GFLOP/epoch;"
+            f" floor {f['floor_s']:.1f} s; {f['ratio_to_floor']:.2f}x the floor), "
+            f"test {100 * f['test_acc']:.2f}%",
+            f"  its matmuls alone, at the batch's shapes: {f['gemm_epoch_s']:.2f} s/epoch "
+            f"({f['gemm_gflops']:.0f} GFLOP/s); the whole training is "
+            f"{f['ratio_to_gemm_floor']:.2f}x that"]
+
+
+def _study_loop(r: dict) -> list[str]:
+    s = r["study_loop"]
+    line = (f"base FCN, study's loop:    {s['wall_s']:.1f} s for {s['epochs']} epochs "
+            f"({s['epoch_s_median']:.2f} s/epoch), test {100 * s['test_acc']:.2f}%")
+    if "fcn" in r and r["fcn"]["epochs"] == s["epochs"] and not r["quick"]:
+        line += f"; ours is {s['wall_s'] / r['fcn']['wall_s']:.1f}x faster"
+    elif "fcn" in r:
+        ratio = s["epoch_s_median"] / r["fcn"]["epoch_s_median"]
+        line += f"; per epoch ours is {ratio:.1f}x faster"
+    return [line]
+
+
+def _cnn(key: str, label: str):
+    def lines(r: dict) -> list[str]:
+        c = r[key]
+        out = [f"{label}, {c['config']['epochs']} epochs: ".ljust(27)
+               + f"{c['wall_s']:.1f} s ({c['epoch_s_median']:.1f} s/epoch), test "
+               f"{100 * c['test_acc']:.2f}% (best epoch {100 * c['best_test_acc']:.2f}%)"]
+        marks = ", ".join(f"{k.split('_')[-1]}%: " + ("not reached" if v is None else f"{v:.0f} s")
+                          for k, v in c.items() if k.startswith("seconds_to_test"))
+        return out + ([f"  time to test accuracy: {marks}"] if marks else [])
+    return lines
+
+
+def _tracking(r: dict) -> list[str]:
+    t = r["tracking"]
+    return [f"tracking overhead, {t['epochs']} epochs: plain {t['plain_s']:.1f} s, "
+            f"MLflow run {t['tracked_run_s']:.1f} s ({t['tracked_ratio']:.2f}x), "
+            f"Optuna trial {t['trial_s']:.1f} s ({t['trial_ratio']:.2f}x)"]
+
+
+def _tune(r: dict) -> list[str]:
+    t = r["tune"]
+    return [f"tune trials/hour ({t['seconds']:.0f} s each, {t['epochs']} epochs): "
+            f"1 process x 2 threads {t['1x2']['trials_per_hour']:.0f}, 2 processes x 1 "
+            f"thread {t['2x1']['trials_per_hour']:.0f} -> {t['best']}"]
+
+
+SECTION_LINES = (("cli", _cli), ("matmul", _matmul), ("fcn", _fcn), ("study_loop", _study_loop),
+                 ("study_cnn", _cnn("study_cnn", "study CNN")),
+                 ("fast_cnn", _cnn("fast_cnn", "fast CNN recipe")), ("tracking", _tracking),
+                 ("tune", _tune))
