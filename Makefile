@@ -10,7 +10,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 export MLFLOW_EXPERIMENT_NAME ?= fashion-mnist
 MLFLOW_RUN := $(VENV)/bin/mlflow run . --env-manager local --experiment-name $(MLFLOW_EXPERIMENT_NAME)
 
-.PHONY: all setup data main test test-fast bench
+.PHONY: all setup data main test test-fast test-load bench mlproject
 
 all: main
 
@@ -43,3 +43,7 @@ test-fast: setup
 
 bench: data
 	$(PY) -m bench
+
+# MLproject is generated from the options' definitions (pipeline/core/options.py); commit it.
+mlproject: setup
+	$(PY) -m pipeline.cli.mlproject

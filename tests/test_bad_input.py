@@ -125,6 +125,12 @@ CASES = [
     ("replicate-workers", "replicate --workers 65", "workers: 65 must be an integer from 0"),
     ("replicate-quick-takes-no-value", "replicate --quick maybe", "unexpected extra argument"),
     ("replicate-data-dir-is-a-file", "replicate --data-dir afile", "afile: is a file"),
+    ("replicate-out-is-a-file", "replicate --data-dir {data} --out afile",
+     "--out afile is a file"),
+    ("replicate-out-holds-a-users-files", "replicate --data-dir {data} --out notes",
+     "--out notes holds files that replicate did not write (mine.txt)"),
+    ("replicate-from-results-into-a-users-folder",
+     "replicate --from-results results.json --out notes", "--out notes holds files"),
     # predict (a missing model: tests/test_predict.py)
     ("predict-nothing", "predict", "Missing argument"),
     ("predict-missing", "predict missing.png", "missing.png: no such file"),
@@ -167,6 +173,9 @@ def workspace(tmp_path) -> Path:
     """The files the cases name, in the working directory."""
     (tmp_path / "afile").write_text("a file, not a folder\n")
     (tmp_path / "afolder").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("a user's notes: replicate must not touch them\n")
+    (tmp_path / "results.json").write_text("{}")
     (tmp_path / "studies.db").write_bytes(b"")  # SQLite reads an empty file as an empty database
     (tmp_path / "latin1.yaml").write_bytes("lr: 0.1  # d\xe9j\xe0 vu\n".encode("latin-1"))
     spaces = {

@@ -74,8 +74,10 @@ def replicate(opts: ReplicateOptions) -> None:
     settings = opts.resolve()
     from pipeline.core import data
     from pipeline.replication import replicate as replication
+    from pipeline.replication.report.folder import check_out_dir
     from pipeline.tracking import store
 
+    check_out_dir(settings.out_dir)  # before the data and the store: a bad --out writes nothing
     dataset = data.load(opts.data_dir)
     store.configure()
     run_id, path = replication.replicate(settings, dataset)
