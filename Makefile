@@ -41,6 +41,10 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
+# The concurrency tests (workers, servers, signals) 3 times with a CPU burner per core beside them.
+test-load: setup
+	$(PY) -m tests.under_load 3
+
 bench: data
 	$(PY) -m bench
 
