@@ -46,7 +46,7 @@ def no_summary(monkeypatch):
     monkeypatch.setattr(summary, "log_study", lambda *args: None)
 
 
-def test_a_dead_local_worker_s_trial_is_retried_at_once(settings, tiny_data,  # noqa: F811
+def test_a_dead_local_worker_s_trial_is_retried_at_once(settings, tiny_data,
                                                        no_summary):
     s = settings(n_trials=1)  # heartbeat 60 s, grace period 180 s: far too long to wait for
     study = open_study(s)
@@ -60,7 +60,7 @@ def test_a_dead_local_worker_s_trial_is_retried_at_once(settings, tiny_data,  # 
     assert "has died" in run.data.tags["trial_reason"]
 
 
-def test_live_and_other_hosts_workers_are_left_alone(settings):  # noqa: F811
+def test_live_and_other_hosts_workers_are_left_alone(settings):
     s = settings()
     study = open_study(s)
     running_trial(study, s, f"{socket.gethostname()}:{os.getpid()}")  # alive: this process
@@ -86,7 +86,7 @@ def swallowed_stop_request() -> None:
         pass
 
 
-def test_a_stop_request_ends_the_study_loop_before_the_next_trial(settings,  # noqa: F811
+def test_a_stop_request_ends_the_study_loop_before_the_next_trial(settings,
                                                                    stop_requests):
     s = settings(n_trials=3)
     study = open_study(s)
@@ -104,3 +104,16 @@ def test_a_wait_ends_on_a_stop_request(stop_requests):
     swallowed_stop_request()
     with pytest.raises(interrupt.Interrupted):
         pause(600)
+
+
+def test_a_trial_whose_worker_never_began_it_is_retried_after_the_grace_period(settings):
+    """A database restart can take a worker between Optuna's creating a trial and its first
+    heartbeat: such a trial is never stale to Optuna, and a full study waited on it forever."""
+    s = settings()
+    study = open_study(s)
+    study.ask()  # created, then its worker was lost: no heartbeat, no worker named
+    running_trial(study, s, f"{socket.gethostname()}:{os.getpid()}")  # began: left alone
+    assert recovery.fail_unstarted_trials(study, grace_period=3600) == []  # not yet
+    assert recovery.fail_unstarted_trials(study, grace_period=0) == [0]
+    assert [t.state.name for t in study.trials] == ["FAIL", "RUNNING", "WAITING"]
+    assert study.trials[2].user_attrs["retry_of"] == 0

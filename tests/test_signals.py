@@ -97,6 +97,18 @@ def test_a_signal_to_mlflow_run_ends_the_training_and_its_run_killed(target, tmp
     finally:
         if proc.poll() is None:
             proc.kill()
-    left = subprocess.run(["pgrep", "-f", f"data-dir {data_dir}"], capture_output=True,
-                          text=True)
-    assert left.stdout == "", "a training process outlived mlflow run"
+    assert living_in_session(proc.pid, within=60) == [], "a process outlived mlflow run"
+
+
+def living_in_session(sid: int, within: float) -> list[str]:
+    """The processes of session `sid` (`mlflow run` and its child, started in their own) that
+    are still alive after up to `within` seconds; zombies waiting for init to reap them are
+    dead already."""
+    deadline = time.monotonic() + within
+    while True:
+        ps = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-s", str(sid)],
+                            capture_output=True, text=True).stdout.splitlines()
+        alive = [line for line in ps if line.split()[1][0] != "Z"]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)

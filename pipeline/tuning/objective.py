@@ -42,11 +42,11 @@ def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[
     """`own_parent`: the parent run is this worker's, closed as KILLED if the worker dies (a
     helper's parent run is the main worker's, which lives on)."""
     def objective(trial: optuna.Trial) -> float:
-        config = settings.space.sample(trial, model=settings.model, epochs=settings.epochs,
-                                       seed=settings.seed)
-        worker = this_worker()
+        worker = this_worker()  # first: a trial without it is one whose worker never began
         for key, value in worker.items():
             trial.set_user_attr(key, value)
+        config = settings.space.sample(trial, model=settings.model, epochs=settings.epochs,
+                                       seed=settings.seed)
         tags = {**study_tags, "trial_number": str(trial.number), "trial_state": "RUNNING",
                 WORKER_ATTR: worker[WORKER_ATTR]}
         if RETRY_OF_ATTR in trial.user_attrs:

@@ -10,6 +10,12 @@ Two ways to find one, both ending in `retry(...)`:
   trials. A trial of another host is left to the heartbeats: from here nobody can tell a live
   process on another machine from a dead one.
 
+- `fail_unstarted_trials(study, grace_period)`: a RUNNING trial that never named its worker
+  (the first thing the objective does) for the grace period lost its worker between Optuna's
+  creating it and our objective starting, typically to a database restart. Optuna's heartbeat
+  check never finds it: a trial without a single heartbeat is never stale (RDBStorage's
+  `_get_stale_trial_ids` skips it), so a full study waited for it forever.
+
 `retry` queues the trial once more (its params, tagged `retry_of`); a retry that dies too is
 not retried again.
 """
@@ -20,6 +26,7 @@ import os
 import socket
 import sys
 import warnings
+from datetime import datetime, timedelta
 
 import mlflow
 import optuna
@@ -107,5 +114,24 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
             continue  # another worker failed it first, and retries it
         retry(study, study.trials[trial.number],
               f"its worker {worker} on this host has died (killed or out of memory)")
+        failed.append(trial.number)
+    return failed
+
+
+def fail_unstarted_trials(study: optuna.Study, grace_period: float) -> list[int]:
+    """Fail and retry the RUNNING trials that have not named their worker `grace_period`
+    seconds after they started; their numbers."""
+    now, failed = datetime.now(), []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        started = trial.datetime_start
+        if WORKER_ATTR in trial.user_attrs or started is None \
+                or now - started < timedelta(seconds=grace_period):
+            continue
+        try:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            continue  # another worker failed it first, and retries it
+        retry(study, study.trials[trial.number],
+              f"its worker never started it in {grace_period:g} s (lost as it began)")
         failed.append(trial.number)
     return failed

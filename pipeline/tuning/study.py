@@ -97,6 +97,7 @@ def owes_trials(study: optuna.Study, settings: TuneSettings) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+    recovery.fail_unstarted_trials(study, settings.grace_period)
     states = {t.state for t in study.get_trials(deepcopy=False)}
     if optuna.trial.TrialState.WAITING in states:
         return True
