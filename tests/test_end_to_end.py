@@ -24,10 +24,9 @@ def only_run(experiment="tests"):
     return runs[0]
 
 
-def test_train_logs_metrics_artifacts_dataset_and_a_loadable_model(tmp_path, tracking_env,
-                                                                   data_dir):
-    out = cli("train", "--epochs", "3", "--optimizer", "adam", "--lr", "1e-3",
-              "--data-dir", str(data_dir), env=tracking_env, cwd=tmp_path)
+def test_train_logs_metrics_artifacts_dataset_and_a_loadable_model(command, data_dir):
+    out = command("train", "--epochs", "3", "--optimizer", "adam", "--lr", "1e-3",
+                  "--data-dir", str(data_dir))
     assert out.returncode == 0, out.stderr
     run = only_run()
     assert run.info.status == "FINISHED"
@@ -56,12 +55,11 @@ def test_train_logs_metrics_artifacts_dataset_and_a_loadable_model(tmp_path, tra
     assert np.asarray(logits).shape == (4, 10)
 
 
-def test_the_fast_cnn_recipe_trains_and_its_logged_model_flip_averages(tmp_path, tracking_env,
-                                                                       data_dir):
-    out = cli("train", "--model", "fast_cnn", "--batch-norm", "true", "--optimizer", "momentum",
-              "--lr", "0.1", "--weight-decay", "5e-4", "--batch-size", "512", "--epochs", "1",
-              "--schedule", "onecycle", "--label-smoothing", "0.1", "--augment", "true",
-              "--max-shift", "0", "--data-dir", str(data_dir), env=tracking_env, cwd=tmp_path)
+def test_the_fast_cnn_recipe_trains_and_its_logged_model_flip_averages(command, data_dir):
+    out = command("train", "--model", "fast_cnn", "--batch-norm", "true", "--optimizer",
+                  "momentum", "--lr", "0.1", "--weight-decay", "5e-4", "--batch-size", "512",
+                  "--epochs", "1", "--schedule", "onecycle", "--label-smoothing", "0.1",
+                  "--augment", "true", "--max-shift", "0", "--data-dir", str(data_dir))
     assert out.returncode == 0, out.stderr
     run = only_run()
     assert run.data.params["augment"] == "true" and run.data.params["label_smoothing"] == "0.1"

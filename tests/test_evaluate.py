@@ -9,7 +9,6 @@ import torch
 
 from pipeline.core import data
 from pipeline.core.config import TrainConfig
-from tests.conftest import cli
 
 pytestmark = pytest.mark.slow
 
@@ -31,10 +30,9 @@ def trained(tracking_env, data_dir):
     return run_id, result.model
 
 
-def test_evaluate_matches_an_independent_computation(tmp_path, tracking_env, data_dir, trained):
+def test_evaluate_matches_an_independent_computation(tmp_path, command, data_dir, trained):
     run_id, model = trained
-    out = cli("evaluate", "--model-uri", f"runs:/{run_id}/model", "--data-dir", str(data_dir),
-              env=tracking_env, cwd=tmp_path)
+    out = command("evaluate", "--model-uri", f"runs:/{run_id}/model", "--data-dir", str(data_dir))
     assert out.returncode == 0, out.stderr
     test = data.load(data_dir).test
     with torch.inference_mode():
@@ -71,11 +69,9 @@ def test_evaluate_matches_an_independent_computation(tmp_path, tracking_env, dat
     ("m-0123456789abcdef0123456789abcdef", "not found"),
     ("just-a-name", "is not runs:/<run id>/model"),
 ])
-def test_a_bad_model_uri_is_one_line_and_writes_nothing(tmp_path, tracking_env, data_dir, uri,
-                                                        message):
+def test_a_bad_model_uri_is_one_line_and_writes_nothing(command, data_dir, uri, message):
     mlflow.set_experiment("tests")  # a store exists, with no model in it
-    out = cli("evaluate", "--model-uri", uri, "--data-dir", str(data_dir), env=tracking_env,
-              cwd=tmp_path)
+    out = command("evaluate", "--model-uri", uri, "--data-dir", str(data_dir))
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], out.stderr
@@ -83,15 +79,15 @@ def test_a_bad_model_uri_is_one_line_and_writes_nothing(tmp_path, tracking_env, 
     assert runs() == []
 
 
-def test_no_tracking_store_is_one_line_and_creates_none(tmp_path, tracking_env, data_dir):
-    out = cli("evaluate", "--data-dir", str(data_dir), env=tracking_env, cwd=tmp_path)
+def test_no_tracking_store_is_one_line_and_creates_none(tmp_path, command, data_dir):
+    out = command("evaluate", "--data-dir", str(data_dir))
     assert out.returncode == 2
     assert out.stderr.startswith("error: ") and "there is no tracking store" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_a_model_that_is_not_ours_is_refused(tmp_path, tracking_env, data_dir):
+def test_a_model_that_is_not_ours_is_refused(command, data_dir):
     import numpy as np
 
     mlflow.set_experiment("tests")
@@ -99,8 +95,7 @@ def test_a_model_that_is_not_ours_is_refused(tmp_path, tracking_env, data_dir):
         example = np.zeros((2, 3), dtype=np.float32)
         info = mlflow.pytorch.log_model(torch.nn.Linear(3, 2), name="model",
                                         input_example=example)
-    out = cli("evaluate", "--model-uri", info.model_uri, "--data-dir", str(data_dir),
-              env=tracking_env, cwd=tmp_path)
+    out = command("evaluate", "--model-uri", info.model_uri, "--data-dir", str(data_dir))
     assert out.returncode == 2
     assert "is not a FashionMNIST classifier of this project" in out.stderr
     assert len(runs()) == 1  # only the run that logged the foreign model
