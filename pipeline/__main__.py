@@ -1,4 +1,4 @@
-"""`python -m pipeline ...`: the command line (see pipeline/cli.py)."""
+"""`python -m pipeline ...`: the command line (pipeline/cli/app.py)."""
 
 from pipeline.cli.app import main
 
