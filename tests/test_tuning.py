@@ -166,18 +166,30 @@ def test_the_study_wide_cap_counts_every_worker_s_trials(settings, tiny_data, no
     assert len(study.trials) == 2
 
 
-@pytest.mark.parametrize("losses, opened", [(2, True), (5, False)])
-def test_workers_racing_to_create_a_fresh_storage_retry(tmp_path, monkeypatch, losses, opened):
-    """Workers started together on a fresh database lose races to create Optuna's tables and
-    then to stamp its schema version; a loser retries (4 times), a fifth loss is raised."""
+def duplicate_table():
+    from sqlalchemy.exc import ProgrammingError
+
+    return ProgrammingError("CREATE TABLE studies", {},
+                            Exception('relation "studies" already exists'))
+
+
+def duplicate_version():
     from sqlalchemy.exc import IntegrityError
 
+    return IntegrityError("INSERT INTO alembic_version", {}, Exception("duplicate key"))
+
+
+@pytest.mark.parametrize("losses, opened", [(2, True), (5, False)])
+def test_workers_racing_to_create_a_fresh_storage_retry(tmp_path, monkeypatch, losses, opened):
+    """Workers started together on a fresh database lose races to create Optuna's tables
+    (PostgreSQL: "relation already exists") and then to stamp its schema version ("duplicate
+    key"); a loser retries (4 times), a fifth loss is raised."""
     real, calls = storage.WorkerStorage, []
 
     def racing(*args, **kwargs):
         calls.append(1)
         if len(calls) <= losses:
-            raise IntegrityError("CREATE TABLE alembic_version", {}, Exception("duplicate key"))
+            raise duplicate_table() if len(calls) % 2 else duplicate_version()
         return real(*args, **kwargs)
 
     monkeypatch.setattr(storage, "WorkerStorage", racing)
@@ -187,7 +199,7 @@ def test_workers_racing_to_create_a_fresh_storage_retry(tmp_path, monkeypatch, l
         assert isinstance(storage.make_storage(url, None, None, None), real)
         assert len(calls) == losses + 1
     else:
-        with pytest.raises(IntegrityError):
+        with pytest.raises(Exception, match="already exists"):
             storage.make_storage(url, None, None, None)
         assert len(calls) == 5
 

@@ -75,23 +75,30 @@ def make_storage(url: str, heartbeat: int | None = None, grace_period: int | Non
 
 
 def open_rdb(url: str, **kwargs) -> WorkerStorage:
-    from sqlalchemy.exc import IntegrityError
-
     attempts = 5
     for attempt in range(1, attempts + 1):
         try:
             return WorkerStorage(url, **kwargs)
-        except IntegrityError:
-            # Workers started together on a fresh database race to create Optuna's tables, then
-            # again to stamp its alembic version (seen on PostgreSQL: a worker lost both races,
-            # "duplicate key ... alembic_version"); a loser finds each step done on a later try.
+        except Exception as e:
+            if not lost_creation_race(e):  # bad driver, unreachable host, bad credentials...
+                raise UserError(f"storage {mask_password(url)}: cannot be opened "
+                                f"({type(e).__name__}: {first_line(e)})") from None
             if attempt == attempts:
                 raise
             time.sleep(random.uniform(0.05, 0.3) * attempt)  # de-synchronize the next try
-        except Exception as e:  # bad driver, unreachable host, bad credentials, missing folder
-            raise UserError(f"storage {mask_password(url)}: cannot be opened "
-                            f"({type(e).__name__}: {first_line(e)})") from None
     raise AssertionError("unreachable")
+
+
+def lost_creation_race(error: Exception) -> bool:
+    """Workers started together on a fresh database race to create Optuna's tables, then to
+    stamp its alembic version; a loser finds each step done on a later try. Seen on PostgreSQL:
+    "duplicate key ... alembic_version" (IntegrityError) and, when both CREATE TABLE at once,
+    'relation "studies" already exists' (ProgrammingError); MySQL says "Table ... already
+    exists" (OperationalError)."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    return isinstance(error, IntegrityError) or (
+        isinstance(error, (ProgrammingError, OperationalError)) and "already exists" in str(error))
 
 
 def journal_storage(path: str) -> optuna.storages.BaseStorage:
