@@ -298,10 +298,14 @@ def test_replicate_stopped_mid_training_leaves_every_run_killed(tmp_path, tracki
 
 
 def test_replicate_bad_quick_value_is_one_line(tmp_path, tracking_env):
-
+    """Under `mlflow run` a bad -P value is our one line; MLflow has made the project's run
+    already and ends it FAILED (exit 1): the line is on it as its end_reason."""
     out = subprocess.run(
         ["mlflow", "run", str(ROOT), "-e", "replicate", "--env-manager", "local",
          "--experiment-name", "tests", "-P", "quick=maybe"],
         env=tracking_env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert out.returncode != 0
-    assert "error: No such option: --quick-must-be-true-or-false" in out.stderr
+    assert out.returncode == 1
+    line = "error: No such option: --quick-must-be-true-or-false"
+    assert line in out.stderr
+    run = only_run()
+    assert run.info.status == "FAILED" and run.data.tags["end_reason"].startswith(line)

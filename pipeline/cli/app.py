@@ -43,13 +43,27 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except typer.TyperException as e:  # usage errors: bad option, bad type, bad choice
-        print(f"error: {e.format_message()} (see --help)", file=sys.stderr)
-        sys.exit(2)
+        fail(f"{e.format_message()} (see --help)", 2)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        fail(str(e), e.exit_code)
     if code == 130:  # typer turns KeyboardInterrupt (Ctrl-C, or SIGTERM above) into exit 130
         # only a command that imported mlflow can have had runs to close
         runs = "; MLflow runs in progress ended KILLED" if "mlflow" in sys.modules else ""
         print(f"error: interrupted{runs}", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def fail(message: str, code: int) -> None:
+    """One line on stderr and the exit code. Under `mlflow run`, whose run exists before our
+    command checks anything (MLflow then ends it FAILED), the line also goes on that run as its
+    `end_reason`, so the UI says why."""
+    print(f"error: {message}", file=sys.stderr)
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if run_id and code == 2:
+        try:
+            import mlflow
+
+            mlflow.MlflowClient().set_tag(run_id, "end_reason", f"error: {message}"[:500])
+        except Exception:  # a store that is itself the problem: the line above says enough
+            pass
+    sys.exit(code)
