@@ -99,39 +99,43 @@ def dead_local_worker(trial: optuna.trial.FrozenTrial) -> str | None:
 
 
 def fail_dead_local_trials(study: optuna.Study) -> list[int]:
-    """Fail and retry the RUNNING trials whose worker on this host has died; their numbers.
-
-    Workers may find the same dead trial together: only the one whose FAIL is stored retries
-    it (the storage refuses to finish a trial twice)."""
-    failed = []
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+    """Fail and retry the RUNNING trials whose worker on this host has died; their numbers."""
+    def reason(trial: optuna.trial.FrozenTrial) -> str | None:
         worker = dead_local_worker(trial)
-        if worker is None:
-            continue
-        try:
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
-            continue  # another worker failed it first, and retries it
-        retry(study, study.trials[trial.number],
-              f"its worker {worker} on this host has died (killed or out of memory)")
-        failed.append(trial.number)
-    return failed
+        return worker and f"its worker {worker} on this host has died (killed or out of memory)"
+
+    return fail_and_retry(study, reason)
 
 
 def fail_unstarted_trials(study: optuna.Study, grace_period: float) -> list[int]:
     """Fail and retry the RUNNING trials that have not named their worker `grace_period`
     seconds after they started; their numbers."""
-    now, failed = datetime.now(), []
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+    now = datetime.now()
+
+    def reason(trial: optuna.trial.FrozenTrial) -> str | None:
         started = trial.datetime_start
         if WORKER_ATTR in trial.user_attrs or started is None \
                 or now - started < timedelta(seconds=grace_period):
+            return None
+        return f"its worker never started it in {grace_period:g} s (lost as it began)"
+
+    return fail_and_retry(study, reason)
+
+
+def fail_and_retry(study: optuna.Study, reason) -> list[int]:
+    """Fail and retry each RUNNING trial for which `reason(trial)` gives a reason; their numbers.
+
+    Workers may find the same dead trial together: only the one whose FAIL is stored retries
+    it (the storage refuses to finish a trial twice)."""
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        why = reason(trial)
+        if why is None:
             continue
         try:
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
             continue  # another worker failed it first, and retries it
-        retry(study, study.trials[trial.number],
-              f"its worker never started it in {grace_period:g} s (lost as it began)")
+        retry(study, study.trials[trial.number], why)
         failed.append(trial.number)
     return failed
