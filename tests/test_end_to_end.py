@@ -177,7 +177,11 @@ def sigterm_when(proc: subprocess.Popen, ready, timeout: float = 300) -> str:
             time.sleep(0.5)
         time.sleep(2)
         proc.send_signal(signal.SIGTERM)
-        return proc.communicate(timeout=120)[1]
+        try:
+            return proc.communicate(timeout=120)[1]
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(f"still running 120 s after SIGTERM: {proc.communicate()[1]}")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -69,12 +70,20 @@ def owner_tags() -> dict[str, str]:
 
 
 def end(run_id: str, status: str, reason: str | None = None) -> None:
-    """End the active run `run_id` with `status`, tagging why when it did not finish."""
+    """End the active run `run_id` with `status`, tagging why when it did not finish.
+
+    When it did not finish, an exception is on its way up (a stop request above all): a store
+    error here (SQLite's "database is locked" under load) is one warning line instead of
+    masking it; the run, if left RUNNING, is closed by the next command (tracking/orphans.py)."""
     try:
         if reason:
             mlflow.MlflowClient().set_tag(run_id, END_REASON, reason[:500])
-    finally:
         mlflow.end_run(status)
+    except Exception as e:
+        if status == "FINISHED":
+            raise
+        print(f"warning: MLflow run {run_id} not ended {status}: {first_line(e)}",
+              file=sys.stderr)
 
 
 def log_new_params(params: dict) -> None:

@@ -8,6 +8,7 @@ it logs a trial only after it ends, so per-epoch metrics and pruned trials would
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 
 from pipeline.core.data import FashionMNIST
 from pipeline.core.training import TEST_ACC, VAL_ACC, Diverged, EpochEnd
+from pipeline.core.errors import first_line
 from pipeline.tracking import log as tracklog
 from pipeline.tuning.attrs import (FAIL_REASON_ATTR, PARENT_RUN_ID_ATTR, RETRY_OF_ATTR,
                                    RUN_ID_ATTR, STATE_FILE, WORKER_ATTR)
@@ -97,7 +99,13 @@ class TrialEnd:
         elif isinstance(error, KeyboardInterrupt):
             self.reason = str(error) or "interrupted (Ctrl-C)"
         client = mlflow.MlflowClient()
-        for run_id in self.run_ids:
-            client.set_tag(run_id, "trial_state", self.state)
-            if self.reason:
-                client.set_tag(run_id, "trial_reason", self.reason)
+        try:
+            for run_id in self.run_ids:
+                client.set_tag(run_id, "trial_state", self.state)
+                if self.reason:
+                    client.set_tag(run_id, "trial_reason", self.reason)
+        except Exception as e:  # e.g. SQLite "database is locked" under load: must not mask
+            if error is None:   # how the trial ended (a stop request above all)
+                raise
+            print(f"warning: trial {self.trial.number}'s end not tagged on its run: "
+                  f"{first_line(e)}", file=sys.stderr)

@@ -48,12 +48,24 @@ class Helpers:
         try:
             yield self
         except BaseException:
-            for proc in self.procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in self.procs:
-                proc.wait()
+            self.stop()
             raise
+
+    def stop(self, grace: float = 60) -> None:
+        """SIGTERM each helper still running (its trial ends FAIL, its runs KILLED); one that
+        has not ended after `grace` seconds is killed, and the next command on this host closes
+        its runs (tracking/orphans.py) and retries its trial (tuning/recovery.py)."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                print(f"warning: helper worker {proc.pid} did not stop within {grace:g} s "
+                      "after SIGTERM: killed", file=sys.stderr)
+                proc.kill()
+                proc.wait()
 
     def wait(self) -> None:
         """Block until every helper has ended; one line if any failed."""
