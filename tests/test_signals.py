@@ -67,6 +67,9 @@ def test_a_signal_to_mlflow_run_ends_the_training_and_its_run_killed(target, tmp
                                                                      tracking_env, data_dir):
     """SIGTERM to the `mlflow run` process alone (its child follows it), or Ctrl-C to the whole
     process group (the terminal's way)."""
+    # The store and experiment first: this process polls the store while `mlflow run` starts,
+    # and two processes creating MLflow's tables at once collide (MLflow's own race, not ours).
+    mlflow.set_experiment("tests")
     proc = subprocess.Popen(
         ["mlflow", "run", str(ROOT), "-e", "train", "--env-manager", "local",
          "--experiment-name", "tests", "-P", "epochs=500", "-P", "hidden=32",
