@@ -204,6 +204,10 @@ def test_tune_stopped_with_two_workers_leaves_nothing_running(tmp_path, tracking
     space = tmp_path / "small.yaml"
     space.write_text(SMALL_FCN_SPACE)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    # Both stores exist before the command starts: polling a store while the command creates
+    # its tables is a creation race in the store library, not what this test is about.
+    optuna.storages.RDBStorage(storage)
+    mlflow.MlflowClient().search_experiments()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "tune", "--workers", "2", "--n-trials", "20",
          "--epochs", "20", "--space", str(space), "--storage", storage, "--study-name", "stop",
@@ -287,6 +291,7 @@ def test_replicate_stopped_mid_training_leaves_every_run_killed(tmp_path, tracki
     """SIGTERM (a CI timeout, `kill`) while the workers train: one line, exit 130, the
     trainings, tables and top run all KILLED, no job started after it, no process left."""
 
+    mlflow.MlflowClient().search_experiments()  # the store exists first (see the tune test)
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "replicate", "--quick", "--out", "report",
          "--data-dir", str(data_dir)], env=tracking_env, cwd=tmp_path,

@@ -14,6 +14,7 @@ or change the interval (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -34,6 +35,9 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 TRAINING_KIND = "custom_model_development"
 # MLflow samples every 10 s by default, which leaves a 20-s trial one point or none.
 SYSTEM_METRICS_INTERVAL_S = 5.0
+# Its sampler says "Started monitoring system metrics." and three more lines at INFO for every
+# run: a study's terminal would drown in them. Warnings still show.
+logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
 
 def adopted() -> bool:
