@@ -20,6 +20,7 @@ from pipeline.core.data import FashionMNIST
 from pipeline.core.training import TEST_ACC, VAL_ACC, Diverged, EpochEnd
 from pipeline.core.errors import first_line
 from pipeline.tracking import log as tracklog
+from pipeline.tuning import frontier
 from pipeline.tuning.attrs import (FAIL_REASON_ATTR, PARENT_RUN_ID_ATTR, RETRY_OF_ATTR,
                                    RUN_ID_ATTR, STATE_FILE, WORKER_ATTR)
 from pipeline.tuning.recovery import this_worker
@@ -67,14 +68,16 @@ def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[
                 config, data, nested=True, parent_run_id=parent_run_id, tags=tags,
                 run_name=f"trial {trial.number}",
                 confusion=False,  # one per trial costs ~2 s; the champion gets one
-                callbacks=(PruneOnValAcc(trial),), finished_on=(optuna.TrialPruned,),
+                # a frontier: no pruning, nor reporting (Trial.report is single-objective)
+                callbacks=() if frontier.is_frontier(settings) else (PruneOnValAcc(trial),),
+                finished_on=(optuna.TrialPruned,),
                 on_start=remember)
             with tempfile.TemporaryDirectory() as tmp:
                 torch.save(result.model.state_dict(), Path(tmp) / STATE_FILE)
                 mlflow.MlflowClient().log_artifact(run_id, str(Path(tmp) / STATE_FILE))
             trial.set_user_attr(TEST_ACC, result.final[TEST_ACC])  # reported, never selected
             ended.state = "COMPLETE"
-            return result.final[VAL_ACC]
+            return frontier.objective_values(settings, trial, config, result)
 
     return objective
 
