@@ -136,12 +136,11 @@ def test_a_frontier_of_one_family_keeps_its_model_and_epochs(tmp_path):
 def test_the_shipped_frontier_space_starts_from_each_family_s_recipe():
     settings = TuneOptions(objectives=objectives.FRONTIER, epochs=4).resolve()
     assert settings.space.path.name == "frontier.yaml" and settings.model == \
-        "fcn,fast_cnn,study_cnn"
+        "fcn,fast_cnn"
     configs = [settings.space.sample(optuna.trial.FixedTrial(start), model="fcn",
                                      epochs=settings.epochs, seed=0)
                for start in settings.space.starts(settings.epochs)]
-    assert [(c.model, c.epochs) for c in configs] == [("fcn", 4), ("fast_cnn", 4),
-                                                      ("study_cnn", 4)]
+    assert [(c.model, c.epochs) for c in configs] == [("fcn", 4), ("fast_cnn", 4)]
     from pipeline.replication.experiments import FAST_CNN
 
     assert configs[1] == TrainConfig(**{**FAST_CNN.to_dict(), "hidden": FAST_CNN.hidden,
@@ -187,3 +186,11 @@ def test_the_frontier_section_survives_results_json(tmp_path):
     old = to_json(report)
     del old["frontier"]  # a results.json from before the frontier
     assert from_json(old).frontier is None
+
+
+def test_tune_workers_helpers_run_the_same_frontier():
+    opts = TuneOptions(objectives=objectives.FRONTIER, workers=2, n_trials=5, epochs=2)
+    [helper] = opts.helper_argv(opts.resolve())
+    assert helper[helper.index("--objectives") + 1] == objectives.FRONTIER
+    assert helper[helper.index("--epochs") + 1] == "2"  # the cap, not a family's own epochs
+    assert helper[helper.index("--study-name") + 1] == "frontier"
