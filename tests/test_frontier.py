@@ -194,3 +194,15 @@ def test_tune_workers_helpers_run_the_same_frontier():
     assert helper[helper.index("--objectives") + 1] == objectives.FRONTIER
     assert helper[helper.index("--epochs") + 1] == "2"  # the cap, not a family's own epochs
     assert helper[helper.index("--study-name") + 1] == "frontier"
+
+
+@pytest.mark.parametrize("winners, verdict", [
+    (["fcn", "fcn"], "no CNN wins at any budget of this study: claim 5 does not hold"),
+    (["fast_cnn", "fast_cnn"], "a CNN wins at every budget, the fastest included: claim 5 holds"),
+    (["fcn", "fast_cnn", "fcn"], "the FCN wins the largest budget again: claim 5 does not hold"),
+])
+def test_the_claim_5_sentence_follows_the_winners(winners, verdict):
+    from pipeline.replication.report.frontier import answer
+
+    points = [trial(i, m, 0.8 + 0.01 * i, 10.0 * (i + 1)) for i, m in enumerate(winners)]
+    assert verdict in answer(points)
