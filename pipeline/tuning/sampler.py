@@ -1,10 +1,10 @@
 """How a study searches: a TPE sampler seeded per trial, the pruner, and opening the study.
 
-The frontier (several objectives) keeps the same sampler: Optuna's TPE is multi-objective
-(MOTPE) and, with `group`, models each model family's conditional parameters apart; NSGA-II
-samples only the parameters every trial shares (the intersection search space) and draws the
-rest at random, and spends its first generation (50 trials by default) at random: more than a
-frontier study of a few dozen trials holds.
+The frontier (several objectives) keeps the same sampler: TPE is multi-objective (MOTPE, and
+Optuna 5's default there) and, with `group`, models each model family's conditional parameters
+apart. NSGA-II samples only the parameters every trial shares (the intersection search space),
+draws the rest at random, and spends its first generation (50 trials by default) at random:
+more than a frontier study of a few dozen trials holds.
 
 `open_study(settings)` creates the study (queuing the search space's start points, once) or
 loads it, with `TrialSeededSampler` and the pruner named in the settings.
