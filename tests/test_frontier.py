@@ -5,6 +5,7 @@ report's answer to claim 5 along its front."""
 from __future__ import annotations
 
 import json
+import re
 
 import mlflow
 import optuna
@@ -206,3 +207,20 @@ def test_the_claim_5_sentence_follows_the_winners(winners, verdict):
 
     points = [trial(i, m, 0.8 + 0.01 * i, 10.0 * (i + 1)) for i, m in enumerate(winners)]
     assert verdict in answer(points)
+
+
+def test_the_command_prints_the_front_and_says_why_no_champion(command, data_dir, tmp_path):
+    """Through the CLI as a user types it: one family (tiny FCNs), real data, two trials."""
+    (tmp_path / "front.yaml").write_text(
+        "model:\n  fcn:\n    epochs: 1\n"
+        "    hidden: {type: layers, depth: [1, 1], width: {low: 8, high: 16}}\n"
+        "    lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n"
+        "optimizer: adam\nbatch_size: 512\n")
+    out = command("tune", "--objectives", objectives.FRONTIER, "--space", "front.yaml",
+                  "--n-trials", "2", "--data-dir", str(data_dir))
+    assert out.returncode == 0, out.stderr
+    assert "study frontier: 2 trials (2 complete, 0 pruned, 0 fail)" in out.stdout
+    assert re.search(r"Pareto front \((1 trial|2 trials); val_acc up, train_time_s down\):\n"
+                     r"  trial [01]: fcn, 1 epoch, val_acc 0\.\d{4} in \d+\.\d s\n", out.stdout), \
+        out.stdout
+    assert "no champion registered" in out.stdout and "Traceback" not in out.stderr

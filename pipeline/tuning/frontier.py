@@ -20,6 +20,7 @@ import mlflow
 import optuna
 
 from pipeline.core.training import TEST_ACC, TRAIN_TIME, VAL_ACC, TrainResult
+from pipeline.replication.report.inputs import plural
 from pipeline.tuning import pareto_plot
 from pipeline.tuning.attrs import RUN_ID_ATTR
 from pipeline.tuning.settings import TuneSettings
@@ -78,8 +79,8 @@ def log_front(study: optuna.Study) -> None:
 def summary(study: optuna.Study) -> list[str]:
     """The front for the terminal, fastest first."""
     front = [r for r in trials(study) if r["on_front"]]
-    lines = [f"Pareto front ({len(front)} trials; val_acc up, train_time_s down):"]
-    lines += [f"  trial {r['number']}: {r['model']}, {r['epochs']} epochs, val_acc "
+    lines = [f"Pareto front ({plural(len(front), 'trial')}; val_acc up, train_time_s down):"]
+    lines += [f"  trial {r['number']}: {r['model']}, {plural(r['epochs'], 'epoch')}, val_acc "
               f"{r[VAL_ACC]:.4f} in {r[TRAIN_TIME]:.1f} s" for r in front]
     return lines
 
