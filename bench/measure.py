@@ -161,41 +161,57 @@ def cnn(data, name: str, epochs: int | None, thresholds: tuple[float, ...] = ())
 
 
 def tracking_overhead(data, epochs: int, tmp: Path) -> dict:
-    """The same FCN training plain, as a tracked `train` run, and as a `tune` trial."""
+    """The same FCN training plain; as a tracked `train` run with its logged model, with
+    MLflow's system metrics off and on (every 5 s, as train and tune sample); and as a `tune`
+    trial. Also the disk one logged model takes, against the bare state_dict trials kept
+    before."""
     import mlflow
+    import torch
 
-    from pipeline.tracking import log as tracklog
-
-    from pipeline.tuning.settings import TuneSettings
-    from pipeline.tuning.study import tune
     from pipeline.core.config import TrainConfig
-    from pipeline.tuning.space import load_space
     from pipeline.core.training import train
+    from pipeline.tracking import log as tracklog
+    from pipeline.tuning.settings import TuneSettings
+    from pipeline.tuning.space import load_space
+    from pipeline.tuning.study import tune
 
     config = TrainConfig(epochs=epochs)
     train(dataclasses.replace(config, epochs=1), data, progress=False)  # warm-up
-    plain = train(config, data, progress=False).train_time_s
+    plain = train(config, data, progress=False)
     mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
     mlflow.set_experiment("bench")
-    t0 = time.perf_counter()
-    tracklog.train_run(config, data, confusion=False)
-    tracked_run = time.perf_counter() - t0
+    tracked, model_bytes = {}, 0
+    for system in ("false", "true", "false", "true"):  # alternated: drift hits both alike
+        os.environ["MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"] = system
+        t0 = time.perf_counter()
+        run = tracklog.train_run(config, data, confusion=False, log_model=True)
+        tracked.setdefault(system, []).append(time.perf_counter() - t0)
+        location = mlflow.get_logged_model(run.model_id).artifact_location
+        model_bytes = sum(f.stat().st_size for f in Path(location.removeprefix("file://"))
+                          .rglob("*") if f.is_file())
+    del os.environ["MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"]
+    state = tmp / "model_state.pt"
+    torch.save(plain.model.state_dict(), state)
     space = tmp / "fixed.yaml"
     space.write_text("".join(f"{k}: {v}\n" for k, v in config.to_dict().items()
                              if k not in ("model", "epochs", "seed", "hidden"))
                      + "hidden: {type: layers, depth: [2, 2], width: {low: 200, high: 300}}\n")
     settings = TuneSettings(model="fcn", space=load_space(space), study_name="bench",
-                                   storage=f"sqlite:///{tmp / 'optuna.db'}", n_trials=1,
-                                   timeout=None, epochs=epochs, seed=0, pruner="none")
+                            storage=f"sqlite:///{tmp / 'optuna.db'}", n_trials=1,
+                            timeout=None, epochs=epochs, seed=0, pruner="none")
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # its summary would read as the bench's
         study = tune(settings, data)
     tune_call = time.perf_counter() - t0
     trial = study.trials[0]
     in_trial = (trial.datetime_complete - trial.datetime_start).total_seconds()
-    return {"epochs": epochs, "plain_s": plain, "tracked_run_s": tracked_run,
+    off, on = median(tracked["false"]), median(tracked["true"])
+    return {"epochs": epochs, "plain_s": plain.train_time_s, "tracked_run_s": on,
+            "tracked_no_system_metrics_s": off, "system_metrics_ratio": on / off,
             "trial_s": in_trial, "tune_call_s": tune_call,
-            "tracked_ratio": tracked_run / plain, "trial_ratio": in_trial / plain}
+            "tracked_ratio": on / plain.train_time_s,
+            "trial_ratio": in_trial / plain.train_time_s,
+            "model_bytes": model_bytes, "state_dict_bytes": state.stat().st_size}
 
 
 def trials_per_hour(data_dir: Path, seconds: float, epochs: int, tmp: Path) -> dict:

@@ -60,9 +60,15 @@ def _cnn(key: str, label: str):
 
 def _tracking(r: dict) -> list[str]:
     t = r["tracking"]
-    return [f"tracking overhead, {t['epochs']} epochs: plain {t['plain_s']:.1f} s, "
-            f"MLflow run {t['tracked_run_s']:.1f} s ({t['tracked_ratio']:.2f}x), "
-            f"Optuna trial {t['trial_s']:.1f} s ({t['trial_ratio']:.2f}x)"]
+    lines = [f"tracking overhead, {t['epochs']} epochs: plain {t['plain_s']:.1f} s, "
+             f"MLflow run {t['tracked_run_s']:.1f} s ({t['tracked_ratio']:.2f}x), "
+             f"Optuna trial {t['trial_s']:.1f} s ({t['trial_ratio']:.2f}x)"]
+    if "system_metrics_ratio" in t:  # results of earlier versions lack these
+        lines.append(f"  system metrics every 5 s: run {t['tracked_no_system_metrics_s']:.1f} s "
+                     f"off, {t['tracked_run_s']:.1f} s on ({t['system_metrics_ratio']:.3f}x); "
+                     f"one logged model {t['model_bytes'] / 1e6:.2f} MB (its state_dict "
+                     f"{t['state_dict_bytes'] / 1e6:.2f} MB)")
+    return lines
 
 
 def _tune(r: dict) -> list[str]:

@@ -11,6 +11,8 @@ import optuna
 import pytest
 
 from pipeline.tuning import champion
+from pipeline.tuning.attrs import MODEL_ID_ATTR
+from tests.test_logged_models import log_trial_model
 
 NAME = champion.registry_name("fcn")
 
@@ -109,19 +111,22 @@ def test_the_best_trial_is_read_again_and_registered_once(settings, tiny_data): 
     study = tune(s, tiny_data)
     assert len(client_versions()) == 1
     with mlflow.start_run():
-        champion.register_champion(study, s, tiny_data)  # the same best: not registered again
+        champion.register_champion(study, s, tiny_data, s.tags())  # the same: not again
     assert len(client_versions()) == 1
 
-    # Another worker completes a better trial after this one's study handle was made.
+    # Another worker completes a better trial, and logs its model, after this one's study
+    # handle was made.
     other = optuna.load_study(study_name="s", storage=s.storage)
     best = other.best_trial
+    model_id = log_trial_model(s.tags(), 2, 1.0)
     other.add_trial(optuna.trial.create_trial(
         params=best.params, distributions=best.distributions, value=1.0,
-        user_attrs=best.user_attrs))
+        user_attrs={**best.user_attrs, MODEL_ID_ATTR: model_id}))
     with mlflow.start_run():
-        champion.register_champion(study, s, tiny_data)
+        champion.register_champion(study, s, tiny_data, s.tags())
     assert [v.tags["trial_number"] for v in client_versions()] == [str(best.number), "2"]
     assert alias(mlflow.MlflowClient()) == client_versions()[-1].version
+    assert client_versions()[-1].source == f"models:/{model_id}"  # its own model, as logged
 
 
 def client_versions():

@@ -50,9 +50,18 @@ def test_train_logs_metrics_artifacts_dataset_and_a_loadable_model(command, data
     with torch.inference_mode():
         acc = (model(test.images.float()).argmax(1) == test.labels).float().mean().item()
     assert acc == pytest.approx(run.data.metrics["test_acc"], abs=1e-4)
-    pyfunc = mlflow.pyfunc.load_model(model_uri)
-    logits = pyfunc.predict(test.images[:4].float().numpy())
-    assert np.asarray(logits).shape == (4, 10)
+    answer = mlflow.pyfunc.load_model(model_uri).predict(test.images[:4].float().numpy())
+    with torch.inference_mode():
+        predicted = model(test.images[:4].float()).argmax(1).tolist()
+    assert answer["class_index"].tolist() == predicted
+    assert np.stack(answer["probabilities"]).shape == (4, 10)
+    # Its final metrics are on the model, each with the split it was measured on.
+    linked = {m.key: m.dataset_name for m in mlflow.get_logged_model(
+        run.outputs.model_outputs[0].model_id).metrics}
+    assert linked["val_acc"] == "fashion-mnist-validation"
+    assert linked["test_acc"] == "fashion-mnist-test"
+    assert linked["train_loss"] == "fashion-mnist-training"
+    assert TRAIN_TIME in linked
 
 
 def test_the_fast_cnn_recipe_trains_and_its_logged_model_flip_averages(command, data_dir):

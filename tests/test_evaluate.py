@@ -25,9 +25,8 @@ def trained(tracking_env, data_dir):
 
     store.configure()
     config = TrainConfig(hidden=(64,), epochs=1, optimizer="adam", lr=1e-3)
-    run_id, result = tracklog.train_run(config, data.load(data_dir), log_model=True,
-                                        confusion=False)
-    return run_id, result.model
+    trained = tracklog.train_run(config, data.load(data_dir), log_model=True, confusion=False)
+    return trained.run_id, trained.result.model
 
 
 def test_evaluate_matches_an_independent_computation(tmp_path, command, data_dir, trained):
@@ -99,3 +98,53 @@ def test_a_model_that_is_not_ours_is_refused(command, data_dir):
     assert out.returncode == 2
     assert "is not a FashionMNIST classifier of this project" in out.stderr
     assert len(runs()) == 1  # only the run that logged the foreign model
+
+
+def test_the_python_function_flavor_answers_class_index_name_and_probabilities(trained,
+                                                                               data_dir):
+    """What `mlflow models serve` runs: the same network, answering like a classifier."""
+    import numpy as np
+
+    run_id, _ = trained
+    images = data.load(data_dir).test.images[:50].float()
+    served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    answer = served.predict(images.numpy())
+    assert list(answer.columns) == ["class_index", "class_name", "probabilities"]
+    schema = served.metadata.get_output_schema().input_names()
+    assert schema == ["class_index", "class_name", "probabilities"]
+    with torch.inference_mode():
+        logits = mlflow.pytorch.load_model(f"runs:/{run_id}/model")(images)
+    probs = np.stack(answer["probabilities"])
+    np.testing.assert_allclose(probs, logits.softmax(1).numpy(), rtol=1e-5, atol=1e-6)
+    assert answer["class_index"].tolist() == logits.argmax(1).tolist()
+    assert answer["class_name"].tolist() == [data.CLASSES[i] for i in answer["class_index"]]
+
+
+def test_evaluate_and_predict_still_read_a_model_logged_as_bare_logits(tmp_path, command,
+                                                                       data_dir):
+    """Models logged before the classifier answer (pytorch flavor, 10 logits out) still work."""
+    from mlflow.models import infer_signature
+    from PIL import Image
+
+    from pipeline.core.models import build_model
+
+    mlflow.set_experiment("tests")
+    test = data.load(data_dir).test
+    model = build_model(TrainConfig(hidden=(16,))).eval()
+    example = test.images[:5].float().numpy()
+    with torch.inference_mode():
+        signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+    with mlflow.start_run():
+        info = mlflow.pytorch.log_model(model, name="model", signature=signature,
+                                        input_example=example)
+    with torch.inference_mode():
+        expected = (model(test.images.float()).argmax(1) == test.labels).float().mean().item()
+    out = command("evaluate", "--model-uri", info.model_uri, "--data-dir", str(data_dir))
+    assert out.returncode == 0, out.stderr
+    assert f"test accuracy {100 * expected:.2f}%" in out.stdout
+    Image.fromarray(test.images[0, 0].numpy()).save(tmp_path / "first.png")
+    out = command("predict", str(tmp_path / "first.png"), "--model-uri", info.model_uri)
+    assert out.returncode == 0, out.stderr
+    with torch.inference_mode():
+        top = data.CLASSES[model(test.images[:1].float()).argmax().item()]
+    assert out.stdout.split(": ", 1)[1].startswith(top)

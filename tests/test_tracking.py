@@ -106,3 +106,59 @@ def test_a_stale_experiment_id_in_the_shell_is_one_line(tracking_env, monkeypatc
     store.configure()  # the id alone chooses the experiment
     with lifecycle.tracked_run("there") as run:
         assert run.info.experiment_id == other
+
+
+def test_every_experiment_we_run_in_opens_on_training_runs(tracking_env):
+    """MLflow 3's UI reads mlflow.experimentKind: without it, an experiment opens on the GenAI
+    view. New experiments and old ones without the tag get it; a kind someone chose stays."""
+    client = mlflow.MlflowClient()
+    old = client.create_experiment("made-before")  # an experiment of an earlier version
+    chosen = client.create_experiment("chosen", tags={lifecycle.EXPERIMENT_KIND_TAG: "other"})
+    store.configure()
+    with lifecycle.tracked_run("in the default experiment"):
+        pass
+    for experiment_id in (old, chosen):
+        mlflow.set_experiment(experiment_id=experiment_id)
+        with lifecycle.tracked_run("a run"):
+            pass
+    kinds = {e.name: e.tags.get(lifecycle.EXPERIMENT_KIND_TAG)
+             for e in client.search_experiments()}
+    assert kinds["made-before"] == kinds["tests"] == "custom_model_development"
+    assert kinds["chosen"] == "other"
+
+
+def test_a_training_run_has_mlflow_system_metrics_unless_turned_off(tracking_env, tiny_data,
+                                                                    tiny_config, monkeypatch):
+    import time
+
+    from pipeline.tracking import log as tracklog
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    store.configure()
+
+    def until_sampled(end) -> None:
+        """Training waits (at its first epoch's end) until MLflow's sampler has logged."""
+        if end.epoch > 1:
+            return
+        run_id = mlflow.active_run().info.run_id
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if any(k.startswith("system/") for k in mlflow.get_run(run_id).data.metrics):
+                return
+            time.sleep(0.1)
+
+    sampled = tracklog.train_run(tiny_config, tiny_data, confusion=False,
+                                 callbacks=(until_sampled,))
+    metrics = mlflow.get_run(sampled.run_id).data.metrics
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} \
+        <= set(metrics)
+    monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
+    sampling = []
+
+    def sampler_running(end) -> None:
+        from mlflow.tracking import fluent
+
+        sampling.append(mlflow.active_run().info.run_id in fluent.run_id_to_system_metrics_monitor)
+
+    tracklog.train_run(tiny_config, tiny_data, confusion=False, callbacks=(sampler_running,))
+    assert sampling == [False, False]

@@ -6,7 +6,8 @@ import pytest
 
 from pipeline.core.errors import UserError
 from pipeline.tuning import objective, sampler, storage, summary
-from pipeline.tuning.attrs import STATE_FILE
+from pipeline.tuning import logged_models
+from pipeline.tuning.attrs import MODEL_ID_ATTR
 from pipeline.tuning.sampler import open_study
 from pipeline.tuning.study import tune
 from pipeline.tuning.settings import TuneSettings
@@ -46,10 +47,27 @@ def test_a_study_leaves_one_parent_and_a_child_run_per_trial(settings, tiny_data
         assert "lr" in child.data.params and "val_acc" in child.data.metrics
         assert [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")] == [1, 2]
         child_artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"curves.png", STATE_FILE} <= child_artifacts
+        assert "curves.png" in child_artifacts
 
+    # Every completed trial's network is a logged model of its run, its final metrics linked
+    # to it and to the split they were measured on.
+    models = logged_models.ranked(parent.info.experiment_id, s.tags())
+    assert sorted(m.tags["trial_number"] for m in models) == ["0", "1", "2"]
+    for model in models:
+        trial = study.trials[int(model.tags["trial_number"])]
+        assert model.model_id == trial.user_attrs[MODEL_ID_ATTR]
+        assert model.source_run_id == trial.user_attrs["mlflow_run_id"]
+        linked = {m.key: (m.value, m.dataset_name, m.step) for m in model.metrics}
+        assert linked["val_acc"] == (trial.value, "fashion-mnist-validation", 2)
+        assert linked["test_acc"][1:] == ("fashion-mnist-test", 2)
+        assert linked["train_loss"][1] == "fashion-mnist-training"
+    assert [logged_models.val_acc(m) for m in models] == sorted(
+        (t.value for t in study.trials), reverse=True)
+
+    # The champion is the best trial's own logged model, registered as it is.
     champion = client.get_model_version_by_alias("fashion-mnist-fcn", "champion")
     assert champion.tags["trial_number"] == str(study.best_trial.number)
+    assert champion.source == f"models:/{study.best_trial.user_attrs[MODEL_ID_ATTR]}"
     model = mlflow.pytorch.load_model("models:/fashion-mnist-fcn@champion")
     assert model(tiny_data.test.images.float()).shape == (32, 10)
 

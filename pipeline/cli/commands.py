@@ -38,11 +38,11 @@ def train(opts: TrainOptions) -> None:
 
     dataset = data.load(opts.data_dir)
     store.configure()
-    run_id, result = tracklog.train_run(opts.config, dataset, log_model=True)
-    final = result.final
-    print(f"run {run_id}: val_acc {final['val_acc']:.4f}, test_acc {final['test_acc']:.4f}, "
-          f"{result.train_time_s:.1f} s. Look at it: mlflow ui --backend-store-uri "
-          f"{store.tracking_uri()}")
+    trained = tracklog.train_run(opts.config, dataset, log_model=True)
+    final, result = trained.result.final, trained.result
+    print(f"run {trained.run_id}: val_acc {final['val_acc']:.4f}, test_acc "
+          f"{final['test_acc']:.4f}, {result.train_time_s:.1f} s; model models:/"
+          f"{trained.model_id}. {store.look_at_it()}")
 
 
 def evaluate(opts: EvaluateOptions) -> None:
@@ -60,7 +60,7 @@ def evaluate(opts: EvaluateOptions) -> None:
     run_id, result = evaluation.evaluate_run(opts.model_uri, info, model, dataset)
     print(f"model {evaluation.normalize_uri(opts.model_uri)}")
     print(evaluation.table(result))
-    print(f"run {run_id}. Look at it: mlflow ui --backend-store-uri {store.tracking_uri()}")
+    print(f"run {run_id}. {store.look_at_it()}")
 
 
 def replicate(opts: ReplicateOptions) -> None:
@@ -82,7 +82,7 @@ def replicate(opts: ReplicateOptions) -> None:
     store.configure()
     run_id, path = replication.replicate(settings, dataset)
     print(f"report: {path} and {path.with_suffix('.html')} (also in run {run_id}, folder "
-          f"report/). Look at it: mlflow ui --backend-store-uri {store.tracking_uri()}")
+          f"report/). {store.look_at_it()}")
 
 
 def predict(opts: PredictOptions) -> None:

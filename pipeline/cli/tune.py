@@ -44,8 +44,8 @@ def tune(opts: TuneOptions) -> None:
     if settings.helper_of:
         return  # the main worker prints the summary
     print(summary(study))
-    print(f"Look at it: mlflow ui --backend-store-uri {store.tracking_uri()}  and  "
-          f"python -m pipeline dashboard --storage {mask_password(opts.storage)}")
+    print(f"{store.look_at_it()}; and python -m pipeline dashboard --storage "
+          f"{mask_password(opts.storage)}")
 
 
 def helpers(opts: TuneOptions, settings):

@@ -72,11 +72,12 @@ def train_seed(settings: ReplicateSettings, job: Job, data: FashionMNIST) -> See
     """Train one job in its own run, then log its per-class test accuracy and confusion counts."""
     config = settings.config(job.key, job.seed)
     variant = VARIANTS[job.key]
-    run_id, result = tracklog.train_run(
+    trained = tracklog.train_run(
         config, data, nested=True, parent_run_id=job.table_run_id, confusion=False,
         run_name=f"{variant.label}, seed {job.seed}",
         tags={"replicate_run": job.top_run_id, "variant": job.key, "seed": str(job.seed),
               "replicate_table": str(job.table)})
+    run_id, result = trained.run_id, trained.result
     counts = tracklog.confusion_counts(result.model, data.test)
     recall = per_class(counts)["recall"]
     client = mlflow.MlflowClient()

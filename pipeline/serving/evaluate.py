@@ -112,6 +112,9 @@ def sqlite_file(tracking_uri: str) -> Path | None:
 
 
 def check_ours(uri: str, info: mlflow.models.model.ModelInfo) -> None:
+    """A PyTorch model taking float32 (N, 1, 28, 28) whose outputs are 10 logits (models logged
+    before the classifier answer) or class_index / class_name / probabilities (tracking/log.py);
+    either way its pytorch flavor returns the logits."""
     why = None
     if "pytorch" not in info.flavors:
         why = f"it is a {'/'.join(f for f in info.flavors if f != 'python_function')} model"
@@ -123,12 +126,13 @@ def check_ours(uri: str, info: mlflow.models.model.ModelInfo) -> None:
         shape_ok = (len(spec) == 1 and spec[0].get("type") == "tensor"
                     and tuple(spec[0]["tensor-spec"]["shape"]) == INPUT_SHAPE
                     and spec[0]["tensor-spec"]["dtype"] == "float32")
-        out_ok = len(outputs) == 1 and outputs[0].get("tensor-spec", {}).get("shape", [0])[-1] == 10
-        if not (shape_ok and out_ok):
+        logits = len(outputs) == 1 and outputs[0].get("tensor-spec", {}).get("shape", [0])[-1] == 10
+        answer = {o.get("name") for o in outputs} == {"class_index", "class_name", "probabilities"}
+        if not (shape_ok and (logits or answer)):
             why = f"its signature is {info.signature.inputs} -> {info.signature.outputs}"
     if why:
         raise ModelURIError(f"model {uri!r} is not a FashionMNIST classifier of this project "
-                            f"({why}; expected float32 (N, 1, 28, 28) -> 10 logits)")
+                            f"({why}; expected float32 (N, 1, 28, 28) -> 10 classes)")
 
 
 def load(uri: str) -> torch.nn.Module:

@@ -5,7 +5,11 @@ their runs with. The run ends FINISHED on success; KILLED on Ctrl-C or SIGTERM; 
 other exception, unless it is one of `finished_on` (a pruned trial ends normally). Every end
 other than FINISHED carries the tag `end_reason`. Each run records the host and process that
 owns it (`owner_host`, `owner_pid`), so a run whose process died without a word (kill -9, OOM)
-can be closed by the next command (pipeline/tracking/orphans.py).
+can be closed by the next command (pipeline/tracking/orphans.py). Training runs (and so tune's
+trials) also get MLflow's system metrics: CPU, memory, disk, network and, where there is one,
+GPU, sampled every 5 s in a thread of MLflow's (`system/...` metrics, the run page's "System
+metrics" tab). MLflow's own variables turn them off (MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false)
+or change the interval (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL).
 """
 
 from __future__ import annotations
@@ -17,11 +21,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import mlflow
+from mlflow.environment_variables import (MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING,
+                                          MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL)
 
 from pipeline.core.errors import first_line
 from pipeline.tracking import orphans
 
 END_REASON = "end_reason"
+# MLflow 3's UI opens an experiment on the view this tag names; without it, on its GenAI view
+# (traces, an assistant), where our runs sit under "Evaluations".
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+# MLflow samples every 10 s by default, which leaves a 20-s trial one point or none.
+SYSTEM_METRICS_INTERVAL_S = 5.0
 
 
 def adopted() -> bool:
@@ -32,15 +44,21 @@ def adopted() -> bool:
 @contextmanager
 def tracked_run(name: str, *, tags: dict[str, str] | None = None, nested: bool = False,
                 parent_run_id: str | None = None,
-                finished_on: tuple[type[BaseException], ...] = ()) -> Iterator[mlflow.ActiveRun]:
+                finished_on: tuple[type[BaseException], ...] = (),
+                system_metrics: bool = False) -> Iterator[mlflow.ActiveRun]:
     """The run named `name`, active inside the block. A top-level run adopts the one `mlflow
     run` started (MLFLOW_RUN_ID), renamed to `name`. `parent_run_id` nests it under a run that
-    is not this process's active one (a replicate worker's table run, a tune helper's parent)."""
+    is not this process's active one (a replicate worker's table run, a tune helper's parent).
+    `system_metrics`: MLflow's CPU/memory/GPU sampling while the run lasts, unless the user
+    turned it off."""
     adopt = adopted() and not nested and parent_run_id is None
     run = mlflow.start_run(nested=nested, parent_run_id=parent_run_id,
-                           run_name=None if adopt else name, tags=tags)
+                           run_name=None if adopt else name, tags=tags,
+                           log_system_metrics=system_metrics and system_metrics_on())
     status, reason = "FAILED", None
     try:
+        if not nested and parent_run_id is None:
+            mark_training(run.info.experiment_id)
         mlflow.set_tags({**({"mlflow.runName": name, **(tags or {})} if adopt else {}),
                          **owner_tags()})
         yield run
@@ -50,6 +68,30 @@ def tracked_run(name: str, *, tags: dict[str, str] | None = None, nested: bool =
         raise
     finally:
         end(run.info.run_id, status, reason)
+
+
+def mark_training(experiment_id: str) -> None:
+    """Tag the experiment as model training, unless it says what it is already (an experiment
+    made before this tag existed gets it at its next run)."""
+    client = mlflow.MlflowClient()
+    if EXPERIMENT_KIND_TAG in client.get_experiment(experiment_id).tags:
+        return
+    try:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+    except mlflow.exceptions.MlflowException:
+        # Workers starting together insert the same tag: the loser finds it there.
+        if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
+            raise
+
+
+def system_metrics_on() -> bool:
+    """MLflow's variable decides when it is set; otherwise on, every 5 s unless its interval
+    variable says otherwise."""
+    if MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.defined:
+        return bool(MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.get())
+    if not MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.defined:
+        mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
+    return True
 
 
 def outcome(error: BaseException, finished_on: tuple[type[BaseException], ...] = ()

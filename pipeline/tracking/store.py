@@ -83,6 +83,16 @@ def tracking_uri() -> str:
     return mlflow.get_tracking_uri()
 
 
+def look_at_it() -> str:
+    """How to open the runs: the UI command and the experiment's runs page. The link says
+    workflowType=machine_learning: MLflow 3.17's UI opens an experiment on its GenAI view unless
+    the link (or its "Model training" switch, remembered by the browser) says otherwise."""
+    experiment = os.environ.get("MLFLOW_EXPERIMENT_ID")  # set by mlflow run and set_experiment
+    page = (f", then http://127.0.0.1:5000/#/experiments/{experiment}/runs?"
+            "workflowType=machine_learning" if experiment else "")
+    return f"Look at it: mlflow ui --backend-store-uri {tracking_uri()}{page}"
+
+
 def log_files(paths: list[Path], artifact_path: str) -> None:
     """Files into the run `mlflow run` started (prepare's sample grids)."""
     with tracked_run("prepare"):

@@ -4,8 +4,8 @@ Whoever closes a dead worker's trial reads these (tuning/recovery.py), and so do
 registration (tuning/champion.py), possibly in another process on another machine.
 """
 
-STATE_FILE = "model_state.pt"  # each completed trial's weights, to rebuild the champion later
 RUN_ID_ATTR = "mlflow_run_id"
+MODEL_ID_ATTR = "mlflow_model_id"  # a completed trial's logged model (tuning/logged_models.py)
 PARENT_RUN_ID_ATTR = "mlflow_parent_run_id"  # the worker's run: closed when the worker dies
 RETRY_OF_ATTR = "retry_of"  # number of the trial whose dead worker this trial runs again
 FAIL_REASON_ATTR = "fail_reason"

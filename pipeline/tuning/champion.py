@@ -1,9 +1,14 @@
-"""The study's best trial as a registered model, and the alias `champion` on the best version.
+"""The study's best trial model as a registered model, and the alias `champion` on the best
+version.
+
+The champion is chosen among the study's logged models (tuning/logged_models.py: the Models
+view's ranking by val_acc) and registered from its URI `models:/<model id>`: the version is the
+trial's own model, nothing is rebuilt.
 
 Any number of workers may end a study together, on any MLflow backend, so each step is safe to
 repeat and to interleave:
-- The best trial is read from the study storage right before registering: another worker may
-  have completed a better one since this worker's last trial.
+- The best model is searched right before registering: another worker may have completed a
+  better trial since this worker's last one.
 - A trial already registered (a version tagged with its study_name and trial_number) is not
   registered again; when two workers register the same trial at once, the later version is
   deleted again.
@@ -19,19 +24,18 @@ from __future__ import annotations
 import math
 import random
 import sys
-import tempfile
 import time
 
 import mlflow
 import optuna
-import torch
+from mlflow.entities import LoggedModel
 
-from pipeline.core.errors import first_line
+from pipeline.core import plots
 from pipeline.core.data import FashionMNIST
-from pipeline.core.models import build_model
+from pipeline.core.errors import first_line
 from pipeline.core.training import TEST_ACC
-from pipeline.tracking import log as tracklog
-from pipeline.tuning.attrs import RUN_ID_ATTR, STATE_FILE
+from pipeline.serving import evaluate as evaluation
+from pipeline.tuning import logged_models
 from pipeline.tuning.settings import TuneSettings
 
 ALIAS = "champion"
@@ -42,20 +46,28 @@ def registry_name(model: str) -> str:
     return f"fashion-mnist-{model}"
 
 
-def register_champion(study: optuna.Study, settings: TuneSettings,
-                      data: FashionMNIST) -> None:
-    """Register the study's best trial (unless it is already) and move `champion` to the best
-    version of `fashion-mnist-<model>`."""
+def register_champion(study: optuna.Study, settings: TuneSettings, data: FashionMNIST,
+                      study_tags: dict[str, str]) -> None:
+    """Register the study's best logged model (unless it is already) and move `champion` to the
+    best version of `fashion-mnist-<model>`."""
     client = mlflow.MlflowClient()
     name = registry_name(settings.model)
-    best = study.best_trial  # from the storage now, with every worker's trials so far
-    tags = {"study_name": settings.study_name, "trial_number": str(best.number)}
+    ranked = logged_models.ranked(mlflow.active_run().info.experiment_id, study_tags)
+    if not ranked:
+        print("no trial of this study has a logged model: nothing to register")
+        return
+    best = ranked[0]
+    trial = best.tags[logged_models.TRIAL_TAG]
+    if study.best_trial.number != int(trial):  # e.g. a study begun before models were logged
+        print(f"note: the study's best trial {study.best_trial.number} has no logged model "
+              f"here; the best that has one is trial {trial}")
+    tags = {"study_name": settings.study_name, "trial_number": trial}
     registered = versions_of(client, name, tags)
     if registered:
-        print(f"{name} version {registered[0].version} is trial {best.number} of "
+        print(f"{name} version {registered[0].version} is trial {trial} of "
               f"{settings.study_name} already")
     else:
-        register(client, best, settings, data, tags)
+        register(client, best, name, data, tags)
     champion = move_alias(client, name)
     if champion is not None:
         print(f"champion: {name} version {champion.version} (study "
@@ -63,31 +75,32 @@ def register_champion(study: optuna.Study, settings: TuneSettings,
               f"val_acc {champion.tags[VAL_ACC_TAG]})")
 
 
-def register(client: mlflow.MlflowClient, best: optuna.trial.FrozenTrial,
-             settings: TuneSettings, data: FashionMNIST, tags: dict[str, str]) -> None:
-    """Log the trial's model on the active (parent) run and register it as a new version."""
-    name = registry_name(settings.model)
-    config = settings.space.sample(optuna.trial.FixedTrial(best.params), model=settings.model,
-                                   epochs=settings.epochs, seed=settings.seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(best.user_attrs[RUN_ID_ATTR], STATE_FILE, tmp)
-        model = build_model(config)
-        model.load_state_dict(torch.load(path, weights_only=True))
-    test_acc = best.user_attrs.get(TEST_ACC, math.nan)
-    info = tracklog.save_model(model, data.test.images)
-    tracklog.log_confusion(model, data, f"best model: trial {best.number} of "
-                                        f"{settings.study_name}")
+def metric(model: LoggedModel, key: str) -> float:
+    return next((m.value for m in model.metrics or () if m.key == key), math.nan)
+
+
+def register(client: mlflow.MlflowClient, best: LoggedModel, name: str, data: FashionMNIST,
+             tags: dict[str, str]) -> None:
+    """Register the trial's logged model as a new version; its confusion matrix and test
+    accuracy go on the active (parent) run."""
+    trial = tags["trial_number"]
+    val_acc, test_acc = metric(best, logged_models.VAL_ACC), metric(best, TEST_ACC)
+    uri = f"models:/{best.model_id}"
+    # The exported program as `evaluate` loads it (it refuses .eval(): it is in eval mode).
+    counts = evaluation.evaluate(evaluation.load(uri), data.test).counts
+    mlflow.log_figure(plots.confusion(counts, f"best model: trial {trial} of "
+                                              f"{tags['study_name']}"), "confusion_matrix.png")
     mlflow.log_metric("best_model_test_acc", test_acc)
     # The tags come with the version in one call: a version is never seen without them.
-    version = mlflow.register_model(info.model_uri, name, tags={
-        **tags, VAL_ACC_TAG: f"{best.value:.6g}", "test_acc": f"{test_acc:.4f}"})
+    version = mlflow.register_model(uri, name, tags={
+        **tags, VAL_ACC_TAG: f"{val_acc:.6g}", "test_acc": f"{test_acc:.4f}"})
     first = versions_of(client, name, tags)[0]
     if first.version != version.version:  # another worker registered it at the same moment
         client.delete_model_version(name, version.version)
-        print(f"{name} version {first.version} is trial {best.number} already")
+        print(f"{name} version {first.version} is trial {trial} already")
         return
-    print(f"registered {name} version {version.version} (trial {best.number}, val_acc "
-          f"{best.value:.4f}, test_acc {test_acc:.4f})")
+    print(f"registered {name} version {version.version} ({uri}: trial {trial}, val_acc "
+          f"{val_acc:.4f}, test_acc {test_acc:.4f})")
 
 
 def versions_of(client: mlflow.MlflowClient, name: str, tags: dict[str, str]) -> list:

@@ -1,5 +1,6 @@
 """A trial is a `train` run: the objective samples a config, trains it in a nested MLflow run
-(tracking/log.py) and returns its validation accuracy.
+(tracking/log.py) and returns its validation accuracy. A completed trial's network is a logged
+model of its run; the study keeps the best `keep_models` of them (tuning/logged_models.py).
 
 We open the MLflow runs ourselves instead of using Optuna's MLflowCallback: that callback calls
 `set_experiment`, which clashes with the run `mlflow run` has already started (MLFLOW_RUN_ID), and
@@ -9,20 +10,17 @@ it logs a trial only after it ends, so per-epoch metrics and pruned trials would
 from __future__ import annotations
 
 import sys
-import tempfile
-from pathlib import Path
 
 import mlflow
 import optuna
-import torch
 
 from pipeline.core.data import FashionMNIST
 from pipeline.core.training import TEST_ACC, VAL_ACC, Diverged, EpochEnd
 from pipeline.core.errors import first_line
 from pipeline.tracking import log as tracklog
-from pipeline.tuning import frontier
-from pipeline.tuning.attrs import (FAIL_REASON_ATTR, PARENT_RUN_ID_ATTR, RETRY_OF_ATTR,
-                                   RUN_ID_ATTR, STATE_FILE, WORKER_ATTR)
+from pipeline.tuning import frontier, logged_models
+from pipeline.tuning.attrs import (FAIL_REASON_ATTR, MODEL_ID_ATTR, PARENT_RUN_ID_ATTR,
+                                   RETRY_OF_ATTR, RUN_ID_ATTR, WORKER_ATTR)
 from pipeline.tuning.recovery import this_worker
 from pipeline.tuning.settings import TuneSettings
 
@@ -44,6 +42,8 @@ def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[
                    parent_run_id: str, own_parent: bool = True):
     """`own_parent`: the parent run is this worker's, closed as KILLED if the worker dies (a
     helper's parent run is the main worker's, which lives on)."""
+    experiment_id = mlflow.MlflowClient().get_run(parent_run_id).info.experiment_id
+
     def objective(trial: optuna.Trial) -> float:
         worker = this_worker()  # first: a trial without it is one whose worker never began
         for key, value in worker.items():
@@ -64,20 +64,21 @@ def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[
                 trial.set_user_attr(PARENT_RUN_ID_ATTR, parent_run_id)
 
         with ended:
-            run_id, result = tracklog.train_run(
+            trained = tracklog.train_run(
                 config, data, nested=True, parent_run_id=parent_run_id, tags=tags,
                 run_name=f"trial {trial.number}",
                 confusion=False,  # one per trial costs ~2 s; the champion gets one
                 # a frontier: no pruning, nor reporting (Trial.report is single-objective)
                 callbacks=() if frontier.is_frontier(settings) else (PruneOnValAcc(trial),),
                 finished_on=(optuna.TrialPruned,),
-                on_start=remember)
-            with tempfile.TemporaryDirectory() as tmp:
-                torch.save(result.model.state_dict(), Path(tmp) / STATE_FILE)
-                mlflow.MlflowClient().log_artifact(run_id, str(Path(tmp) / STATE_FILE))
-            trial.set_user_attr(TEST_ACC, result.final[TEST_ACC])  # reported, never selected
+                on_start=remember, log_model=True,
+                model_tags=logged_models.model_tags(study_tags, trial.number))
+            trial.set_user_attr(MODEL_ID_ATTR, trained.model_id)
+            final = trained.result.final
+            trial.set_user_attr(TEST_ACC, final[TEST_ACC])  # reported, never selected
+            logged_models.keep_best(experiment_id, study_tags, settings.keep_models)
             ended.state = "COMPLETE"
-            return frontier.objective_values(settings, trial, config, result)
+            return frontier.objective_values(settings, trial, config, trained.result)
 
     return objective
 

@@ -74,6 +74,10 @@ class TuneOptions:
         180, "Seconds without a heartbeat after which a trial's worker counts as dead: the "
         "trial fails, its MLflow runs end KILLED, and it is retried once. Greater than "
         "--heartbeat.", low=1, high=86_400)
+    keep_models: int = options.integer(
+        10, "Logged models kept per study: those of the trials with the best val_acc (and "
+        "any registered one); the others' files are deleted as the study goes.", low=0,
+        high=MAX_TRIALS, zero="keep all")
     workers: int = options.integer(
         1, "Worker processes of this call, on one study, sharing the threads and n_trials "
         "(python -m bench measured 2 no faster than 1 for the FCN study on 2 cores).", low=1,
@@ -118,6 +122,7 @@ class TuneOptions:
             pruner=resolve_pruner(self.pruner, self.objectives),
             total_trials=self.total_trials or None,
             heartbeat=self.heartbeat or None, grace_period=self.grace_period,
+            keep_models=self.keep_models or None,
             workers=len(shares(self.n_trials, self.workers)), helper_of=self.helper_of or None,
             objectives=self.objectives)
 
@@ -145,6 +150,7 @@ class TuneSettings:
     total_trials: int | None = None  # study-wide cap, shared by all workers (RDB storages)
     heartbeat: int | None = 60  # seconds between a running trial's heartbeats (RDB storages)
     grace_period: int = 180  # seconds without a heartbeat after which a trial's worker is dead
+    keep_models: int | None = 10  # logged models kept per study (tuning/logged_models.py)
     workers: int = 1  # processes of this call, sharing n_trials (tuning/workers.py)
     # A `tune --workers` helper: its trials nest under this run of the main worker; it logs no
     # study summary and registers nothing.
@@ -163,6 +169,13 @@ class TuneSettings:
     def own_trials(self) -> int | None:
         """This process's share of n_trials (a helper is started with its own share)."""
         return None if self.n_trials is None else shares(self.n_trials, self.workers)[0]
+
+    def tags(self) -> dict[str, str]:
+        """The tags of this study's runs and logged models: its name and storage (password
+        masked)."""
+        from pipeline.tuning.storage import mask_password
+
+        return {"study_name": self.study_name, "optuna_storage": mask_password(self.storage)}
 
     def params(self) -> dict[str, object]:
         """The parameters the parent run logs: TuneOptions' (the resolved values; the space as

@@ -33,7 +33,6 @@ from pipeline.tuning.objective import make_objective
 from pipeline.tuning.optuna_private import StudyFull
 from pipeline.tuning.sampler import open_study
 from pipeline.tuning.settings import TuneSettings
-from pipeline.tuning.storage import mask_password
 from pipeline.tuning.workers import Helpers
 
 
@@ -43,8 +42,7 @@ def tune(settings: TuneSettings, data: FashionMNIST, study: optuna.Study | None 
     `helpers` (more worker processes of this call) nesting their trials under it. The study's
     summary and the champion's registration come once every worker has ended."""
     study = study or open_study(settings)
-    study_tags = {"study_name": settings.study_name,
-                  "optuna_storage": mask_password(settings.storage)}
+    study_tags = settings.tags()
     if settings.helper_of:  # trials go where the main worker's run is (`mlflow run` picks it)
         parent = mlflow.MlflowClient().get_run(settings.helper_of)
         mlflow.set_experiment(experiment_id=parent.info.experiment_id)
