@@ -71,6 +71,9 @@ CASES = [
     ("tune-grace-negative", "tune --heartbeat 0 --grace-period -5",
      "grace_period: -5 must be an integer from 1"),
     ("tune-pruner", "tune --pruner random", "'--pruner'"),
+    ("tune-objective-unknown", "tune --objectives val_acc,loss", "'--objectives'"),
+    ("tune-frontier-pruner", "tune --objectives val_acc,train_time_s --pruner median",
+     "pruner: median cannot stop trials of a frontier study (Optuna prunes no multi-objective"),
     ("tune-workers-zero", "tune --workers 0", "workers: 0 must be an integer from 1"),
     ("tune-workers-huge", "tune --workers 1000", "workers: 1000 must be an integer from 1"),
     # tune: search spaces
@@ -89,6 +92,9 @@ CASES = [
     ("space-width-huge", "tune --space wide.yaml", "wide.yaml: hidden: width: must be within"),
     ("space-bad-enqueue", "tune --space bad_enqueue.yaml",
      "bad_enqueue.yaml: enqueue #1: lr: 5.0 is outside the space"),
+    ("space-families-one-objective", "tune --space search_spaces/frontier.yaml",
+     "frontier.yaml: chooses the model per trial, which is for a frontier study: add "
+     "--objectives val_acc,train_time_s"),
     # tune: storages (checked after the data is loaded)
     ("storage-unknown-scheme", "tune --data-dir {data} --storage foo://bar",
      "storage foo://bar: unknown scheme 'foo'"),

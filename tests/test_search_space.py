@@ -42,7 +42,9 @@ def test_every_sampled_config_trains_for_a_step(path, tiny_data):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(4):
         config = space.sample(study.ask(), model=model, epochs=1, seed=0)
-        assert isinstance(config, TrainConfig) and config.model == model
+        assert isinstance(config, TrainConfig)
+        assert config.model in space.families if space.families else config.model == model
+        assert config.epochs == 1  # tune's --epochs caps a family's own epochs
         result = train(config, tiny_data)  # batch sizes above 64 train one batch of 64
         assert len(result.history) == 1
 
@@ -80,6 +82,26 @@ BAD = {
                      "hidden: depth must be [low, high]"),
     "searches nothing": ("lr: 0.1", "searches nothing"),
     "fixed without value": ("lr: {type: fixed}", "lr: a fixed parameter needs a value"),
+    # model families (the frontier)
+    "model as a value": ("model: fcn\nlr: {type: float, low: 0.1, high: 1}",
+                         "model: is set by tune (--model), unless it maps model families"),
+    "unknown family": ("model:\n  resnet: {epochs: 2}", "model: unknown family 'resnet'"),
+    "family without epochs": ("model:\n  fcn: {lr: 0.1}\n  fast_cnn: {epochs: 2}",
+                              "model: fcn: must map its parameters, its epochs among them"),
+    "family param unknown": ("model:\n  fcn: {epochs: 2, lrr: 0.1}\n  fast_cnn: {epochs: 2}",
+                             "model: fcn: lrr: unknown parameter"),
+    "epochs as a float": ("model:\n  fcn: {epochs: {type: float, low: 1, high: 2}}",
+                          "model: fcn: epochs: type float cannot give a number of epochs"),
+    "hidden in a cnn": ("model:\n  fcn: {epochs: 2}\n  fast_cnn: {epochs: 2, hidden: 64}",
+                        "model: fast_cnn: searches hidden, which fast_cnn ignores"),
+    "shared and own": ("lr: 0.1\nmodel:\n  fcn: {epochs: 2, lr: 0.2}\n  fast_cnn: {epochs: 2}",
+                       "model: fcn: lr is also given outside `model`"),
+    "start without family": ("model:\n  fcn: {epochs: 2}\n  fast_cnn: {epochs: 2}\n"
+                             "enqueue:\n  - {epochs: 2}",
+                             "enqueue #1: model: None is not one of this space's families"),
+    "start outside family": ("model:\n  fcn: {epochs: {type: int, low: 1, high: 3}}\n"
+                             "  fast_cnn: {epochs: 2}\nenqueue:\n  - {model: fcn, epochs: 9}",
+                             "enqueue #1: epochs: 9 is outside the space"),
 }
 
 

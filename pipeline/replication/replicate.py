@@ -94,6 +94,18 @@ def tuned_champions() -> list[TunedRow]:
     return rows
 
 
+def latest_frontier() -> dict | None:
+    """The latest frontier study's trials (tuning/frontier.py), where one has run; a store
+    error costs the report that section, not the hour of training before it."""
+    from pipeline.tuning.frontier import read_latest
+
+    try:
+        return read_latest()
+    except Exception as e:
+        print(f"warning: no frontier section: {type(e).__name__}: {e}")
+        return None
+
+
 def replicate(settings: ReplicateSettings, data: FashionMNIST) -> tuple[str, Path]:
     """Train every variant with every seed, write the report to `settings.out_dir` and log it
     to the top-level run. Returns that run's id and the report's path."""
@@ -111,7 +123,7 @@ def replicate(settings: ReplicateSettings, data: FashionMNIST) -> tuple[str, Pat
             runs=runs, seeds=seeds, epochs=settings.epochs, cnn_epochs=settings.cnn_epochs,
             quick=settings.quick, train_size=len(data.train), machine=machine(settings),
             wall_s=time.perf_counter() - start, tuned=tuned_champions(),
-            table_run_ids=tables.run_ids)
+            table_run_ids=tables.run_ids, frontier=latest_frontier())
         path = write_report(report, settings.out_dir)
         mlflow.log_artifacts(str(settings.out_dir), "report")
         mlflow.log_metrics({"wall_time_s": report.wall_s, **summary_metrics(runs, runs)})

@@ -18,7 +18,7 @@ from pipeline.core.data import FashionMNIST
 from pipeline.core.training import TEST_ACC, VAL_ACC, Diverged, EpochEnd
 from pipeline.core.errors import first_line
 from pipeline.tracking import log as tracklog
-from pipeline.tuning import logged_models
+from pipeline.tuning import frontier, logged_models
 from pipeline.tuning.attrs import (FAIL_REASON_ATTR, MODEL_ID_ATTR, PARENT_RUN_ID_ATTR,
                                    RETRY_OF_ATTR, RUN_ID_ATTR, WORKER_ATTR)
 from pipeline.tuning.recovery import this_worker
@@ -68,7 +68,9 @@ def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[
                 config, data, nested=True, parent_run_id=parent_run_id, tags=tags,
                 run_name=f"trial {trial.number}",
                 confusion=False,  # one per trial costs ~2 s; the champion gets one
-                callbacks=(PruneOnValAcc(trial),), finished_on=(optuna.TrialPruned,),
+                # a frontier: no pruning, nor reporting (Trial.report is single-objective)
+                callbacks=() if frontier.is_frontier(settings) else (PruneOnValAcc(trial),),
+                finished_on=(optuna.TrialPruned,),
                 on_start=remember, log_model=True,
                 model_tags=logged_models.model_tags(study_tags, trial.number))
             trial.set_user_attr(MODEL_ID_ATTR, trained.model_id)
@@ -76,7 +78,7 @@ def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[
             trial.set_user_attr(TEST_ACC, final[TEST_ACC])  # reported, never selected
             logged_models.keep_best(experiment_id, study_tags, settings.keep_models)
             ended.state = "COMPLETE"
-            return final[VAL_ACC]
+            return frontier.objective_values(settings, trial, config, trained.result)
 
     return objective
 

@@ -1,5 +1,11 @@
 """How a study searches: a TPE sampler seeded per trial, the pruner, and opening the study.
 
+The frontier (several objectives) keeps the same sampler: TPE is multi-objective (MOTPE, and
+Optuna 5's default there) and, with `group`, models each model family's conditional parameters
+apart. NSGA-II samples only the parameters every trial shares (the intersection search space),
+draws the rest at random, and spends its first generation (50 trials by default) at random:
+more than a frontier study of a few dozen trials holds.
+
 `open_study(settings)` creates the study (queuing the search space's start points, once) or
 loads it, with `TrialSeededSampler` and the pruner named in the settings.
 """
@@ -10,7 +16,6 @@ import warnings
 
 import optuna
 
-from pipeline.core.training import VAL_ACC
 from pipeline.tuning.settings import TuneSettings
 from pipeline.tuning.storage import check_storage
 
@@ -80,12 +85,13 @@ def open_study(settings: TuneSettings,
     kwargs = dict(study_name=settings.study_name, storage=storage,
                   sampler=make_sampler(settings.seed), pruner=make_pruner(settings.pruner))
     try:  # only the worker that creates the study queues its start points, even in a race
-        study = optuna.create_study(direction="maximize", **kwargs)
+        study = optuna.create_study(directions=settings.directions, **kwargs)
     except optuna.exceptions.DuplicatedStudyError:
         return optuna.load_study(**kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([VAL_ACC])  # optuna-dashboard shows "val_acc", not "Objective 0"
-    for params in settings.space.enqueue:
+        # optuna-dashboard shows "val_acc" (and "train_time_s"), not "Objective 0"
+        study.set_metric_names(settings.metric_names)
+    for params in settings.space.starts(settings.epochs):
         study.enqueue_trial(params, skip_if_exists=True)
     return study

@@ -13,7 +13,9 @@ from pipeline.core import options
 from pipeline.core.config import MAX_EPOCHS, MAX_SEED, MODELS, data_dir
 from pipeline.core.errors import ConfigError
 from pipeline.replication.experiments import CNN, FAST_CNN
-from pipeline.tuning.space import SearchSpace, load_space
+from pipeline.tuning.objectives import FRONTIER, FRONTIER_SPACE, OBJECTIVES, PRUNERS, \
+    directions, resolve_pruner
+from pipeline.tuning.space import SearchSpace, SpaceError, load_space
 from pipeline.tuning.workers import shares
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -21,7 +23,6 @@ DEFAULT_SPACE = {"fcn": "fcn.yaml", "fast_cnn": "cnn.yaml", "study_cnn": "study_
 # Trial length by model: 20 FCN epochs; the CNNs' own recipes (replication/experiments.py).
 DEFAULT_EPOCHS = {"fcn": 20, "fast_cnn": FAST_CNN.epochs, "study_cnn": CNN.epochs}
 DEFAULT_STORAGE = "sqlite:///optuna.db"
-PRUNERS = ("median", "hyperband", "none")
 MAX_TRIALS = 1_000_000
 MAX_WORKERS = 64  # processes on this machine, each with its own copy of the data
 
@@ -34,7 +35,9 @@ def _by_model(values: dict[str, object]) -> str:
 class TuneOptions:
     """`tune` as typed on the command line (0 or empty: the default named in its help)."""
 
-    model: str = options.choice("fcn", "The network every trial trains.", MODELS)
+    model: str = options.choice("fcn", "The network every trial trains (unused with a space "
+                                "that picks it per trial, as search_spaces/frontier.yaml does).",
+                                MODELS)
     space: str = options.text(
         "", f"Search-space YAML; empty: search_spaces/{_by_model(DEFAULT_SPACE)}.")
     n_trials: int = options.integer(30, "Trials to add in this call.", low=0, high=MAX_TRIALS,
@@ -42,8 +45,10 @@ class TuneOptions:
     timeout: float = options.number(540.0, "Seconds after which no new trial starts.", low=0,
                                     zero="no limit")
     epochs: int = options.integer(
-        0, "Epochs per trial (pruning may stop earlier).", low=0, high=MAX_EPOCHS,
-        zero=f"{_by_model(DEFAULT_EPOCHS)} (their recipes' lengths)")
+        0, "Epochs per trial (pruning may stop earlier); with a space of model families, "
+        "the most any trial trains.", low=0, high=MAX_EPOCHS,
+        zero=f"{_by_model(DEFAULT_EPOCHS)} (their recipes' lengths); the space's own with "
+        "families")
     study_name: str = options.text(
         "", "Optuna study; empty: the model name. The same name resumes the study.")
     storage: str = options.text(
@@ -51,7 +56,13 @@ class TuneOptions:
         "mysql+pymysql://) or a journal file path.")
     seed: int = options.integer(0, "Seeds the sampler and every trial's training.", low=0,
                                 high=MAX_SEED)
-    pruner: str = options.choice("median", "Stops poor trials early on val_acc.", PRUNERS)
+    pruner: str = options.choice(
+        "auto", "Stops poor trials early on val_acc; auto: median, or none for a frontier "
+        "(Optuna prunes no multi-objective study).", PRUNERS)
+    objectives: str = options.choice(
+        OBJECTIVES[0], f"What the study optimizes: val_acc (maximized), or {FRONTIER}: the "
+        "accuracy-vs-time frontier (train_time_s minimized), over the model families of "
+        f"search_spaces/{FRONTIER_SPACE} unless --space says otherwise.", OBJECTIVES)
     total_trials: int = options.integer(
         0, "Study-wide cap shared by all workers: no worker starts a trial once the study "
         "holds this many (retries of dead workers' trials still run). RDB storages only.",
@@ -80,24 +91,40 @@ class TuneOptions:
         if self.n_trials == 0 and self.timeout == 0 and self.total_trials == 0:
             raise ConfigError("n_trials, timeout and total_trials are all 0: the study would "
                               "never end; set one of them")
+        resolve_pruner(self.pruner, self.objectives)  # a pruner on a frontier: refused
         if self.heartbeat and self.grace_period <= self.heartbeat:
             raise ConfigError(f"grace_period: {self.grace_period} must be greater than "
                               f"heartbeat ({self.heartbeat}), or a live trial would look dead; "
                               f"such as {3 * self.heartbeat}")
 
     def resolve(self) -> TuneSettings:
-        """The settings: defaults by model, the search space read and checked (one line of
-        error for a bad file, or a space searching what this model ignores)."""
-        space = load_space(Path(self.space) if self.space
-                           else SPACES / DEFAULT_SPACE[self.model])
-        space.check_model(self.model)
+        """The settings: defaults by model (or, for a space of model families, by the space),
+        the search space read and checked (one line of error for a bad file, a space searching
+        what this model ignores, or families without the frontier's objectives)."""
+        frontier = self.objectives == FRONTIER
+        space = load_space(Path(self.space) if self.space else SPACES / (
+            FRONTIER_SPACE if frontier else DEFAULT_SPACE[self.model]))
+        model, name = self.model, self.model + ("-frontier" if frontier else "")
+        epochs = self.epochs or DEFAULT_EPOCHS[self.model]
+        if space.families:  # each trial's family comes from the space, --model is unused
+            if not frontier:
+                raise SpaceError(f"{space.path.name}: chooses the model per trial, which is "
+                                 f"for a frontier study: add --objectives {FRONTIER}, or use "
+                                 "a space of one model (fcn.yaml, cnn.yaml, study_cnn.yaml)")
+            model, name = ",".join(space.families), "frontier"
+            epochs = self.epochs or space.max_epochs  # a cap on each family's epochs
+        else:
+            space.check_model(self.model)
         return TuneSettings(
-            model=self.model, space=space, study_name=self.study_name or self.model,
+            model=model, space=space, study_name=self.study_name or name,
             storage=self.storage, n_trials=self.n_trials or None, timeout=self.timeout or None,
-            epochs=self.epochs or DEFAULT_EPOCHS[self.model], seed=self.seed,
-            pruner=self.pruner, total_trials=self.total_trials or None,
+            epochs=epochs, seed=self.seed,
+            pruner=resolve_pruner(self.pruner, self.objectives),
+            total_trials=self.total_trials or None,
             heartbeat=self.heartbeat or None, grace_period=self.grace_period,
-            keep_models=self.keep_models or None, workers=len(shares(self.n_trials, self.workers)), helper_of=self.helper_of or None)
+            keep_models=self.keep_models or None,
+            workers=len(shares(self.n_trials, self.workers)), helper_of=self.helper_of or None,
+            objectives=self.objectives)
 
     def helper_argv(self, settings: TuneSettings) -> list[list[str]]:
         """The `tune` arguments of this call's helper workers: one each, with its share of
@@ -128,6 +155,15 @@ class TuneSettings:
     # A `tune --workers` helper: its trials nest under this run of the main worker; it logs no
     # study summary and registers nothing.
     helper_of: str | None = None
+    objectives: str = OBJECTIVES[0]  # "val_acc", or "val_acc,train_time_s" (the frontier)
+
+    @property
+    def metric_names(self) -> list[str]:
+        return self.objectives.split(",")
+
+    @property
+    def directions(self) -> list[str]:
+        return directions(self.objectives)
 
     @property
     def own_trials(self) -> int | None:

@@ -17,8 +17,23 @@ One reserved key, `enqueue`, lists known configurations that a new study tries f
     enqueue:
       - {optimizer: adam, lr: 8.0e-5, hidden: [300, 200]}   # unlisted params are sampled
 
-`model`, `epochs` and `seed` are not part of a space: `tune` sets them. `load_space` rejects a
-malformed file with one line naming the file, the key and what is wrong, before any trial runs.
+`model`, `epochs` and `seed` are set by `tune`, except in a space whose `model` key lists model
+families, each with its own parameters (the accuracy-vs-time frontier, search_spaces/frontier.yaml):
+
+    model:                       # Optuna param `model`, then only that family's params
+      fcn:
+        epochs: {type: int, low: 1, high: 20}   # per family, capped by tune --epochs
+        hidden: {type: layers, depth: [1, 2], width: {low: 32, high: 1024, log: true}}
+      fast_cnn:
+        epochs: {type: int, low: 1, high: 10}
+    batch_size: 256              # keys outside `model` are shared by every family
+    enqueue:
+      - {model: fast_cnn, epochs: 3}   # a start point names its family
+
+A family's params are Optuna params prefixed with its name (`fcn.lr`, `fast_cnn.lr`), so TPE
+models each family apart; each family must give its `epochs` (time is what the frontier weighs).
+`load_space` rejects a malformed file with one line naming the file, the key and what is wrong,
+before any trial runs.
 
 Imports no optuna: sampling takes any object with Optuna's `suggest_*` methods (a Trial, a
 FixedTrial), so reading and checking a space stays instant.
@@ -32,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import FCN_ONLY, MAX_WIDTH, TrainConfig
+from pipeline.core.config import FCN_ONLY, MAX_WIDTH, MODELS, TrainConfig
 
 from pipeline.core.errors import ConfigError, UserError
 
@@ -57,23 +72,42 @@ class Param:
     name: str
     kind: str  # one of TYPES
     spec: dict[str, Any]  # validated bounds / choices / value
+    prefix: str = ""  # a model family's params: "fcn." (Optuna names fcn.lr, fcn.n_layers)
 
     def suggest(self, trial) -> Any:
-        s = self.spec
+        s, key = self.spec, self.prefix + self.name
         if self.kind == "float":
-            return trial.suggest_float(self.name, s["low"], s["high"], log=s["log"],
-                                       step=s["step"])
+            return trial.suggest_float(key, s["low"], s["high"], log=s["log"], step=s["step"])
         if self.kind == "int":
-            return trial.suggest_int(self.name, s["low"], s["high"], log=s["log"],
+            return trial.suggest_int(key, s["low"], s["high"], log=s["log"],
                                      step=s["step"] or 1)
         if self.kind == "categorical":
-            return trial.suggest_categorical(self.name, s["choices"])
+            return trial.suggest_categorical(key, s["choices"])
         if self.kind == "layers":
-            depth = trial.suggest_int("n_layers", *s["depth"])
+            depth = trial.suggest_int(f"{self.prefix}n_layers", *s["depth"])
             w = s["width"]
-            return tuple(trial.suggest_int(f"width_{i}", w["low"], w["high"], log=w["log"],
-                                           step=w["step"] or 1) for i in range(1, depth + 1))
+            return tuple(trial.suggest_int(f"{self.prefix}width_{i}", w["low"], w["high"],
+                                           log=w["log"], step=w["step"] or 1)
+                         for i in range(1, depth + 1))
         return s["value"]
+
+    def capped(self, cap: int) -> Param:
+        """This `epochs` param with nothing above `cap` (tune --epochs)."""
+        s = self.spec
+        if self.kind == "fixed":
+            return dataclasses.replace(self, spec={"value": min(s["value"], cap)})
+        if self.kind == "categorical":
+            return dataclasses.replace(self, spec={"choices": sorted({min(c, cap)
+                                                                      for c in s["choices"]})})
+        return dataclasses.replace(self, spec={**s, "low": min(s["low"], cap),
+                                               "high": min(s["high"], cap)})
+
+    @property
+    def most(self) -> Any:
+        """The largest value it can take (for `epochs`)."""
+        s = self.spec
+        return s["value"] if self.kind == "fixed" else \
+            max(s["choices"]) if self.kind == "categorical" else s["high"]
 
 
 @dataclass(frozen=True)
@@ -81,11 +115,29 @@ class SearchSpace:
     path: Path
     params: tuple[Param, ...]
     enqueue: tuple[dict[str, Any], ...] = ()  # Optuna param dicts, ready for enqueue_trial
+    families: dict[str, tuple[Param, ...]] = dataclasses.field(default_factory=dict)
 
     def sample(self, trial, **set_by_tune: Any) -> TrainConfig:
-        """A TrainConfig from the trial's suggestions plus tune's model, epochs and seed."""
+        """A TrainConfig from the trial's suggestions plus tune's model, epochs and seed; with
+        families, the trial's family and its epochs, at most tune's `epochs`."""
         values = {p.name: p.suggest(trial) for p in self.params}
+        if self.families:
+            model = trial.suggest_categorical("model", list(self.families))
+            cap = set_by_tune.pop("epochs")
+            for p in self.families[model]:
+                values[p.name] = (p.capped(cap) if p.name == "epochs" else p).suggest(trial)
+            set_by_tune["model"] = model
         return TrainConfig(**values, **set_by_tune)
+
+    def starts(self, cap: int) -> tuple[dict[str, Any], ...]:
+        """The enqueued configurations, a family's epochs at most `cap` (tune --epochs)."""
+        return tuple({k: min(v, cap) if k.endswith(".epochs") else v for k, v in start.items()}
+                     for start in self.enqueue)
+
+    @property
+    def max_epochs(self) -> int:
+        """The most epochs a trial of this family space can train."""
+        return max(p.most for ps in self.families.values() for p in ps if p.name == "epochs")
 
     @property
     def searched(self) -> tuple[str, ...]:
@@ -127,24 +179,67 @@ def load_space(path: str | Path) -> SearchSpace:
     if not isinstance(raw, dict) or not raw:
         raise SpaceError(f"{where}: must be a non-empty mapping of train parameters to specs")
     starts = raw.pop("enqueue", [])
+    families = _families(where, raw.pop("model")) if "model" in raw else {}
     params = tuple(_param(where, str(name), spec) for name, spec in raw.items())
-    if not any(p.kind != "fixed" for p in params):
+    for family, own in families.items():
+        both = {p.name for p in own} & {p.name for p in params}
+        if both:
+            raise SpaceError(f"{where}: model: {family}: {', '.join(sorted(both))} is also "
+                             "given outside `model`; give it in one place")
+    searched = [p for ps in (params, *families.values()) for p in ps if p.kind != "fixed"]
+    if not searched and len(families) < 2:
         raise SpaceError(f"{where}: searches nothing; give at least one parameter a type")
     if not isinstance(starts, list):
         raise SpaceError(f"{where}: enqueue: must be a list of parameter mappings")
-    enqueue = tuple(_start(where, i, start, params) for i, start in enumerate(starts, 1))
-    return SearchSpace(path, params, enqueue)
+    enqueue = tuple(_start(where, i, start, params, families)
+                    for i, start in enumerate(starts, 1))
+    space = SearchSpace(path, params, enqueue, families)
+    for family in families:
+        space.check_model(family)
+    return space
 
 
-def _start(where: str, index: int, start: Any, params: tuple[Param, ...]) -> dict[str, Any]:
+def _families(where: str, raw: Any) -> dict[str, tuple[Param, ...]]:
+    """`model:` as families, each a mapping of its own params (prefixed `<family>.`) that
+    gives its `epochs`."""
+    if not isinstance(raw, dict) or not raw:
+        raise SpaceError(f"{where}: model: is set by tune (--model), unless it maps model "
+                         "families to their parameters, as search_spaces/frontier.yaml does")
+    families = {}
+    for family, own in raw.items():
+        if family not in MODELS:
+            raise SpaceError(f"{where}: model: unknown family {family!r}; use "
+                             f"{', '.join(MODELS)}")
+        if not isinstance(own, dict) or "epochs" not in own:
+            raise SpaceError(f"{where}: model: {family}: must map its parameters, its epochs "
+                             "among them (a number or a range: the frontier weighs time)")
+        families[family] = tuple(_param(f"{where}: model: {family}", str(name), spec,
+                                        prefix=f"{family}.") for name, spec in own.items())
+        for p in families[family]:
+            if p.name in FCN_ONLY and family != "fcn":
+                raise SpaceError(f"{where}: model: {family}: searches {p.name}, which "
+                                 f"{family} ignores (only fcn uses it)")
+    return families
+
+
+def _start(where: str, index: int, start: Any, params: tuple[Param, ...],
+           families: dict[str, tuple[Param, ...]]) -> dict[str, Any]:
     """One enqueued configuration as Optuna params, each value checked against its spec."""
     def fail(message: str) -> SpaceError:
         return SpaceError(f"{where}: enqueue #{index}: {message}")
 
     if not isinstance(start, dict) or not start:
         raise fail("must be a non-empty mapping of searched parameters to values")
-    by_name = {p.name: p for p in params if p.kind != "fixed"}
     out: dict[str, Any] = {}
+    if families:
+        start = dict(start)
+        family = start.pop("model", None)
+        if family not in families:
+            raise fail(f"model: {family!r} is not one of this space's families "
+                       f"({', '.join(families)}); a start point names its family")
+        out["model"] = family
+        params = (*params, *families[family])
+    by_name = {p.name: p for p in params if p.kind != "fixed"}
     for name, value in start.items():
         param = by_name.get(name)
         if param is None:
@@ -158,8 +253,8 @@ def _start(where: str, index: int, start: Any, params: tuple[Param, ...]) -> dic
             if not ok:
                 raise fail(f"hidden: {value!r} is outside depth {s['depth']} or widths "
                            f"[{s['width']['low']}, {s['width']['high']}]")
-            out["n_layers"] = len(sizes)
-            out.update({f"width_{i}": w for i, w in enumerate(sizes, 1)})
+            out[f"{param.prefix}n_layers"] = len(sizes)
+            out.update({f"{param.prefix}width_{i}": w for i, w in enumerate(sizes, 1)})
             continue
         if param.kind == "categorical":
             if name == "hidden" and isinstance(value, list):
@@ -170,17 +265,17 @@ def _start(where: str, index: int, start: Any, params: tuple[Param, ...]) -> dic
                 and s["low"] <= value <= s["high"]
         if not ok:
             raise fail(f"{name}: {value!r} is outside the space")
-        out[name] = value
+        out[param.prefix + name] = value
     return out
 
 
-def _param(where: str, name: str, spec: Any) -> Param:
+def _param(where: str, name: str, spec: Any, prefix: str = "") -> Param:
     def fail(message: str) -> SpaceError:
         return SpaceError(f"{where}: {name}: {message}")
 
-    if name in SET_BY_TUNE:
+    if name in SET_BY_TUNE and not (prefix and name == "epochs"):
         raise fail(f"is set by tune (--{name}), not by the search space; remove it")
-    if name not in SEARCHABLE:
+    if name not in SEARCHABLE and name != "epochs":
         raise fail(f"unknown parameter; use one of {', '.join(SEARCHABLE)}")
     if not isinstance(spec, dict):
         spec = {"type": "fixed", "value": spec}
@@ -203,7 +298,9 @@ def _param(where: str, name: str, spec: Any) -> Param:
             raise fail("a fixed parameter needs a value")
         _check_values(fail, name, [spec["value"]])
         spec = {"value": spec["value"]}
-    return Param(name, kind, spec)
+    if name == "epochs" and kind in ("float", "layers"):
+        raise fail(f"type {kind} cannot give a number of epochs; use int, categorical or fixed")
+    return Param(name, kind, spec, prefix)
 
 
 def _categorical(fail, name: str, spec: dict) -> dict:

@@ -112,8 +112,8 @@ def journal_storage(path: str) -> optuna.storages.BaseStorage:
 
 
 def check_storage(settings: TuneSettings) -> optuna.storages.BaseStorage:
-    """Open the storage and refuse a study of this name that tune cannot continue (it
-    minimizes, or has several objectives); creates no study."""
+    """Open the storage and refuse a study of this name that tune cannot continue (other
+    objectives or directions than `settings.objectives`); creates no study."""
     storage = make_storage(settings.storage, settings.heartbeat, settings.grace_period,
                            settings.total_trials)
     try:
@@ -121,9 +121,16 @@ def check_storage(settings: TuneSettings) -> optuna.storages.BaseStorage:
     except KeyError:
         return storage
     where = f"study {settings.study_name!r} in {mask_password(settings.storage)}"
+    if [d.name.lower() for d in existing.directions] == settings.directions:
+        return storage
+    if len(settings.directions) > 1:
+        names = ",".join(existing.metric_names or ["?"])
+        raise UserError(f"{where} exists with objective {names}; a frontier study optimizes "
+                        f"{settings.objectives}: choose another --study-name")
     if len(existing.directions) > 1:
         raise UserError(f"{where} is multi-objective ({len(existing.directions)} objectives); "
-                        "tune maximizes val_acc alone: choose another --study-name")
+                        "tune maximizes val_acc alone unless --objectives says otherwise: "
+                        "choose another --study-name")
     if existing.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise UserError(f"{where} exists with direction {existing.direction.name}; tune "
                         "maximizes val_acc: choose another --study-name")

@@ -16,7 +16,7 @@ import optuna
 
 from pipeline.core.data import FashionMNIST
 from pipeline.core.training import TEST_ACC
-from pipeline.tuning import champion
+from pipeline.tuning import champion, frontier
 from pipeline.tuning import plots as study_plots
 from pipeline.tuning.settings import TuneSettings
 
@@ -31,6 +31,9 @@ def log_study(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -
         csv = Path(tmp) / "trials.csv"
         study.trials_dataframe().to_csv(csv, index=False)
         mlflow.log_artifact(str(csv))
+    if len(study.directions) > 1:  # the frontier: its figure, no single best (tuning/frontier.py)
+        frontier.log_front(study)
+        return
     for name, fig in study_plots.figures(study).items():
         mlflow.log_figure(fig, f"optuna/{name}.png")
         study_plots.close(fig)
@@ -50,7 +53,9 @@ def summary(study: optuna.Study) -> str:
     states = [t.state.name for t in study.trials]
     counts = ", ".join(f"{states.count(s)} {s.lower()}" for s in STATES)
     lines = [f"study {study.study_name}: {len(states)} trials ({counts})"]
-    if "COMPLETE" in states:
+    if len(study.directions) > 1:  # the frontier (tuning/frontier.py)
+        lines += frontier.summary(study)
+    elif "COMPLETE" in states:
         best = study.best_trial
         lines.append(f"best: trial {best.number}, val_acc {best.value:.4f}, test_acc "
                      f"{best.user_attrs.get(TEST_ACC, math.nan):.4f}, params {best.params}")

@@ -54,6 +54,7 @@ class ReportInput:
     wall_s: float = 0.0
     tuned: list[TunedRow] = field(default_factory=list)
     table_run_ids: dict[int, str] = field(default_factory=dict)
+    frontier: dict | None = None  # the latest frontier study's frontier.json (report/frontier.py)
 
 
 
@@ -67,7 +68,7 @@ def to_json(input: ReportInput) -> dict:
                       "train_time_s": r.train_time_s, "final": r.final, "history": r.history,
                       "test_confusion_counts": r.confusion.tolist()}
                      for rs in input.runs.values() for r in rs],
-            "tuned": [dataclasses.asdict(t) for t in input.tuned]}
+            "tuned": [dataclasses.asdict(t) for t in input.tuned], "frontier": input.frontier}
 
 
 def from_json(d: dict) -> ReportInput:
@@ -81,7 +82,8 @@ def from_json(d: dict) -> ReportInput:
                        cnn_epochs=d["cnn_epochs"], quick=d["quick"], train_size=d["train_size"],
                        machine=d["machine"], wall_s=d["wall_time_s"],
                        tuned=[TunedRow(**t) for t in d["tuned"]],
-                       table_run_ids={int(k): v for k, v in d["table_run_ids"].items()})
+                       table_run_ids={int(k): v for k, v in d["table_run_ids"].items()},
+                       frontier=d.get("frontier"))  # absent from reports before the frontier
 
 
 def final_values(runs: Sequence[SeedRun], name: str) -> list[float]:

@@ -1,5 +1,6 @@
-"""The report as Markdown: the claims with their verdicts, the tables, time to accuracy,
-per-class accuracy and the runs every number comes from."""
+"""The report as Markdown: the claims with their verdicts, the tables, time to accuracy, claim 5
+along the accuracy-vs-time frontier (when a frontier study has run), per-class accuracy and the
+runs every number comes from."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 from pipeline.core.data import CLASSES
 from pipeline.replication.experiments import CLAIMS, TABLES, TIME_TO_ACC, VARIANTS, Table
 from pipeline.replication.report.figures import PER_CLASS_KEYS
+from pipeline.replication.report.frontier import frontier_markdown
 from pipeline.replication.report.inputs import ReportInput, fmt, per_class_accuracy, plural, spread
 from pipeline.replication.report.verdicts import ALPHA, CLAIM_CHECKS
 from pipeline.replication.stats import time_to_accuracy
@@ -118,6 +120,7 @@ def markdown(input: ReportInput) -> str:
     for table in TABLES:
         lines += table_markdown(input, table)
     lines += time_to_accuracy_markdown(input)
+    lines += frontier_markdown(input.frontier)
     lines += per_class_markdown(input, PER_CLASS_KEYS)
     lines += ["## Runs", "", "| variant | seed | MLflow run |", "|---|---|---|"]
     lines += [f"| {VARIANTS[k].label} | {r.seed} | `{r.run_id}` |"

@@ -1,0 +1,41 @@
+"""What a study optimizes: validation accuracy alone, or the accuracy-vs-time frontier.
+
+`tune --objectives val_acc` (the default) maximizes val_acc. `--objectives val_acc,train_time_s`
+also minimizes each trial's training time (the wall seconds `train` measures: every epoch with
+its val and test evaluation), so the study's result is a Pareto front rather than one best
+trial (tuning/frontier.py). Optuna cannot prune a multi-objective study (`Trial.report` is
+single-objective), so a frontier's budget is bounded by --n-trials / --timeout / --total-trials
+and by the epochs cap (--epochs, or each family's range in the space), never by a pruner.
+
+Standard library only: `tune --help` and its argument errors stay instant.
+"""
+
+from __future__ import annotations
+
+from pipeline.core.errors import ConfigError
+
+# The metric names as pipeline/core/training.py defines them (VAL_ACC, TRAIN_TIME): that module
+# imports torch; tests/test_frontier.py checks they agree.
+VAL_ACC, TRAIN_TIME = "val_acc", "train_time_s"
+FRONTIER = f"{VAL_ACC},{TRAIN_TIME}"
+OBJECTIVES = (VAL_ACC, FRONTIER)
+DIRECTION = {VAL_ACC: "maximize", TRAIN_TIME: "minimize"}
+FRONTIER_SPACE = "frontier.yaml"
+PRUNERS = ("auto", "median", "hyperband", "none")
+
+
+def directions(objectives: str) -> list[str]:
+    return [DIRECTION[name] for name in objectives.split(",")]
+
+
+def resolve_pruner(pruner: str, objectives: str) -> str:
+    """`auto`: median for val_acc alone, none for the frontier; a pruner asked of the frontier
+    is refused with what bounds its budget instead."""
+    if objectives != FRONTIER:
+        return "median" if pruner == "auto" else pruner
+    if pruner in ("median", "hyperband"):
+        raise ConfigError(f"pruner: {pruner} cannot stop trials of a frontier study (Optuna "
+                          "prunes no multi-objective study); its budget is --n-trials, "
+                          "--timeout, --total-trials and the epochs cap --epochs: leave "
+                          "--pruner auto or none")
+    return "none"
