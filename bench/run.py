@@ -85,7 +85,9 @@ def plan(quick: bool, data, data_dir: Path, results: dict, tmp: Path, tune_secon
         # recipe (experiments.FAST_CNN) with its time-to-test-accuracy.
         "study_cnn": lambda: m.cnn(data, "CNN", 1 if quick else None),
         "fast_cnn": lambda: m.cnn(data, "FAST_CNN", 1 if quick else None, (0.935, 0.94)),
-        "tracking": lambda: m.tracking_overhead(data, 1 if quick else 5, tmp),
+        # 50 epochs (the study's run length): long enough for MLflow's system-metrics sampler
+        # (every 5 s) to take several samples in each run
+        "tracking": lambda: m.tracking_overhead(data, 1 if quick else 50, tmp),
         "tune": lambda: m.trials_per_hour(data_dir, tune_seconds, 20, tmp),
     }
 
