@@ -65,6 +65,10 @@ def test_parse_bool(value, expected):
     ({"max_shift": 9}, "max_shift: 9 must be an integer from 0 to 8"),
     ({"max_shift": -1}, "max_shift: -1 must be an integer from 0 to 8"),
     ({"max_shift": 1.5}, "max_shift: 1.5 must be an integer from 0 to 8"),
+    ({"cutout": 29}, "cutout: 29 must be an integer from 0 to 28"),
+    ({"ema": 1.0}, "ema: 1.0 must be a number in [0, 1)"),
+    ({"ema": -0.5}, "ema: -0.5 must be a number in [0, 1)"),
+    ({"tta_shift": 3}, "tta_shift: 3 must be an integer from 0 to 2"),
 ])
 def test_bad_values_name_the_parameter(kwargs, names):
     with pytest.raises(ConfigError) as e:

@@ -56,6 +56,34 @@ def test_fast_cnn_averages_each_image_and_its_mirror_in_eval_mode():
     assert not torch.allclose(model(x), model(mirrored), atol=1e-3)  # training sees one view
 
 
+def test_fast_cnn_translation_averaging_weighs_three_flip_averaged_views():
+    torch.manual_seed(0)
+    model = FastCNN().eval()
+    shifted = FastCNN(translate=1).eval()
+    shifted.load_state_dict(model.state_dict())
+    x = torch.zeros(4, 1, 30, 30, dtype=torch.uint8)
+    x[:, :, 1:29, 1:29] = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    inner = x[:, :, 1:29, 1:29]  # 0 pixels moved in at the border: what padding brings in
+    up_left, down_right = x[:, :, 2:30, 2:30], x[:, :, 0:28, 0:28]
+    expected = model(inner) / 2 + (model(up_left) + model(down_right)) / 4
+    assert torch.allclose(shifted(inner), expected, atol=1e-5)
+    assert not torch.allclose(shifted(inner), model(inner), atol=1e-3)  # the average is not moot
+
+
+def test_translation_averaging_leaves_a_translation_invariant_model_unchanged():
+    # Mean of all pixels, as ten logits: moving a garment on its background changes nothing.
+    class MeanPixel(nn.Module):
+        def forward(self, x):
+            return x.mean((1, 2, 3))[:, None] * torch.arange(1.0, 11.0)
+
+    plain, shifted = FastCNN().eval(), FastCNN(translate=2).eval()
+    for model in (plain, shifted):
+        model.features, model.head = nn.Identity(), MeanPixel()
+    x = torch.zeros(3, 1, 28, 28, dtype=torch.uint8)
+    x[:, :, 6:20, 8:22] = torch.randint(0, 256, (3, 1, 14, 14), dtype=torch.uint8)
+    assert torch.allclose(shifted(x), plain(x), atol=1e-5)
+
+
 def test_fast_cnn_pools_to_seven_pixels_and_keeps_them_for_its_linear_layer():
     model = FastCNN()
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]

@@ -174,3 +174,49 @@ def test_evaluation_runs_in_the_models_own_batch_size():
     model = torch.nn.Sequential(Recorder())  # no eval_batch of its own: EVAL_BATCH
     predict(model, torch.zeros(EVAL_BATCH + 1, 1, 28, 28))
     assert seen == [EVAL_BATCH, 1]
+
+
+def test_cutout_blanks_one_square_per_image_reproducibly():
+    from pipeline.core.augment import cutout
+
+    images = torch.full((200, 1, 28, 28), 7, dtype=torch.uint8)
+    out = cutout(images, torch.Generator().manual_seed(0), size=6)
+    assert torch.equal(out, cutout(images, torch.Generator().manual_seed(0), size=6))
+    blanked = (out == 0).sum((1, 2, 3))
+    assert blanked.max() == 36 and blanked.min() >= 9  # whole inside; a corner at the border
+    for image in out[:20, 0]:
+        rows, cols = (image == 0).nonzero().unbind(1)
+        square = image[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert (square == 0).all()  # one solid rectangle, the rest kept
+    assert torch.equal(cutout(images, torch.Generator(), size=0), images)
+
+
+def test_ema_evaluates_the_moving_average_of_the_weights(tiny_data, tiny_config):
+    """The average after each step, computed by hand, is what train returns and evaluates."""
+    config = dataclasses.replace(tiny_config, optimizer="sgd", lr=0.1, epochs=2, ema=0.9)
+    steps = []
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    hook = register_optimizer_step_post_hook(
+        lambda opt, args, kwargs: steps.append([p.detach().clone() for p in
+                                                opt.param_groups[0]["params"]]))
+    try:
+        result = train(config, tiny_data)
+    finally:
+        hook.remove()
+    assert len(steps) == 2 * 4  # 64 images, batch 16
+    expected = steps[0]  # the average starts as a copy after the first step
+    for weights in steps[1:]:
+        expected = [0.9 * e + 0.1 * w for e, w in zip(expected, weights)]
+    for average, hand in zip(result.model.parameters(), expected):
+        assert torch.allclose(average, hand, atol=1e-6)
+    assert not torch.allclose(next(result.model.parameters()), steps[-1][0])
+    logits = predict(result.model, tiny_data.val.images)
+    val_acc = (logits.argmax(1) == tiny_data.val.labels).float().mean().item()
+    assert result.final["val_acc"] == pytest.approx(val_acc)
+
+
+def test_ema_does_not_change_the_training_itself(tiny_data, tiny_config):
+    plain = train(tiny_config, tiny_data).history
+    averaged = train(dataclasses.replace(tiny_config, ema=0.5), tiny_data).history
+    assert [h["train_loss"] for h in plain] == [h["train_loss"] for h in averaged]
+    assert [h["val_loss"] for h in plain] != [h["val_loss"] for h in averaged]

@@ -21,6 +21,8 @@ INITS = ("default", "normal", "xavier_normal", "xavier_uniform", "kaiming_unifor
          "kaiming_normal")
 FCN_ONLY = ("hidden",)  # the CNNs have fixed layers: they ignore these options
 MAX_SHIFT = 8  # pixels of the 28: more moves garments out of the image
+MAX_CUTOUT = 28  # a square the size of the image blanks it whole
+MAX_TTA_SHIFT = 2  # test-time moves beyond a couple of pixels only blur the average
 # Far beyond any useful run (the study trains 50); it refuses a typo such as 10**20, which
 # overflowed deep inside the learning-rate schedule after the run had started.
 MAX_EPOCHS = 10_000
@@ -76,6 +78,21 @@ class TrainConfig:
     max_shift: int = options.integer(
         2, "With --augment true: largest random shift in pixels.", low=0, high=MAX_SHIFT,
         zero="flips only")
+    # A square of background over each training image at a random place (DeVries & Taylor's
+    # cutout); its centre can lie anywhere, so near the border only part of it is inside.
+    cutout: int = options.integer(
+        0, "With --augment true: side in pixels of a square blanked out of each training image.",
+        low=0, high=MAX_CUTOUT, zero="none")
+    # Evaluation, callbacks and the logged model use the average; training keeps the raw
+    # weights. Per step: 0.999 averages over about the last 1000 steps (2.5 epochs at batch 128).
+    ema: float = options.number(
+        0.0, "Decay of an exponential moving average of the weights (and batch-norm statistics), "
+        "updated every step; the average is what is evaluated and kept.", low=0, high=1,
+        high_open=True, zero="no average")
+    tta_shift: int = options.integer(
+        0, "fast_cnn only: at evaluation also average over the image moved this many pixels "
+        "up-left and down-right (3x the evaluation work).", low=0, high=MAX_TTA_SHIFT,
+        zero="flip averaging only")
     seed: int = options.integer(0, "Seeds weights, dropout and batch order.", low=0,
                                 high=MAX_SEED)
 

@@ -2,6 +2,8 @@
 
 `train(config, data)` builds the model, trains it for `config.epochs`, and after every epoch
 computes train / val / test loss and accuracy, then calls each callback with an `EpochEnd`.
+With `config.ema` the model evaluated, passed to callbacks and returned is the moving average of
+the trained weights.
 It returns a `TrainResult` (model and history). It knows nothing of MLflow or Optuna: tracking
 and pruning are callbacks, and a callback may raise to stop training (Optuna's TrialPruned).
 """
@@ -17,9 +19,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pipeline.core import interrupt
-from pipeline.core.augment import flip_and_shift
+from pipeline.core.augment import cutout, flip_and_shift
 from pipeline.core.config import TrainConfig
 from pipeline.core.errors import UserError
 from pipeline.core.data import FashionMNIST, Split
@@ -168,7 +171,12 @@ def train(config: TrainConfig, data: FashionMNIST, callbacks: Sequence[Callback]
     # all steps then have the same size, and batch norm never sees a batch of one.
     n_batches = max(len(data.train) // config.batch_size, 1)
     schedule = make_schedule(config, optimizer, n_batches)
-    result = TrainResult(model)
+    # The average copies the model at its first update; buffers too, so its batch-norm
+    # statistics belong to its own weights rather than to the last raw step's.
+    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema),
+                            use_buffers=True) if config.ema else None
+    evaluated = average.module if average else model
+    result = TrainResult(evaluated)
 
     from tqdm import tqdm  # a progress bar on terminals, silent in CI and under MLflow's capture
 
@@ -178,25 +186,26 @@ def train(config: TrainConfig, data: FashionMNIST, callbacks: Sequence[Callback]
     for epoch in epochs:
         t0 = time.perf_counter()
         loss_sum, correct = _train_epoch(config, model, data.train, optimizer, schedule, order,
-                                         n_batches)
+                                         n_batches, average)
         seen = min(len(data.train), n_batches * config.batch_size)
-        metrics = _epoch_metrics(model, data, loss_sum, correct, seen)
+        metrics = _epoch_metrics(evaluated, data, loss_sum, correct, seen)
         metrics[EPOCH_TIME] = time.perf_counter() - t0
         result.history.append(metrics)
         if not math.isfinite(metrics[TRAIN_LOSS]):
             raise Diverged(epoch, metrics[TRAIN_LOSS])
         epochs.set_postfix(val_acc=f"{metrics[VAL_ACC]:.4f}", loss=f"{metrics[TRAIN_LOSS]:.4f}")
         for callback in callbacks:
-            callback(EpochEnd(epoch, metrics, model))
+            callback(EpochEnd(epoch, metrics, evaluated))
     result.train_time_s = time.perf_counter() - start
     return result
 
 
 def _train_epoch(config: TrainConfig, model: nn.Module, train_split: Split,
                  optimizer: torch.optim.Optimizer, schedule, order: torch.Generator,
-                 n_batches: int) -> tuple[torch.Tensor, torch.Tensor]:
+                 n_batches: int, average: AveragedModel | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass over a fresh permutation; the summed loss and the correct count, on the device
-    (no .item() sync per batch)."""
+    (no .item() sync per batch). `average`, if any, is updated after every step."""
     model.train()
     device = train_split.images.device
     perm = torch.randperm(len(train_split), device=device, generator=order)
@@ -205,7 +214,7 @@ def _train_epoch(config: TrainConfig, model: nn.Module, train_split: Split,
     images = train_split.images.index_select(0, perm)
     labels = train_split.labels.index_select(0, perm)
     if config.augment:
-        images = flip_and_shift(images, order, config.max_shift)
+        images = cutout(flip_and_shift(images, order, config.max_shift), order, config.cutout)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
     size = config.batch_size
@@ -218,6 +227,8 @@ def _train_epoch(config: TrainConfig, model: nn.Module, train_split: Split,
         loss.backward()
         optimizer.step()
         schedule.step()
+        if average is not None:
+            average.update_parameters(model)
         interrupt.check()  # a stop request whose KeyboardInterrupt was swallowed
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
