@@ -69,6 +69,7 @@ def test_parse_bool(value, expected):
     ({"ema": 1.0}, "ema: 1.0 must be a number in [0, 1)"),
     ({"ema": -0.5}, "ema: -0.5 must be a number in [0, 1)"),
     ({"tta_shift": 3}, "tta_shift: 3 must be an integer from 0 to 2"),
+    ({"head_hidden": -1}, "head_hidden: -1 must be an integer from 0 to 16384"),
 ])
 def test_bad_values_name_the_parameter(kwargs, names):
     with pytest.raises(ConfigError) as e:

@@ -94,6 +94,18 @@ def test_fast_cnn_pools_to_seven_pixels_and_keeps_them_for_its_linear_layer():
     assert model.features(torch.zeros(2, 1, 28, 28)).shape == (2, 96 * 7 * 7)
 
 
+def test_fast_cnn_head_hidden_adds_one_hidden_layer_before_the_logits():
+    from pipeline.core.config import TrainConfig
+    from pipeline.core.models import build_model
+
+    model = build_model(TrainConfig(model="fast_cnn", batch_norm=True, head_hidden=128))
+    linears = [m for m in model.head if isinstance(m, nn.Linear)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == \
+        [(96 * 7 * 7, 128), (128, 10)]
+    assert any(isinstance(m, nn.BatchNorm1d) for m in model.head)
+    assert model.eval()(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
 @pytest.mark.parametrize("scheme", INITS)
 def test_init_schemes_give_their_weight_statistics(scheme):
     torch.manual_seed(0)

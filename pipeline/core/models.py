@@ -112,7 +112,8 @@ class FastCNN(nn.Module):
     eval_batch = 128
 
     def __init__(self, widths: tuple[int, ...] = (24, 48, 96), dropout: float = 0.0,
-                 batch_norm: bool = True, flip_average: bool = True, translate: int = 0):
+                 batch_norm: bool = True, flip_average: bool = True, translate: int = 0,
+                 head_hidden: int = 0):
         super().__init__()
         layers: list[nn.Module] = []
         cin, size = 1, 28
@@ -126,7 +127,11 @@ class FastCNN(nn.Module):
         self.normalize = Normalize()
         self.features = nn.Sequential(*layers, nn.Flatten())
         drop = [nn.Dropout(dropout)] if dropout > 0 else []
-        self.head = nn.Sequential(*drop, nn.Linear(cin * size * size, 10))
+        features = cin * size * size
+        # With batch norm right after, the hidden layer's bias is redundant (as in FCN).
+        hidden = [nn.Linear(features, head_hidden, bias=False), nn.BatchNorm1d(head_hidden),
+                  nn.ReLU()] if head_hidden else []
+        self.head = nn.Sequential(*hidden, *drop, nn.Linear(head_hidden or features, 10))
         self.flip_average = flip_average
         self.translate = translate
 
@@ -175,7 +180,8 @@ def build_model(config: TrainConfig) -> nn.Module:
     if config.model == "fcn":
         model = FCN(config.hidden, config.dropout, config.batch_norm)
     else:
-        extra = {"translate": config.tta_shift} if config.model == "fast_cnn" else {}
+        extra = {"translate": config.tta_shift, "head_hidden": config.head_hidden} \
+            if config.model == "fast_cnn" else {}
         cnn = FastCNN if config.model == "fast_cnn" else StudyCNN
         # channels_last lets oneDNN / cuDNN pick faster conv kernels (measured 1.45x on 2 cores).
         model = cnn(dropout=config.dropout, batch_norm=config.batch_norm, **extra).to(
