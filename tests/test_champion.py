@@ -111,7 +111,7 @@ def test_the_best_trial_is_read_again_and_registered_once(settings, tiny_data): 
     study = tune(s, tiny_data)
     assert len(client_versions()) == 1
     with mlflow.start_run():
-        champion.register_champion(study, s, tiny_data, s.tags())  # the same: not again
+        champion.register_champion(study, s, tiny_data)  # the same: not again
     assert len(client_versions()) == 1
 
     # Another worker completes a better trial, and logs its model, after this one's study
@@ -123,7 +123,7 @@ def test_the_best_trial_is_read_again_and_registered_once(settings, tiny_data): 
         params=best.params, distributions=best.distributions, value=1.0,
         user_attrs={**best.user_attrs, MODEL_ID_ATTR: model_id}))
     with mlflow.start_run():
-        champion.register_champion(study, s, tiny_data, s.tags())
+        champion.register_champion(study, s, tiny_data)
     assert [v.tags["trial_number"] for v in client_versions()] == [str(best.number), "2"]
     assert alias(mlflow.MlflowClient()) == client_versions()[-1].version
     assert client_versions()[-1].source == f"models:/{model_id}"  # its own model, as logged

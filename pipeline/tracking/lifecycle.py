@@ -29,8 +29,9 @@ from pipeline.core.errors import first_line
 from pipeline.tracking import orphans
 
 END_REASON = "end_reason"
-# MLflow 3's UI opens an experiment on the view this tag names; without it, on its GenAI view
-# (traces, an assistant), where our runs sit under "Evaluations".
+# What an experiment is for, in MLflow 3's terms. MLflow 3.17's UI shows it in its kind selector
+# but opens experiments on its own GenAI / Model training switch (store.look_at_it's links say
+# which); its code reads the tag only where that switch is turned off.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 TRAINING_KIND = "custom_model_development"
 # MLflow samples every 10 s by default, which leaves a 20-s trial one point or none.

@@ -142,13 +142,18 @@ def log_config(config: TrainConfig) -> None:
         mlflow.set_tags({"git_commit": commit, "mlflow.source.git.commit": commit})
 
 
+def dataset_name(context: str) -> str:
+    """The MLflow dataset name of a split: fashion-mnist-training, -validation or -test."""
+    return f"fashion-mnist-{context}"
+
+
 def log_dataset(data: FashionMNIST) -> dict[str, mlflow.data.Dataset]:
     """The three splits as MLflow dataset inputs, each with its digest and context; returned
     by context (training, validation, test)."""
     logged = {}
     for context, split in zip(CONTEXTS, (data.train, data.val, data.test)):
         dataset = logged[context] = mlflow.data.from_numpy(
-            split.images.numpy(), targets=split.labels.numpy(), name=f"fashion-mnist-{context}")
+            split.images.numpy(), targets=split.labels.numpy(), name=dataset_name(context))
         try:
             mlflow.log_input(dataset, context=context)
         except mlflow.exceptions.MlflowException as e:

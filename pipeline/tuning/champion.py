@@ -46,13 +46,12 @@ def registry_name(model: str) -> str:
     return f"fashion-mnist-{model}"
 
 
-def register_champion(study: optuna.Study, settings: TuneSettings, data: FashionMNIST,
-                      study_tags: dict[str, str]) -> None:
+def register_champion(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -> None:
     """Register the study's best logged model (unless it is already) and move `champion` to the
     best version of `fashion-mnist-<model>`."""
     client = mlflow.MlflowClient()
     name = registry_name(settings.model)
-    ranked = logged_models.ranked(mlflow.active_run().info.experiment_id, study_tags)
+    ranked = logged_models.ranked(mlflow.active_run().info.experiment_id, settings.tags())
     if not ranked:
         print("no trial of this study has a logged model: nothing to register")
         return

@@ -21,8 +21,9 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 
 from pipeline.core.errors import first_line
 from pipeline.core.training import VAL_ACC
+from pipeline.tracking import log as tracklog
 
-VALIDATION = "fashion-mnist-validation"  # the dataset name val_acc is linked to (tracking/log.py)
+VALIDATION = tracklog.dataset_name("validation")  # the dataset val_acc is linked to
 STUDY_TAG, STORAGE_TAG, TRIAL_TAG = "study_name", "optuna_storage", "trial_number"
 MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # MLflow's note on a model of its registry versions
 

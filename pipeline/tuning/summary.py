@@ -45,7 +45,7 @@ def log_study(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -
     mlflow.log_metrics({"best_val_acc": best.value, "best_trial_number": best.number})
     if TEST_ACC in best.user_attrs:
         mlflow.log_metric("best_test_acc", best.user_attrs[TEST_ACC])
-    champion.register_champion(study, settings, data, settings.tags())
+    champion.register_champion(study, settings, data)
 
 
 def summary(study: optuna.Study) -> str:
