@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 
 import mlflow
 import pytest
@@ -91,6 +92,37 @@ def test_runs_of_other_hosts_or_reused_pids_are_judged_correctly(tracking_env):
     closed = orphans.close_orphans()
     assert closed == [reused]
     assert client.get_run(other_host).info.status == "RUNNING"
+
+
+def test_commands_starting_together_close_the_same_orphans_without_an_error(tracking_env,
+                                                                            capfd):
+    # Tune workers started together all close a dead worker's runs at once; MLflow's set_tag
+    # then failed the later writers of end_reason with a UNIQUE constraint (CI, stop 18).
+    store.configure()
+    client = mlflow.MlflowClient()
+    experiment = mlflow.get_experiment_by_name("tests").experiment_id
+    dead = {orphans.HOST_TAG: os.uname().nodename, orphans.PID_TAG: "4194304"}  # > pid_max
+    runs = [client.create_run(experiment, tags=dead).info.run_id for _ in range(3)]
+    start, errors = threading.Barrier(6), []
+
+    def command_start():
+        start.wait()
+        try:
+            orphans.close_orphans()
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=command_start) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert "warning" not in capfd.readouterr().err
+    for run_id in runs:
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED"
+        assert "its process 4194304" in run.data.tags[lifecycle.END_REASON]
 
 
 def test_a_stale_experiment_id_in_the_shell_is_one_line(tracking_env, monkeypatch):

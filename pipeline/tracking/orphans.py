@@ -17,6 +17,9 @@ from pathlib import Path
 
 import mlflow
 
+from pipeline.core.errors import first_line
+from pipeline.tracking.tags import set_tags
+
 HOST_TAG, PID_TAG, START_TAG = "owner_host", "owner_pid", "owner_start"
 
 
@@ -62,10 +65,17 @@ def close_orphans() -> list[str]:
         if not dead_owner(run):
             continue
         pid = run.data.tags[PID_TAG]
-        client.set_tag(run.info.run_id, "end_reason",
-                       f"its process {pid} on {socket.gethostname()} ended without closing it "
-                       "(killed, out of memory or power loss); closed by a later command")
-        client.set_terminated(run.info.run_id, "KILLED")
+        # Several commands starting together (tune workers) close the same orphans: set_tags
+        # takes the second writer of the tag, and the status ends KILLED either way.
+        try:
+            set_tags(run.info.run_id, {"end_reason": (
+                f"its process {pid} on {socket.gethostname()} ended without closing it "
+                "(killed, out of memory or power loss); closed by a later command")}, client)
+            client.set_terminated(run.info.run_id, "KILLED")
+        except mlflow.exceptions.MlflowException as e:
+            print(f"warning: could not close MLflow run {run.info.run_id} left RUNNING by dead "
+                  f"process {pid}: {first_line(e)}", file=sys.stderr)
+            continue
         closed.append(run.info.run_id)
     if closed:
         print(f"note: closed {len(closed)} MLflow run(s) left RUNNING by a dead process as "

@@ -33,6 +33,7 @@ import optuna
 
 from pipeline.core.errors import first_line
 from pipeline.tracking import orphans
+from pipeline.tracking.tags import set_tags
 from pipeline.tuning.attrs import (PARENT_RUN_ID_ATTR, RETRY_OF_ATTR, RUN_ID_ATTR,
                                    WORKER_ATTR, WORKER_START_ATTR)
 
@@ -76,15 +77,14 @@ def close_runs_of_dead_trial(study: optuna.Study, trial: optuna.trial.FrozenTria
     if run_id:
         # Tagged even when closed already: a command's start may have closed it as an orphan
         # of a dead process (tracking/orphans.py), knowing nothing of its trial.
-        client.set_tag(run_id, "trial_state", "FAIL")
-        client.set_tag(run_id, "trial_reason", reason)
+        set_tags(run_id, {"trial_state": "FAIL", "trial_reason": reason}, client)
         if client.get_run(run_id).info.status == "RUNNING":
             client.set_terminated(run_id, "KILLED")
     parent_id = trial.user_attrs.get(PARENT_RUN_ID_ATTR)
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     if (parent_id and client.get_run(parent_id).info.status == "RUNNING"
             and not any(t.user_attrs.get(PARENT_RUN_ID_ATTR) == parent_id for t in running)):
-        client.set_tag(parent_id, "end_reason", f"worker lost: trial {trial.number} {reason}")
+        set_tags(parent_id, {"end_reason": f"worker lost: trial {trial.number} {reason}"}, client)
         client.set_terminated(parent_id, "KILLED")
 
 
