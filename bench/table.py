@@ -58,6 +58,20 @@ def _cnn(key: str, label: str):
     return lines
 
 
+def _recipes(r: dict) -> list[str]:
+    labels = {"fast_cnn_before": "fast CNN before (no hidden layer)",
+              "fast_cnn": "fast CNN recipe (hidden 128)", "wide_fcn": "FCN recipe (1024-512)"}
+    lines = []
+    for key, label in labels.items():
+        c = r["recipes"][key]
+        seeds = ", ".join(f"{100 * run['test_acc']:.2f}" for run in c["runs"])
+        lines.append(f"{label}, {c['config']['epochs']} epochs, {len(c['runs'])} seeds: test "
+                     f"{100 * c['test_acc_mean']:.2f}% ± {100 * c['test_acc_std']:.2f} ({seeds}), "
+                     f"val {100 * c['val_acc_mean']:.2f}%, {c['wall_s_mean']:.0f} ± "
+                     f"{c['wall_s_std']:.0f} s")
+    return lines
+
+
 def _tracking(r: dict) -> list[str]:
     t = r["tracking"]
     lines = [f"tracking overhead, {t['epochs']} epochs: plain {t['plain_s']:.1f} s, "
@@ -80,5 +94,6 @@ def _tune(r: dict) -> list[str]:
 
 SECTION_LINES = (("cli", _cli), ("matmul", _matmul), ("fcn", _fcn), ("study_loop", _study_loop),
                  ("study_cnn", _cnn("study_cnn", "study CNN")),
-                 ("fast_cnn", _cnn("fast_cnn", "fast CNN recipe")), ("tracking", _tracking),
+                 ("fast_cnn", _cnn("fast_cnn", "fast CNN recipe")), ("recipes", _recipes),
+                 ("tracking", _tracking),
                  ("tune", _tune))

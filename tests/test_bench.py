@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 def test_bench_quick_writes_its_figures(tmp_path, data_dir):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only",
-                           "matmul,fcn,study_loop", "--out", str(out), "--data-dir",
+                           "matmul,fcn,study_loop,recipes", "--out", str(out), "--data-dir",
                            str(data_dir)], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -35,6 +35,16 @@ def test_bench_quick_writes_its_figures(tmp_path, data_dir):
     assert 0 < results["study_loop"]["test_acc"] <= 1
     assert "base FCN, our core" in proc.stdout and "study's loop" in proc.stdout
     assert "its matmuls alone, at the batch's shapes" in proc.stdout
+    # the recipes over seeds (2 in --quick): each seed's run, and their mean and spread
+    for name in ("fast_cnn_before", "fast_cnn", "wide_fcn"):
+        recipe = results["recipes"][name]
+        accs = [run["test_acc"] for run in recipe["runs"]]
+        assert [run["seed"] for run in recipe["runs"]] == [0, 1]
+        assert recipe["test_acc_mean"] == pytest.approx(sum(accs) / 2)
+        assert recipe["test_acc_std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
+    assert results["recipes"]["fast_cnn"]["config"]["head_hidden"] == 128
+    assert results["recipes"]["fast_cnn_before"]["config"]["head_hidden"] == 0
+    assert "fast CNN recipe (hidden 128), 1 epochs, 2 seeds: test" in proc.stdout
 
 
 def test_bench_rejects_an_unknown_section():

@@ -60,6 +60,15 @@ def test_the_cnn_space_starts_from_the_fast_recipe():
     assert first == FAST_CNN  # the YAML's first trial and the benchmark's recipe agree
 
 
+def test_the_fcn_space_s_last_start_point_is_the_fcn_recipe_at_40_epochs():
+    from pipeline.replication.experiments import WIDE_FCN
+
+    space = load_space(ROOT / "search_spaces/fcn.yaml")
+    last = space.sample(optuna.trial.FixedTrial(space.enqueue[-1]), model="fcn",
+                        epochs=WIDE_FCN.epochs, seed=0)
+    assert last == WIDE_FCN  # what docs/tuning.md's `tune --epochs 40` trains first
+
+
 BAD = {
     "unknown type": ("lr: {type: floaty, low: 0.1, high: 1}", "lr: unknown type 'floaty'"),
     "low > high": ("lr: {type: float, low: 0.1, high: 0.01}", "lr: low (0.1) is greater than high"),

@@ -57,8 +57,8 @@ class TuneOptions:
     seed: int = options.integer(0, "Seeds the sampler and every trial's training.", low=0,
                                 high=MAX_SEED)
     pruner: str = options.choice(
-        "auto", "Stops poor trials early on val_acc; auto: median, or none for a frontier "
-        "(Optuna prunes no multi-objective study).", PRUNERS)
+        "auto", "Stops poor trials early on val_acc; auto: percentile (the bottom quarter), or "
+        "none for a frontier (Optuna prunes no multi-objective study).", PRUNERS)
     objectives: str = options.choice(
         OBJECTIVES[0], f"What the study optimizes: val_acc (maximized), or {FRONTIER}: the "
         "accuracy-vs-time frontier (train_time_s minimized), over the model families of "
@@ -146,7 +146,7 @@ class TuneSettings:
     timeout: float | None  # seconds; checked between trials
     epochs: int
     seed: int
-    pruner: str = "median"
+    pruner: str = "percentile"
     total_trials: int | None = None  # study-wide cap, shared by all workers (RDB storages)
     heartbeat: int | None = 60  # seconds between a running trial's heartbeats (RDB storages)
     grace_period: int = 180  # seconds without a heartbeat after which a trial's worker is dead

@@ -2,7 +2,8 @@
 for the terminal.
 
 `log_study` logs, on the worker's parent run, trial counts, all trials as CSV, Optuna's plots,
-the best trial's params and accuracies, then registers the champion (tuning/champion.py).
+the best trial's params and accuracies, how the sampler's own trials fared against the search
+space's start points, then registers the champion (tuning/champion.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pipeline.core.data import FashionMNIST
 from pipeline.core.training import TEST_ACC
 from pipeline.tuning import champion, frontier
 from pipeline.tuning import plots as study_plots
+from pipeline.tuning.attrs import RETRY_OF_ATTR
 from pipeline.tuning.settings import TuneSettings
 
 STATES = ("COMPLETE", "PRUNED", "FAIL")
@@ -45,6 +47,9 @@ def log_study(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -
     mlflow.log_metrics({"best_val_acc": best.value, "best_trial_number": best.number})
     if TEST_ACC in best.user_attrs:
         mlflow.log_metric("best_test_acc", best.user_attrs[TEST_ACC])
+    start, own = best_of_each_kind(study)
+    mlflow.log_metrics({f"best_{kind}_val_acc": t.value
+                        for kind, t in (("start", start), ("sampled", own)) if t})
     champion.register_champion(study, settings, data)
 
 
@@ -59,4 +64,36 @@ def summary(study: optuna.Study) -> str:
         best = study.best_trial
         lines.append(f"best: trial {best.number}, val_acc {best.value:.4f}, test_acc "
                      f"{best.user_attrs.get(TEST_ACC, math.nan):.4f}, params {best.params}")
+        lines += search_vs_start(study)
     return "\n".join(lines)
+
+
+def is_start_point(trial: optuna.trial.FrozenTrial,
+                   by_number: dict[int, optuna.trial.FrozenTrial]) -> bool:
+    """Queued from the search space's `enqueue` (Optuna keeps its params as `fixed_params`);
+    a dead worker's trial run again counts as what it retries."""
+    origin = by_number.get(trial.user_attrs.get(RETRY_OF_ATTR, trial.number), trial)
+    return "fixed_params" in origin.system_attrs
+
+
+def best_of_each_kind(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial | None, ...]:
+    """The best completed start point and the best completed trial the sampler chose."""
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    def best(start: bool):
+        return max((t for t in complete if is_start_point(t, by_number) == start),
+                   key=lambda t: t.value, default=None)
+    return best(True), best(False)
+
+
+def search_vs_start(study: optuna.Study) -> list[str]:
+    """One line: did the sampler's own trials reach the best start point?"""
+    start, own = best_of_each_kind(study)
+    if start is None or own is None:
+        return []
+    gap = 100 * (own.value - start.value)
+    verdict = f"{gap:.2f} points ahead of" if gap > 0 else \
+        "level with" if gap == 0 else f"{-gap:.2f} points behind"
+    return [f"search vs start points: the sampler's best trial {own.number} (val_acc "
+            f"{own.value:.4f}) is {verdict} the best start point, trial {start.number} "
+            f"({start.value:.4f})"]
