@@ -170,6 +170,7 @@ def recipes(data, seeds: tuple[int, ...], epochs: int | None) -> dict:
 
     from pipeline.core.training import train
     from pipeline.replication import experiments
+    from pipeline.replication.stats import time_to_accuracy
 
     def replaced(config, **changes):
         return dataclasses.replace(config, epochs=epochs or config.epochs, **changes)
@@ -184,7 +185,10 @@ def recipes(data, seeds: tuple[int, ...], epochs: int | None) -> dict:
                                      seed=seed)
         result = train(config, data, progress=False)
         runs[name].append({"seed": seed, "test_acc": result.final["test_acc"],
-                           "val_acc": result.final["val_acc"], "wall_s": result.train_time_s})
+                           "val_acc": result.final["val_acc"], "wall_s": result.train_time_s,
+                           "best_test_acc": max(h["test_acc"] for h in result.history),
+                           "seconds_to_test_94.0": time_to_accuracy(result.history, 0.94,
+                                                                    "test_acc")})
         print(f"... {name} seed {seed}: test {100 * result.final['test_acc']:.2f}% in "
               f"{result.train_time_s:.0f} s", file=sys.stderr, flush=True)
     out = {}

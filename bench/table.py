@@ -69,6 +69,12 @@ def _recipes(r: dict) -> list[str]:
                      f"{100 * c['test_acc_mean']:.2f}% ± {100 * c['test_acc_std']:.2f} ({seeds}), "
                      f"val {100 * c['val_acc_mean']:.2f}%, {c['wall_s_mean']:.0f} ± "
                      f"{c['wall_s_std']:.0f} s")
+        if key != "wide_fcn" and all("seconds_to_test_94.0" in run for run in c["runs"]):
+            reached = [run["seconds_to_test_94.0"] for run in c["runs"]
+                       if run["seconds_to_test_94.0"] is not None]
+            lines.append(f"  test 94.0% at some epoch in {len(reached)} of {len(c['runs'])} "
+                         f"runs (best epochs: " + ", ".join(
+                             f"{100 * run['best_test_acc']:.2f}" for run in c["runs"]) + ")")
     return lines
 
 
