@@ -66,7 +66,7 @@ def test_the_fcn_space_s_last_start_point_is_the_fcn_recipe_at_40_epochs():
     space = load_space(ROOT / "search_spaces/fcn.yaml")
     last = space.sample(optuna.trial.FixedTrial(space.enqueue[-1]), model="fcn",
                         epochs=WIDE_FCN.epochs, seed=0)
-    assert last == WIDE_FCN  # what docs/tuning.md's `tune --epochs 40` trains first
+    assert last == WIDE_FCN  # docs/training.md: `tune --epochs 40` trains it among its starts
 
 
 BAD = {
