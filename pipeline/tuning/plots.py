@@ -26,6 +26,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 vis = optuna.visualization.matplotlib
 ACC = "validation accuracy"
 SIZE = (10, 5.2)  # inches; the parallel coordinates widen with their number of axes
+MAX_WIDTH = 13.0  # inches: the parallel coordinates' widest
 STATE_COLOURS = {"COMPLETE": "tab:blue", "PRUNED": "0.6"}  # any other state: tab:orange
 STATE_WORDS = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed"}
 BEST = {"color": "tab:red", "linewidth": 2.5, "zorder": 5}
@@ -152,7 +153,10 @@ def parallel_coordinate(study: optuna.Study) -> Figure:
     cmap = matplotlib.colors.ListedColormap(
         matplotlib.colormaps["viridis_r"](np.linspace(0.15, 1, 256)))
 
-    fig, host = plt.subplots(figsize=(max(7.0, 1.5 + 0.95 * (len(names) + 1)), SIZE[1]))
+    # Widest at 13 inches (1300 px): the artifact viewer shrinks anything wider to ~950 px, so
+    # many parameters (13 axes for the FCN space) share that width instead.
+    width = min(MAX_WIDTH, max(7.0, 1.5 + 0.95 * (len(names) + 1)))
+    fig, host = plt.subplots(figsize=(width, SIZE[1]))
     host.set(xlim=(-0.3, len(names) + 0.3), ylim=(0, 1), facecolor="white")
     host.set_xticks(range(len(names) + 1), ["val_acc", *names], fontsize=9)
     host.yaxis.set_visible(False)
