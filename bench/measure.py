@@ -175,15 +175,14 @@ def recipes(data, seeds: tuple[int, ...], epochs: int | None) -> dict:
     def replaced(config, **changes):
         return dataclasses.replace(config, epochs=epochs or config.epochs, **changes)
 
-    variants = {"fast_cnn_before": replaced(experiments.FAST_CNN, head_hidden=0),
-                "fast_cnn": replaced(experiments.FAST_CNN)}
-    runs: dict[str, list[dict]] = {name: [] for name in (*variants, "wide_fcn")}
-    order = [(name, seed) for seed in seeds for name in variants]
+    configs = {"fast_cnn_before": replaced(experiments.FAST_CNN, head_hidden=0),
+               "fast_cnn": replaced(experiments.FAST_CNN),
+               "wide_fcn": replaced(experiments.WIDE_FCN)}
+    runs: dict[str, list[dict]] = {name: [] for name in configs}
+    order = [(name, seed) for seed in seeds for name in ("fast_cnn_before", "fast_cnn")]
     order += [("wide_fcn", seed) for seed in seeds]
     for name, seed in order:
-        config = dataclasses.replace(variants.get(name) or replaced(experiments.WIDE_FCN),
-                                     seed=seed)
-        result = train(config, data, progress=False)
+        result = train(dataclasses.replace(configs[name], seed=seed), data, progress=False)
         runs[name].append({"seed": seed, "test_acc": result.final["test_acc"],
                            "val_acc": result.final["val_acc"], "wall_s": result.train_time_s,
                            "best_test_acc": max(h["test_acc"] for h in result.history),
@@ -193,8 +192,7 @@ def recipes(data, seeds: tuple[int, ...], epochs: int | None) -> dict:
               f"{result.train_time_s:.0f} s", file=sys.stderr, flush=True)
     out = {}
     for name, rows in runs.items():
-        config = variants.get(name) or replaced(experiments.WIDE_FCN)
-        summary = {"config": config.to_dict(), "runs": rows}
+        summary = {"config": configs[name].to_dict(), "runs": rows}
         for key in ("test_acc", "val_acc", "wall_s"):
             values = np.array([r[key] for r in rows])
             summary[f"{key}_mean"] = float(values.mean())

@@ -7,7 +7,7 @@ import pytest
 from pipeline.core.errors import UserError
 from pipeline.tuning import objective, sampler, storage, summary
 from pipeline.tuning import logged_models
-from pipeline.tuning.attrs import MODEL_ID_ATTR
+from pipeline.tuning.attrs import MODEL_ID_ATTR, RETRY_OF_ATTR
 from pipeline.tuning.sampler import open_study
 from pipeline.tuning.study import tune
 from pipeline.tuning.settings import TuneSettings
@@ -285,7 +285,7 @@ def test_the_summary_says_how_the_sampler_s_own_trials_fared_against_the_start_p
         study.tell(trial, value)
     # a dead worker's start point run again counts as a start point (tuning/recovery.py)
     study.add_trial(optuna.trial.create_trial(value=0.95, params={"lr": 1e-3}, distributions=dist,
-                                              user_attrs={"retry_of": 0}))
+                                              user_attrs={RETRY_OF_ATTR: 0}))
     start, own = summary.best_of_each_kind(study)
     assert (start.number, own.number) == (4, 3)
     assert summary.search_vs_start(study) == [

@@ -66,7 +66,7 @@ def close_orphans() -> list[str]:
             continue
         pid = run.data.tags[PID_TAG]
         # Several commands starting together (tune workers) close the same orphans: set_tags
-        # takes the second writer of the tag, and the status ends KILLED either way.
+        # retries the writer that loses the race for the tag; KILLED is KILLED either way.
         try:
             set_tags(run.info.run_id, {"end_reason": (
                 f"its process {pid} on {socket.gethostname()} ended without closing it "

@@ -33,7 +33,7 @@ def resolve_pruner(pruner: str, objectives: str) -> str:
     frontier is refused with what bounds its budget instead."""
     if objectives != FRONTIER:
         return "percentile" if pruner == "auto" else pruner
-    if pruner != "none" and pruner != "auto":
+    if pruner not in ("auto", "none"):
         raise ConfigError(f"pruner: {pruner} cannot stop trials of a frontier study (Optuna "
                           "prunes no multi-objective study); its budget is --n-trials, "
                           "--timeout, --total-trials and the epochs cap --epochs: leave "

@@ -80,7 +80,8 @@ def best_of_each_kind(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial | N
     """The best completed start point and the best completed trial the sampler chose."""
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    def best(start: bool):
+
+    def best(start: bool) -> optuna.trial.FrozenTrial | None:
         return max((t for t in complete if is_start_point(t, by_number) == start),
                    key=lambda t: t.value, default=None)
     return best(True), best(False)
