@@ -59,8 +59,8 @@ def _cnn(key: str, label: str):
 
 
 def _recipes(r: dict) -> list[str]:
-    labels = {"fast_cnn_before": "fast CNN before (no hidden layer)",
-              "fast_cnn": "fast CNN recipe (hidden 128)", "wide_fcn": "FCN recipe (1024-512)"}
+    labels = {"fast_cnn_before": "fast CNN before (default init)",
+              "fast_cnn": "fast CNN recipe (whitening init)", "wide_fcn": "FCN recipe (1024-512)"}
     lines = []
     for key, label in labels.items():
         c = r["recipes"][key]

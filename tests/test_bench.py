@@ -42,9 +42,9 @@ def test_bench_quick_writes_its_figures(tmp_path, data_dir):
         assert [run["seed"] for run in recipe["runs"]] == [0, 1]
         assert recipe["test_acc_mean"] == pytest.approx(sum(accs) / 2)
         assert recipe["test_acc_std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
-    assert results["recipes"]["fast_cnn"]["config"]["head_hidden"] == 128
-    assert results["recipes"]["fast_cnn_before"]["config"]["head_hidden"] == 0
-    assert "fast CNN recipe (hidden 128), 1 epochs, 2 seeds: test" in proc.stdout
+    assert results["recipes"]["fast_cnn"]["config"]["whiten"] == "true"
+    assert results["recipes"]["fast_cnn_before"]["config"]["whiten"] == "false"
+    assert "fast CNN recipe (whitening init), 1 epochs, 2 seeds: test" in proc.stdout
 
 
 def test_bench_rejects_an_unknown_section():

@@ -27,6 +27,7 @@ from pipeline.core.config import TrainConfig
 from pipeline.core.errors import UserError
 from pipeline.core.data import FashionMNIST, Split
 from pipeline.core.models import build_model
+from pipeline.core.whitening import init_whitening
 
 # Metric names, defined once; MLflow, Optuna, plots and reports all use these.
 TRAIN_LOSS, TRAIN_ACC = "train_loss", "train_acc"
@@ -165,6 +166,8 @@ def train(config: TrainConfig, data: FashionMNIST, callbacks: Sequence[Callback]
     torch.manual_seed(config.seed)  # weights and dropout masks
     model = build_model(config).to(device)
     data = data.to(device)
+    if config.whiten and config.model != "fcn":
+        init_whitening(model, data.train.images)
     optimizer = make_optimizer(config, model.parameters())
     order = torch.Generator(device=device).manual_seed(config.seed)  # batch order, separately
     # Drop the last partial batch (a fresh permutation each epoch still shows every image):

@@ -1,0 +1,66 @@
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.core.config import TrainConfig
+from pipeline.core.models import build_model
+from pipeline.core.training import train
+from pipeline.core.whitening import first_conv, init_whitening, whitening_filters
+
+
+def test_the_filters_whiten_the_patches_they_come_from():
+    """Applied to correlated patches, the filters give outputs of covariance ~ identity."""
+    torch.manual_seed(0)
+    mixing = torch.randn(9, 9)
+    patches = torch.randn(50_000, 9) @ mixing * 3 + 1
+    filters = whitening_filters(patches, eps=1e-9)
+    out = (patches - patches.mean(0)) @ filters.T
+    covariance = out.T @ out / len(out)
+    assert torch.allclose(covariance, torch.eye(9), atol=1e-3)
+    # strongest direction first: it is the one of largest variance before scaling
+    variances = ((patches - patches.mean(0)) @ F.normalize(filters, dim=1).T).var(0)
+    assert torch.all(variances[:-1] >= variances[1:])
+
+
+def image_like(n: int) -> torch.Tensor:
+    """Smooth random images of 0..255 pixels: neighbouring pixels correlated, as in real ones."""
+    torch.manual_seed(1)
+    noise = torch.rand(n, 1, 14, 14) * 255
+    return F.interpolate(noise, size=28, mode="bilinear").round().to(torch.uint8)
+
+
+def test_the_fast_cnn_s_first_conv_starts_decorrelated_in_signed_pairs():
+    config = TrainConfig(model="fast_cnn", head_hidden=128)
+    torch.manual_seed(0)
+    model = build_model(config)
+    before = first_conv(model).weight.detach().clone()
+    images = image_like(500)
+    init_whitening(model, images)
+    weight = first_conv(model).weight.detach()
+    assert torch.equal(weight[:9], -weight[9:18])  # each filter and its negative
+    assert torch.equal(weight[18:], before[18:])  # the other 6 keep their init
+    assert torch.allclose(weight[:18].norm(), before[:18].norm())  # the same scale
+    x = model.normalize(images).float()
+    responses = F.conv2d(x, weight[:9], padding=1).transpose(0, 1).reshape(9, -1)
+    correlation = torch.corrcoef(responses)
+    assert (correlation - torch.eye(9)).abs().max() < 0.02
+    # before, the same layer's responses were strongly correlated
+    raw = F.conv2d(x, before[:9], padding=1).transpose(0, 1).reshape(9, -1)
+    assert (torch.corrcoef(raw) - torch.eye(9)).abs().max() > 0.5
+
+
+def test_the_study_cnn_keeps_the_strongest_of_its_25_directions():
+    model = build_model(TrainConfig(model="study_cnn"))
+    init_whitening(model, image_like(200))
+    weight = first_conv(model).weight.detach()  # 32 filters of 5 x 5: 16 directions, signed
+    assert torch.equal(weight[:16], -weight[16:])
+
+
+def test_whiten_changes_cnn_training_and_is_ignored_by_the_fcn(tiny_data, tiny_config):
+    cnn = TrainConfig(model="fast_cnn", epochs=1, batch_size=16)
+    plain = train(cnn, tiny_data).history
+    whitened = train(dataclasses.replace(cnn, whiten=True), tiny_data).history
+    assert plain[0]["train_loss"] != whitened[0]["train_loss"]
+    fcn = [train(dataclasses.replace(tiny_config, whiten=w), tiny_data).history for w in (0, 1)]
+    assert [h["train_loss"] for h in fcn[0]] == [h["train_loss"] for h in fcn[1]]
