@@ -14,15 +14,15 @@ from pipeline.tuning.space import load_space
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def fake_study(space_file, model, n_trials, name="fake"):
-    """Trials sampled from a real space; a made-up val_acc per epoch; the median pruner stops
-    some, so intermediate values and pruned trials exist."""
+def fake_study(space_file, model, n_trials, name="fake", starts=()):
+    """Trials sampled from a real space, after its start points and `starts`; a made-up val_acc
+    per epoch; the median pruner stops some, so intermediate values and pruned trials exist."""
     space = load_space(space_file)
     study = optuna.create_study(direction="maximize", study_name=name,
                                 sampler=optuna.samplers.TPESampler(seed=1),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=5,
                                                                    n_warmup_steps=2))
-    for start in space.enqueue:
+    for start in (*space.enqueue, *starts):
         study.enqueue_trial(start)
 
     def objective(trial):
@@ -41,7 +41,9 @@ def fake_study(space_file, model, n_trials, name="fake"):
 
 @pytest.fixture(scope="module")
 def fcn_figures():
-    study = fake_study("search_spaces/fcn.yaml", "fcn", 30)
+    # one 3-layer trial for sure: every width axis is drawn
+    study = fake_study("search_spaces/fcn.yaml", "fcn", 30,
+                       starts=[{"n_layers": 3, "width_1": 1024, "width_2": 512, "width_3": 256}])
     assert {t.state.name for t in study.trials} == {"COMPLETE", "PRUNED"}
     figs = plots.figures(study)
     for fig in figs.values():
@@ -82,16 +84,15 @@ def test_categorical_axes_show_every_choice_by_name(fcn_figures):
     assert tick_texts(axes["optimizer"]) == ["sgd", "momentum", "rmsprop", "adam", "adamw"]
     assert tick_texts(axes["batch_norm"]) == ["false", "true"]
     assert [t.replace("\n", "_") for t in tick_texts(axes["init"])] == [
-        "default", "normal", "xavier_normal", "xavier_uniform", "kaiming_uniform",
-        "kaiming_normal"]
+        "default", "xavier_normal", "xavier_uniform", "kaiming_uniform", "kaiming_normal"]
 
 
 def test_integer_parameters_have_integer_ticks(fcn_figures):
     _, figs = fcn_figures
     axes = axes_of(figs["parallel_coordinate"])
     assert tick_texts(axes["n_layers"]) == ["1", "2", "3"]
-    for name in ("width_1", "width_2", "width_3"):  # log-sampled 64..1024: powers of two
-        assert tick_texts(axes[name]) == ["64", "128", "256", "512", "1024"]
+    for name in ("width_1", "width_2", "width_3"):  # log-sampled 128..1024: powers of two
+        assert tick_texts(axes[name]) == ["128", "256", "512", "1024"]
 
 
 def test_integers_come_from_the_distributions_not_from_names():
