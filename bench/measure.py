@@ -162,10 +162,10 @@ def cnn(data, name: str, epochs: int | None, thresholds: tuple[float, ...] = ())
 
 def recipes(data, seeds: tuple[int, ...], epochs: int | None) -> dict:
     """Accuracy over seeds, side by side: our fast CNN recipe as it was (its first convolution
-    initialised as PyTorch does) and as it is (experiments.FAST_CNN, whitening init), their runs alternated seed by seed so that
-    a machine's drift hits both alike; then the FCN recipe that passes 90.5% (experiments.
-    WIDE_FCN). Per recipe: each seed's test/val accuracy and wall time, and their mean and
-    sample standard deviation."""
+    initialised as PyTorch does) and as it is (experiments.FAST_CNN, whitening init), their
+    runs alternated seed by seed so that a machine's drift hits both alike; then the FCN recipe
+    that passes 90.5% (experiments.WIDE_FCN). Per recipe: each seed's test/val accuracy and
+    wall time, and their mean and sample standard deviation."""
     import numpy as np
 
     from pipeline.core.training import train

@@ -52,9 +52,15 @@ def test_the_fast_cnn_s_first_conv_starts_decorrelated_in_signed_pairs():
 
 def test_the_study_cnn_keeps_the_strongest_of_its_25_directions():
     model = build_model(TrainConfig(model="study_cnn"))
-    init_whitening(model, image_like(200))
+    images = image_like(200)
+    init_whitening(model, images)
     weight = first_conv(model).weight.detach()  # 32 filters of 5 x 5: 16 directions, signed
     assert torch.equal(weight[:16], -weight[16:])
+    x = model.net[0](images).float()  # its Normalize
+    patches = F.unfold(x, 5, padding=2).transpose(1, 2).reshape(-1, 25)
+    strongest = whitening_filters(patches)[:16]
+    kept = weight[:16].reshape(16, 25)
+    assert torch.allclose(kept / kept.norm(), strongest / strongest.norm(), atol=1e-5)
 
 
 def test_whiten_changes_cnn_training_and_is_ignored_by_the_fcn(tiny_data, tiny_config):
