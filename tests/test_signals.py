@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import os
 import signal
+import sqlite3
 import subprocess
 import time
 
@@ -47,6 +49,66 @@ def test_only_the_first_signal_raises_so_cleanup_is_not_cut_short():
     interrupt._handle(signal.SIGTERM, None)  # during cleanup: recorded, not raised
     with pytest.raises(interrupt.Interrupted, match="SIGINT"):
         interrupt.check()
+
+
+@pytest.fixture
+def real_handlers():
+    """interrupt's handlers installed in this process, pytest's own put back afterwards."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+    interrupt.install()
+    yield
+    interrupt.reset()
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def test_a_signal_during_a_database_write_is_raised_once_the_write_has_ended(
+        tmp_path, tracking_env, real_handlers):
+    """SIGTERM while MLflow inserts a run's metrics into SQLite. Raised there (as before), the
+    exception made SQLAlchemy drop the connection in the middle of its transaction: the file
+    stayed locked, no process could end its runs, and `tune --workers 2` hung after SIGTERM
+    (CI, clean clone of eb71d5f). Now the write ends and commits, the stop request is raised
+    by itself right after (no check() called), and the database is free."""
+    import sqlalchemy
+    from mlflow.entities import Metric
+
+    client = mlflow.MlflowClient()
+    run = client.create_run(client.create_experiment("signals"))
+    sent: list[str] = []
+
+    def sigterm_mid_insert(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("INSERT INTO metrics") and not sent:
+            sent.append(statement)
+            os.kill(os.getpid(), signal.SIGTERM)  # handled here, under SQLAlchemy's frames
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute",
+                            sigterm_mid_insert)
+    try:
+        client.log_batch(run.info.run_id, metrics=[
+            Metric("val_acc", 0.9, 0, 1), Metric("val_loss", 0.3, 0, 1)], synchronous=True)
+    except KeyboardInterrupt as e:  # caught: else it would stop pytest itself
+        pytest.fail(f"raised inside the database write: {e!r}")
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute",
+                                sigterm_mid_insert)
+    assert sent and interrupt.requested()
+    with pytest.raises(interrupt.Interrupted, match="SIGTERM"):
+        for _ in range(100):  # the deferred raise comes within 50 ms, not after these 10 s
+            time.sleep(0.1)
+    free = sqlite3.connect(tmp_path / "mlflow.db", timeout=0)  # no waiting for a lock
+    free.execute("BEGIN IMMEDIATE")  # fails with "database is locked" if a writer holds it
+    free.rollback()
+    free.close()
+    client.set_terminated(run.info.run_id, "KILLED")
+    ended = client.get_run(run.info.run_id)
+    assert ended.data.metrics == {"val_acc": 0.9, "val_loss": 0.3}
+    assert ended.info.status == "KILLED"
+
+
+def test_a_signal_outside_a_store_is_raised_at_once(real_handlers):
+    with pytest.raises(interrupt.Interrupted, match="SIGINT"):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(10)  # the handler raises before the sleep has begun or in it
 
 
 def wait_for_metric(experiment: str, name: str, proc: subprocess.Popen, timeout: float = 300):

@@ -232,7 +232,7 @@ def _train_epoch(config: TrainConfig, model: nn.Module, train_split: Split,
         schedule.step()
         if average is not None:
             average.update_parameters(model)
-        interrupt.check()  # a stop request whose KeyboardInterrupt was swallowed
+        interrupt.check()  # a stop request swallowed, or held back out of a database write
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
     return loss_sum, correct
