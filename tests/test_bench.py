@@ -36,15 +36,21 @@ def test_bench_quick_writes_its_figures(tmp_path, data_dir):
     assert "base FCN, our core" in proc.stdout and "study's loop" in proc.stdout
     assert "its matmuls alone, at the batch's shapes" in proc.stdout
     # the recipes over seeds (2 in --quick): each seed's run, and their mean and spread
-    for name in ("fast_cnn_before", "fast_cnn", "wide_fcn"):
+    for name in ("fast_cnn", "fast_cnn_all", "wide_fcn"):
         recipe = results["recipes"][name]
         accs = [run["test_acc"] for run in recipe["runs"]]
         assert [run["seed"] for run in recipe["runs"]] == [0, 1]
         assert recipe["test_acc_mean"] == pytest.approx(sum(accs) / 2)
         assert recipe["test_acc_std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
-    assert results["recipes"]["fast_cnn"]["config"]["whiten"] == "true"
-    assert results["recipes"]["fast_cnn_before"]["config"]["whiten"] == "false"
-    assert "fast CNN recipe (whitening init), 1 epochs, 2 seeds: test" in proc.stdout
+    assert results["recipes"]["fast_cnn"]["config"]["holdout"] == "true"
+    assert results["recipes"]["fast_cnn_all"]["config"]["holdout"] == "false"
+    # trained on all 60,000: no val split, so no val figure rather than a made-up one
+    assert [run["val_acc"] for run in results["recipes"]["fast_cnn_all"]["runs"]] == [None, None]
+    assert "val_acc_mean" not in results["recipes"]["fast_cnn_all"]
+    assert "fast CNN recipe (50,000 images, 10,000 held out), 1 epochs, 2 seeds: test" \
+        in proc.stdout
+    assert "fast CNN recipe on all 60,000 (--holdout false), 1 epochs, 2 seeds: test" \
+        in proc.stdout and "no val split" in proc.stdout
 
 
 def test_bench_rejects_an_unknown_section():

@@ -1,5 +1,6 @@
 """On the real FashionMNIST: the train command and `mlflow run` leave what a user expects."""
 
+import json
 import os
 import signal
 import subprocess
@@ -62,6 +63,25 @@ def test_train_logs_metrics_artifacts_dataset_and_a_loadable_model(command, data
     assert linked["test_acc"] == "fashion-mnist-test"
     assert linked["train_loss"] == "fashion-mnist-training"
     assert TRAIN_TIME in linked
+
+
+def test_train_without_holdout_trains_on_all_60000_and_logs_no_val(command, data_dir):
+    """A final model once options are chosen: the validation images join the training split,
+    and nothing named val is logged (it would be measured on training images)."""
+    out = command("train", "--epochs", "1", "--hidden", "32", "--holdout", "false",
+                  "--data-dir", str(data_dir))
+    assert out.returncode == 0, out.stderr
+    assert "no val split, test_acc 0." in out.stdout
+    run = only_run()
+    assert run.info.status == "FINISHED" and run.data.params["holdout"] == "false"
+    assert run.info.run_name.endswith("all 60,000 training images")  # told apart in the UI
+    assert not [name for name in run.data.metrics if name.startswith("val_")]
+    assert {"train_acc", "test_acc", TRAIN_TIME} <= set(run.data.metrics)
+    inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "test"}
+    assert json.loads(inputs["training"].profile)["features_shape"][0] == 60_000
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"curves.png", "confusion_matrix.png"} <= artifacts
 
 
 def test_the_fast_cnn_recipe_trains_and_its_logged_model_flip_averages(command, data_dir):

@@ -90,6 +90,12 @@ BAD = {
     "layers depth": ("hidden: {type: layers, depth: [0, 2], width: {low: 8, high: 64}}",
                      "hidden: depth must be [low, high]"),
     "searches nothing": ("lr: 0.1", "searches nothing"),
+    # trials are selected on val: none may train on it (train --holdout false may)
+    "no held-out split": ("lr: {type: float, low: 0.1, high: 1}\nholdout: false",
+                          "holdout: tune selects on the validation split"),
+    "no held-out split in a family": (
+        "model:\n  fcn: {epochs: 2, holdout: false}\n  fast_cnn: {epochs: 2}",
+        "model: fcn: holdout: tune selects on the validation split"),
     "fixed without value": ("lr: {type: fixed}", "lr: a fixed parameter needs a value"),
     # model families (the frontier)
     "model as a value": ("model: fcn\nlr: {type: float, low: 0.1, high: 1}",

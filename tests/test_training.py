@@ -2,6 +2,7 @@ import dataclasses
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from pipeline.core.config import TrainConfig
 from pipeline.core.training import (EPOCH_METRICS, EVAL_BATCH, Diverged, make_optimizer,
@@ -20,6 +21,27 @@ def test_history_has_every_metric_every_epoch(tiny_data, tiny_config):
         assert all(0 <= h[k] <= 1 for k in ("train_acc", "val_acc", "test_acc"))
         assert h["epoch_time_s"] > 0
     assert result.train_time_s >= sum(h["epoch_time_s"] for h in result.history)
+
+
+def test_without_holdout_it_trains_on_every_training_image_and_reports_no_val(tiny_data,
+                                                                              tiny_config):
+    merged = tiny_data.without_holdout()
+    assert len(merged.train) == 96 and len(merged.val) == 0 and merged.test is tiny_data.test
+    assert torch.equal(merged.train.images[64:], tiny_data.val.images)
+    assert merged.without_holdout() is merged
+    # batch 16: 4 steps per epoch on the 64 held-in images, 6 on all 96
+    config = dataclasses.replace(tiny_config, holdout=False, epochs=1, schedule="onecycle")
+    steps = []
+    hook = register_optimizer_step_post_hook(lambda *args: steps.append(1))
+    try:
+        result = train(config, tiny_data)
+    finally:
+        hook.remove()
+    assert len(steps) == 6
+    assert tuple(result.final) == ("train_loss", "train_acc", "test_loss", "test_acc",
+                                   "epoch_time_s")
+    held = train(dataclasses.replace(config, holdout=True), tiny_data)
+    assert tuple(held.final) == EPOCH_METRICS
 
 
 @pytest.mark.parametrize("model", ["fcn", "study_cnn", "fast_cnn"])

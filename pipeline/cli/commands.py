@@ -40,7 +40,8 @@ def train(opts: TrainOptions) -> None:
     store.configure()
     trained = tracklog.train_run(opts.config, dataset, log_model=True)
     final, result = trained.result.final, trained.result
-    print(f"run {trained.run_id}: val_acc {final['val_acc']:.4f}, test_acc "
+    val = f"val_acc {final['val_acc']:.4f}, " if "val_acc" in final else "no val split, "
+    print(f"run {trained.run_id}: {val}test_acc "
           f"{final['test_acc']:.4f}, {result.train_time_s:.1f} s; model models:/"
           f"{trained.model_id}. {store.look_at_it()}")
 

@@ -103,6 +103,12 @@ class TrainConfig:
         0, "fast_cnn only: at evaluation also average over the image moved this many pixels "
         "up-left and down-right (3x the evaluation work).", low=0, high=MAX_TTA_SHIFT,
         zero="flip averaging only")
+    # A final model once the options are chosen (as scikit-learn's refit): the tuner selects on
+    # the held-out split, so a search space cannot turn this off. Measured for fast_cnn in
+    # docs/performance.md, "Training on all 60,000 images".
+    holdout: bool = options.switch(
+        True, "Hold out 10,000 of the 60,000 training images as the validation split; false: "
+        "train on all 60,000 (a final model once options are chosen; no val metrics).")
     seed: int = options.integer(0, "Seeds weights, dropout and batch order.", low=0,
                                 high=MAX_SEED)
 

@@ -68,6 +68,19 @@ class FashionMNIST:
         return FashionMNIST(self.train.to(device), self.val.to(device), self.test.to(device),
                             self.digest)
 
+    def without_holdout(self) -> "FashionMNIST":
+        """All 60,000 training images in `train` (the validation images after the others) and
+        an empty `val`; the same object when `val` is empty already."""
+        if not len(self.val):
+            return self
+        train = Split(torch.cat([self.train.images, self.val.images]),
+                      torch.cat([self.train.labels, self.val.labels]))
+        return FashionMNIST(train, Split(self.val.images[:0], self.val.labels[:0]), self.test,
+                            self.digest)
+
+    def for_config(self, holdout: bool) -> "FashionMNIST":
+        return self if holdout else self.without_holdout()
+
 
 def find_raw_files(data_dir: Path) -> dict[str, Path]:
     """The four IDX files (plain or .gz): in data_dir, else Debian's package, else downloaded."""

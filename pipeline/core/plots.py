@@ -23,11 +23,14 @@ SPLIT_LABEL = {"train": "train (mean during the epoch)", "val": "val (after the 
 
 
 def curves(history: Sequence[dict[str, float]], title: str) -> Figure:
-    """Loss and accuracy against epochs for train, val and test, as in the study's figures."""
+    """Loss and accuracy against epochs for train, val (when held out) and test, as in the
+    study's figures."""
     epochs = np.arange(1, len(history) + 1)
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
     for split, (color, style) in SPLIT_STYLE.items():
+        if f"{split}_acc" not in history[0]:  # trained on all 60,000: no val split
+            continue
         label = SPLIT_LABEL.get(split, split)
         loss_ax.plot(epochs, [h[f"{split}_loss"] for h in history], style, color=color,
                      label=label, marker="." if len(epochs) < 30 else None)
@@ -35,8 +38,9 @@ def curves(history: Sequence[dict[str, float]], title: str) -> Figure:
                     label=label, marker="." if len(epochs) < 30 else None)
     final = history[-1]
     loss_ax.set(title="Cross-entropy loss", xlabel="epoch", ylabel="loss")
-    acc_ax.set(title=f"Accuracy (final: val {100 * final['val_acc']:.2f}%, "
-                     f"test {100 * final['test_acc']:.2f}%)", xlabel="epoch", ylabel="accuracy (%)")
+    val = f"val {100 * final['val_acc']:.2f}%, " if "val_acc" in final else ""
+    acc_ax.set(title=f"Accuracy (final: {val}test {100 * final['test_acc']:.2f}%)",
+               xlabel="epoch", ylabel="accuracy (%)")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.legend()

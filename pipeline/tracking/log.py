@@ -60,6 +60,7 @@ def train_run(config: TrainConfig, data: FashionMNIST, *, log_model: bool = Fals
     """
     history: list[dict[str, float]] = []
     title = describe(config)
+    data = data.for_config(config.holdout)  # what the run trains on is what it logs
     with tracked_run(run_name or title, tags=tags, nested=nested, parent_run_id=parent_run_id,
                      finished_on=finished_on, system_metrics=True) as run:
         run_id = run.info.run_id
@@ -148,10 +149,12 @@ def dataset_name(context: str) -> str:
 
 
 def log_dataset(data: FashionMNIST) -> dict[str, mlflow.data.Dataset]:
-    """The three splits as MLflow dataset inputs, each with its digest and context; returned
-    by context (training, validation, test)."""
+    """The splits as MLflow dataset inputs, each with its digest and context; returned by
+    context (training, validation, test; no validation when none is held out)."""
     logged = {}
     for context, split in zip(CONTEXTS, (data.train, data.val, data.test)):
+        if not len(split):
+            continue
         dataset = logged[context] = mlflow.data.from_numpy(
             split.images.numpy(), targets=split.labels.numpy(), name=dataset_name(context))
         try:
@@ -221,4 +224,5 @@ def describe(config: TrainConfig) -> str:
     extras += [f"label smoothing {config.label_smoothing:g}"] if config.label_smoothing else []
     extras += [f"flips + shifts of {config.max_shift}" if config.max_shift else "flips"] \
         if config.augment else []
+    extras += [] if config.holdout else ["all 60,000 training images"]
     return ", ".join([f"{arch}: {config.optimizer} lr {config.lr:g}", *extras])

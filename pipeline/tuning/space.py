@@ -53,7 +53,8 @@ from pipeline.core.errors import ConfigError, UserError
 
 TYPES = ("float", "int", "categorical", "layers", "fixed")
 SET_BY_TUNE = ("model", "epochs", "seed")
-SEARCHABLE = tuple(f for f in TrainConfig.fields() if f not in SET_BY_TUNE)
+ALWAYS_HELD_OUT = "holdout"  # trials are selected on the validation split: every trial has one
+SEARCHABLE = tuple(f for f in TrainConfig.fields() if f not in (*SET_BY_TUNE, ALWAYS_HELD_OUT))
 SPEC_KEYS = {
     "float": {"type", "low", "high", "log", "step"},
     "int": {"type", "low", "high", "log", "step"},
@@ -275,6 +276,9 @@ def _param(where: str, name: str, spec: Any, prefix: str = "") -> Param:
 
     if name in SET_BY_TUNE and not (prefix and name == "epochs"):
         raise fail(f"is set by tune (--{name}), not by the search space; remove it")
+    if name == ALWAYS_HELD_OUT:
+        raise fail("tune selects on the validation split, so every trial holds it out; "
+                   "remove it (train --holdout false trains a final model on all 60,000)")
     if name not in SEARCHABLE and name != "epochs":
         raise fail(f"unknown parameter; use one of {', '.join(SEARCHABLE)}")
     if not isinstance(spec, dict):
