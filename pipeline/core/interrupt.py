@@ -4,10 +4,10 @@ Ctrl-C and SIGTERM raise `Interrupted` (a KeyboardInterrupt) in the main thread,
 stops within seconds wherever it waits. Two exceptions to "at once":
 
 - Inside a database write (MLflow's or Optuna's store: SQLAlchemy, sqlite3, their store
-  modules), the raise waits until the write has returned. An exception raised between a
-  statement and its commit made SQLAlchemy drop the connection without rolling it back: the
-  SQLite file stayed locked, no process could end its runs, and `tune --workers 2` hung after
-  SIGTERM. The handler looks at the interrupted stack; if a store is on it, a timer (SIGALRM,
+  modules), the raise waits until the write has returned. Raised in MLflow's `executemany`
+  of a metrics insert, the exception left that transaction's lock on the SQLite file (its
+  session's commit and rollback never ran): no process could end its runs ("database is
+  locked"), and `tune --workers 2` hung after SIGTERM. The handler looks at the interrupted stack; if a store is on it, a timer (SIGALRM,
   every 50 ms) tries again, and the training loop's and the tuning loop's `check()` raise it
   too, whichever comes first.
 - A handler that only raised could be lost: CPython discards an exception raised while a
