@@ -65,10 +65,10 @@ def real_handlers():
 def test_a_signal_during_a_database_write_is_raised_once_the_write_has_ended(
         tmp_path, tracking_env, real_handlers):
     """SIGTERM while MLflow inserts a run's metrics into SQLite. Raised there (as before), the
-    exception made SQLAlchemy drop the connection in the middle of its transaction: the file
-    stayed locked, no process could end its runs, and `tune --workers 2` hung after SIGTERM
-    (CI, clean clone of eb71d5f). Now the write ends and commits, the stop request is raised
-    by itself right after (no check() called), and the database is free."""
+    exception left that transaction's lock on the file: no process could end its runs, and
+    `tune --workers 2` hung after SIGTERM (CI, clean clone of eb71d5f). Now the write ends
+    and commits, the stop request is raised by itself right after (no check() called), and
+    the database is free."""
     import sqlalchemy
     from mlflow.entities import Metric
 

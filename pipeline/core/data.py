@@ -78,7 +78,8 @@ class FashionMNIST:
         return FashionMNIST(train, Split(self.val.images[:0], self.val.labels[:0]), self.test,
                             self.digest)
 
-    def for_config(self, holdout: bool) -> "FashionMNIST":
+    def training_splits(self, holdout: bool) -> "FashionMNIST":
+        """What a run with TrainConfig.holdout trains and reports on."""
         return self if holdout else self.without_holdout()
 
 

@@ -5,11 +5,11 @@ stops within seconds wherever it waits. Two exceptions to "at once":
 
 - Inside a database write (MLflow's or Optuna's store: SQLAlchemy, sqlite3, their store
   modules), the raise waits until the write has returned. Raised in MLflow's `executemany`
-  of a metrics insert, the exception left that transaction's lock on the SQLite file (its
-  session's commit and rollback never ran): no process could end its runs ("database is
-  locked"), and `tune --workers 2` hung after SIGTERM. The handler looks at the interrupted stack; if a store is on it, a timer (SIGALRM,
-  every 50 ms) tries again, and the training loop's and the tuning loop's `check()` raise it
-  too, whichever comes first.
+  of a metrics insert, the exception left that transaction's lock on the SQLite file: no
+  process could end its runs ("database is locked"), and `tune --workers 2` hung after
+  SIGTERM. The handler looks at the interrupted stack; if a store is on it, a timer
+  (SIGALRM, every 50 ms) tries again, and the training loop's and the tuning loop's `check()`
+  raise it too, whichever comes first.
 - A handler that only raised could be lost: CPython discards an exception raised while a
   garbage-collection callback runs ("Exception ignored in ... WeakKeyDictionary"). So the
   request is recorded first, and `check()` (after every batch, between trials, in waits)

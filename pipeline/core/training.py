@@ -165,7 +165,7 @@ def train(config: TrainConfig, data: FashionMNIST, callbacks: Sequence[Callback]
     device = device or pick_device()
     torch.manual_seed(config.seed)  # weights and dropout masks
     model = build_model(config).to(device)
-    data = data.for_config(config.holdout).to(device)
+    data = data.training_splits(config.holdout).to(device)
     if config.whiten and config.model != "fcn":
         init_whitening(model, data.train.images)
     optimizer = make_optimizer(config, model.parameters())

@@ -60,7 +60,9 @@ def train_run(config: TrainConfig, data: FashionMNIST, *, log_model: bool = Fals
     """
     history: list[dict[str, float]] = []
     title = describe(config)
-    data = data.for_config(config.holdout)  # what the run trains on is what it logs
+    # the same splits as train() below (idempotent there), so the datasets logged are the
+    # ones trained and reported on
+    data = data.training_splits(config.holdout)
     with tracked_run(run_name or title, tags=tags, nested=nested, parent_run_id=parent_run_id,
                      finished_on=finished_on, system_metrics=True) as run:
         run_id = run.info.run_id
