@@ -11,22 +11,51 @@ from tests.conftest import ROOT
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
 
 
-MODEL = {"fcn.yaml": "fcn", "cnn.yaml": "fast_cnn", "study_cnn.yaml": "study_cnn"}
-STUDY_SPACES = [p for p in SPACES if p.name in ("fcn.yaml", "study_cnn.yaml")]
+MODEL = {"fcn.yaml": "fcn", "fcn_study.yaml": "fcn", "cnn.yaml": "fast_cnn",
+         "study_cnn.yaml": "study_cnn"}
+STUDY_SPACES = [p for p in SPACES if p.name in ("fcn_study.yaml", "study_cnn.yaml")]
 
 
 def test_the_shipped_spaces_exist():
     assert {p.name for p in SPACES} >= set(MODEL)
 
 
-@pytest.mark.parametrize("path", STUDY_SPACES, ids=lambda p: p.name)
-def test_the_study_spaces_cover_the_study_knobs(path):
+@pytest.mark.parametrize("path", [*STUDY_SPACES, ROOT / "search_spaces/fcn.yaml"],
+                         ids=lambda p: p.name)
+def test_the_spaces_search_the_study_knobs(path):
     space = load_space(path)
     assert {"lr", "optimizer", "dropout", "init", "batch_norm"} <= set(space.searched)
     lr = next(p for p in space.params if p.name == "lr")
     assert lr.spec["log"] is True
-    optimizers = next(p for p in space.params if p.name == "optimizer").spec["choices"]
+
+
+@pytest.mark.parametrize("path", STUDY_SPACES, ids=lambda p: p.name)
+def test_the_study_spaces_cover_every_optimizer_of_the_study(path):
+    optimizers = next(p for p in load_space(path).params if p.name == "optimizer").spec["choices"]
     assert set(optimizers) == {"sgd", "momentum", "rmsprop", "adam", "adamw"}
+
+
+def test_the_default_fcn_space_is_the_study_space_narrowed():
+    """fcn.yaml keeps fcn_study.yaml's params (a fixed one or narrower bounds and choices) and
+    its modern start points (docs/tuning.md, "Search that earns its keep")."""
+    default = load_space(ROOT / "search_spaces/fcn.yaml")
+    study = load_space(ROOT / "search_spaces/fcn_study.yaml")
+    narrowed = {p.name: p for p in default.params}
+    assert set(narrowed) == {p.name for p in study.params}
+    for wide in study.params:
+        p, spec = narrowed[wide.name], wide.spec
+        if p.kind == "float":
+            assert spec["low"] <= p.spec["low"] < p.spec["high"] <= spec["high"]
+        elif p.kind == "categorical":
+            assert set(p.spec["choices"]) < set(spec["choices"]) or p.spec == spec
+        elif p.kind == "layers":
+            assert p.spec["depth"] == spec["depth"]
+            assert spec["width"]["low"] <= p.spec["width"]["low"] <= p.spec["width"]["high"] \
+                <= spec["width"]["high"]
+        elif p.kind == "fixed" and wide.kind == "categorical":
+            assert p.spec["value"] in spec["choices"]
+    study_starts = [{k: v for k, v in s.items() if k != "schedule"} for s in study.enqueue]
+    assert default.enqueue and all(start in study_starts for start in default.enqueue)
 
 
 def test_the_fcn_space_searches_depth_and_widths():

@@ -41,8 +41,9 @@ def fake_study(space_file, model, n_trials, name="fake", starts=()):
 
 @pytest.fixture(scope="module")
 def fcn_figures():
-    # one 3-layer trial for sure: every width axis is drawn
-    study = fake_study("search_spaces/fcn.yaml", "fcn", 30,
+    # the FCN space with every choice of the study; one 3-layer trial for sure: every width
+    # axis is drawn
+    study = fake_study("search_spaces/fcn_study.yaml", "fcn", 30,
                        starts=[{"n_layers": 3, "width_1": 1024, "width_2": 512, "width_3": 256}])
     assert {t.state.name for t in study.trials} == {"COMPLETE", "PRUNED"}
     figs = plots.figures(study)

@@ -224,7 +224,8 @@ def test_workers_racing_to_create_a_fresh_storage_retry(tmp_path, monkeypatch, l
 
 def test_the_per_trial_sampler_is_multivariate_group_tpe_and_repeatable(monkeypatch):
     """After its start-up trials, TPE samples each group of co-occurring params jointly
-    (sample_relative); the same seed gives the same configs, and trial k's draws depend on k."""
+    (sample_relative); the same seed gives the same configs, trial k's draws depend on k, and
+    two study seeds do not share draws."""
     relative = []
     real = optuna.samplers.TPESampler.sample_relative
 
@@ -245,9 +246,12 @@ def test_the_per_trial_sampler_is_multivariate_group_tpe_and_repeatable(monkeypa
         study.optimize(objective, n_trials=n)
         return [t.params for t in study.trials]
 
-    first = configs(0)
+    first, second = configs(0), configs(1)
     assert any(number >= 6 and params for number, params in relative)
-    assert configs(0) == first and configs(1) != first
+    assert configs(0) == first and second != first
+    # each study seed its own stream: with `seed + trial number` as the per-trial seed, study
+    # 1's random start-up trial k drew what study 0's trial k + 1 drew
+    assert all(second[k] != first[k + 1] for k in range(5))
 
 
 @pytest.mark.parametrize("name, prunes", [("percentile", [False, True]),

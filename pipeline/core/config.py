@@ -30,8 +30,8 @@ MAX_BATCH_SIZE = 50_000  # the whole training split: a larger batch is the same 
 # A 784-16384-16384-10 FCN already holds 281M weights (1.1 GB in float32, about 4x that with
 # gradients and Adam's state); --hidden 100000000 asked for 313 GB before failing.
 MAX_WIDTH = 16_384
-# numpy's RandomState (behind Optuna's TPE) takes seeds below 2**32, and tune adds the trial
-# number to the seed; torch takes any of these.
+# numpy's RandomState (behind Optuna's TPE) takes seeds below 2**32 (tune derives each trial's
+# sampler seed from this one and the trial number); torch takes any of these.
 MAX_SEED = 2**31 - 1
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import optuna
 
 from pipeline.tuning.settings import TuneSettings
@@ -36,9 +37,15 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler's seed for trial `number` of a study of `seed`: one stream per study seed.
+    (`seed + number` made study 1's trial k draw what study 0's trial k + 1 drew.)"""
+    return int(np.random.SeedSequence((seed, number)).generate_state(1)[0])
+
+
 class TrialSeededSampler(optuna.samplers.BaseSampler):
-    """TPE whose random draws for trial k come from `seed + k`: a TPESampler of that seed is
-    made for each trial and asked everything about it.
+    """TPE whose random draws for trial k come from `trial_seed(seed, k)`: a TPESampler of
+    that seed is made for each trial and asked everything about it.
 
     So a resumed study continues the sequence instead of replaying its random start-up
     configurations, one call of 4 trials samples what two calls of 2 sample, and workers that
@@ -55,7 +62,7 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
             with warnings.catch_warnings():  # multivariate and group are "experimental"
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.by_trial[trial.number] = optuna.samplers.TPESampler(
-                    seed=self.seed + trial.number, **self.tpe_kwargs)
+                    seed=trial_seed(self.seed, trial.number), **self.tpe_kwargs)
         return self.by_trial[trial.number]
 
     def infer_relative_search_space(self, study, trial):

@@ -110,7 +110,8 @@ class TuneOptions:
             if not frontier:
                 raise SpaceError(f"{space.path.name}: chooses the model per trial, which is "
                                  f"for a frontier study: add --objectives {FRONTIER}, or use "
-                                 "a space of one model (fcn.yaml, cnn.yaml, study_cnn.yaml)")
+                                 "a space of one model (fcn.yaml, fcn_study.yaml, cnn.yaml, "
+                                 "study_cnn.yaml)")
             model, name = ",".join(space.families), "frontier"
             epochs = self.epochs or space.max_epochs  # a cap on each family's epochs
         else:
