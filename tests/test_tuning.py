@@ -276,6 +276,22 @@ def test_the_default_pruner_stops_only_the_bottom_quarter_from_epoch_3(name, pru
     assert verdicts == prunes
 
 
+@pytest.mark.parametrize("name", ["percentile", "median"])
+def test_a_trial_stuck_at_chance_is_stopped_at_epoch_3_before_any_trial_has_finished(name):
+    # A collapsed FCN of a default study (seed 3): val_acc 0.2573, then 0.0951-0.1031 to the end.
+    study = optuna.create_study(direction="maximize", pruner=sampler.make_pruner(name))
+    verdicts = {}
+    for curve in ((0.2573, 0.0951, 0.1025), (0.12, 0.14, 0.31)):  # collapsed; a slow learner
+        trial = study.ask()
+        for epoch, acc in enumerate(curve, 1):
+            trial.report(acc, epoch)
+            verdicts.setdefault(curve, []).append(trial.should_prune())
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert list(verdicts.values()) == [[False, False, True], [False, False, False]]
+    hyperband = sampler.make_pruner("hyperband")  # TPE reads its brackets: left as Optuna's
+    assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
+
+
 def test_the_summary_says_how_the_sampler_s_own_trials_fared_against_the_start_points():
     study = optuna.create_study(direction="maximize")
     dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
