@@ -11,8 +11,9 @@ trials from that epoch) and the seconds per epoch. A simulated study queues the 
 points and asks our sampler (`make_sampler`, as `tune` does) until `--budget` seconds of
 simulated training have passed or `--n-trials` trials have started; a trial's value is the
 forest's plus Gaussian noise of the seed-to-seed spread of the configurations measured under
-several seeds (the start points); after 5 finished trials, one below the bottom quarter of the
-finished stops at epoch 3, as the default pruner would. For each space it prints how far the
+several seeds (the start points); each trial reports a learning curve (its value less the
+median gain to the last epoch) to `tune`'s default pruner (`make_pruner`), which stops it as
+in a study and charges the epochs it ran. For each space it prints how far the
 sampler's own best trial ended from the best start point (mean and std over the runs) and in
 how many runs it reached or beat it.
 
@@ -34,11 +35,11 @@ import numpy as np
 import optuna
 import typer
 
-from pipeline.tuning.sampler import make_sampler
+from pipeline.tuning.objectives import resolve_pruner
+from pipeline.tuning.sampler import make_pruner, make_sampler
 from pipeline.tuning.settings import DEFAULT_EPOCHS, TuneOptions
 from pipeline.tuning.space import load_space
 
-PRUNE_AT = 3  # the default pruner's first epoch (pipeline/tuning/sampler.py)
 TUNE = {f.name: f.default for f in dataclasses.fields(TuneOptions)}  # tune's defaults
 
 
@@ -80,16 +81,20 @@ class Encoder:
 
 
 class Surrogate:
+    """A configuration's expected final val_acc and seconds per epoch, the median learning
+    curve and the seed-to-seed noise, from the measured trials."""
+
     def __init__(self, trials: list[optuna.trial.FrozenTrial]):
         from sklearn.ensemble import RandomForestRegressor
 
         done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         last = max(max(t.intermediate_values) for t in done)
-        gain = {e: float(np.median([t.value - t.intermediate_values.get(e, t.value)
-                                    for t in done])) for e in range(1, last + 1)}
+        # epoch e -> median val_acc still to gain from e to the end
+        self.gain = {e: float(np.median([t.value - t.intermediate_values.get(e, t.value)
+                                         for t in done])) for e in range(1, last + 1)}
         finals = [t.value if t.state == optuna.trial.TrialState.COMPLETE else
                   t.intermediate_values[max(t.intermediate_values)]
-                  + gain[min(max(t.intermediate_values), last)] for t in trials]
+                  + self.gain[min(max(t.intermediate_values), last)] for t in trials]
         self.encode = Encoder(trials)
         x = np.array([self.encode(t.params) for t in trials])
         per_epoch = [max((t.datetime_complete - t.datetime_start).total_seconds(), 1e-3)
@@ -122,28 +127,31 @@ def simulate(surrogate: Surrogate, space_path: str, seed: int, budget: float, n_
     """One study: (the sampler's best minus the best start point, number of trials)."""
     space = load_space(space_path)
     rng = np.random.default_rng(seed)
-    study = optuna.create_study(direction="maximize", sampler=make_sampler(seed))
+    pruner = make_pruner(resolve_pruner(TUNE["pruner"], TUNE["objectives"]))  # tune's default
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(seed), pruner=pruner)
     starts = space.starts(epochs)
     fixed = {p.name: p.spec["value"] for p in space.params if p.kind == "fixed"}
     for params in starts:
         study.enqueue_trial(params)
-    spent, finished = 0.0, []
+    spent = 0.0
     while spent < budget and len(study.trials) < n_trials:
         trial = study.ask()
         space.sample(trial, model=model, epochs=epochs, seed=seed)
         mean, per_epoch = surrogate.predict({**fixed, **trial.params})
         value = mean + rng.normal(0.0, surrogate.noise)
-        pruned = trial.number >= len(starts) and len(finished) >= 5 \
-            and value < np.percentile(finished, 25)
-        spent += per_epoch * (PRUNE_AT if pruned else epochs)
-        if pruned:
+        for epoch in range(1, epochs + 1):
+            trial.report(value - surrogate.gain.get(epoch, 0.0), epoch)
+            if trial.should_prune():
+                break
+        spent += per_epoch * epoch
+        if epoch < epochs:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
-            finished.append(value)
             study.tell(trial, value)
-    values = [t.value for t in study.trials]
-    own = [v for v in values[len(starts):] if v is not None]
-    return (max(own) if own else 0.0) - max(values[:len(starts)]), len(values)
+    values = [t.value for t in study.trials]  # None: pruned
+    best = [max((v for v in part if v is not None), default=-math.inf)
+            for part in (values[:len(starts)], values[len(starts):])]
+    return best[1] - best[0], len(values)
 
 
 app = typer.Typer(add_completion=False)
