@@ -28,8 +28,12 @@ class Normalize(nn.Module):
         self.register_buffer("shift", torch.tensor(PIXEL_MEAN / PIXEL_STD))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Two passes, not three: the product is a new tensor, so subtracting in place is safe.
-        return (x.reshape(-1, 1, 28, 28).to(self.scale.dtype) * self.scale).sub_(self.shift)
+        x = x.reshape(-1, 1, 28, 28)
+        if x.dtype == self.scale.dtype:  # the caller's tensor: not to be changed in place
+            return (x * self.scale).sub_(self.shift)
+        # Raw pixels: the converted copy is ours, so scale and shift it in place (one new
+        # tensor per batch instead of two).
+        return x.to(self.scale.dtype).mul_(self.scale).sub_(self.shift)
 
 
 class FCN(nn.Module):
@@ -45,7 +49,9 @@ class FCN(nn.Module):
             layers.append(nn.Linear(width, size, bias=not batch_norm))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(size))
-            layers.append(nn.ReLU())
+            # In place: neither the Linear nor batch norm before it needs its output for the
+            # backward pass, so one tensor per layer and batch is spared.
+            layers.append(nn.ReLU(inplace=True))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = size

@@ -96,16 +96,19 @@ def share_threads(workers: int) -> int:
 
 
 def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    # fused: one kernel for all parameters per step (PyTorch has it on CPU and CUDA for SGD,
+    # Adam and AdamW), instead of a loop of elementwise ops per parameter tensor.
     lr, wd = config.lr, config.weight_decay
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=wd)
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd, fused=True)
     if config.optimizer == "momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd,
+                               fused=True)
     if config.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, weight_decay=wd)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, fused=True)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=wd, fused=True)
 
 
 def make_schedule(config: TrainConfig, optimizer: torch.optim.Optimizer,
