@@ -195,6 +195,11 @@ def test_tune_with_two_workers_shares_one_study_one_parent_run_and_one_champion(
     assert version.tags["trial_number"] == str(
         optuna.load_study(study_name="pair", storage=storage).best_trial.number)
     assert out.stdout.count("Look at it:") == 1
+    # the main worker says what this machine allows, once; its helper got --epochs 2 from it
+    [line] = [ln for ln in out.stdout.splitlines() if ln.startswith("this machine: ~")]
+    # no start point in the space: the model's defaults, the study's 300-200 FCN
+    assert " s per epoch of the 300-200 FCN (batch 512); trials of 2 epochs (--epochs); the " \
+        "budget (--timeout 540 s) fits about " in line
 
 
 def sigterm_when(proc: subprocess.Popen, ready, timeout: float = 300) -> str:

@@ -131,7 +131,7 @@ def test_a_frontier_of_one_family_keeps_its_model_and_epochs(tmp_path):
                            space="search_spaces/cnn.yaml").resolve()
     assert (settings.model, settings.study_name, settings.epochs, settings.pruner) == \
         ("fast_cnn", "fast_cnn-frontier", 10, "none")
-    assert TuneOptions().resolve().pruner == "percentile"
+    assert TuneOptions().resolve().pruner == "halving"
 
 
 def test_the_shipped_frontier_space_starts_from_each_family_s_recipe():

@@ -84,7 +84,7 @@ def test_the_same_name_resumes_the_study_with_new_configs(settings, tiny_data):
 
 def test_pruned_trials_are_visible_as_pruned(settings, tiny_data, monkeypatch):
     monkeypatch.setattr(sampler, "make_pruner",
-                        lambda name: optuna.pruners.ThresholdPruner(lower=1.01))
+                        lambda name, epochs: optuna.pruners.ThresholdPruner(lower=1.01))
     study = tune(settings(n_trials=2), tiny_data)
     assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
     children = [r for r in runs() if "trial_number" in r.data.tags]

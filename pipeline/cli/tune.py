@@ -24,10 +24,12 @@ def tune(opts: TuneOptions) -> None:
     from pipeline.tuning.storage import check_storage, lost_storage, mask_password
     from pipeline.tuning.study import tune as run_study
     from pipeline.tuning.summary import summary
+    from pipeline.tuning import budget
 
     dataset = data.load(opts.data_dir)
     storage = check_storage(settings)  # storage errors surface before any MLflow write
     store.configure()  # and tracking errors before the study is created
+    settings = budget.fit(settings, dataset, storage, epochs_given=opts.epochs > 0)
     team = helpers(opts, settings)
     try:
         study = run_study(settings, dataset, open_study(settings, storage), team)
@@ -43,7 +45,7 @@ def tune(opts: TuneOptions) -> None:
                         "kept: run the same command again to resume") from None
     if settings.helper_of:
         return  # the main worker prints the summary
-    print(summary(study))
+    print(summary(study, settings))
     print(f"{store.look_at_it()}; and python -m pipeline dashboard --storage "
           f"{mask_password(opts.storage)}")
 

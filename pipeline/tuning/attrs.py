@@ -1,4 +1,5 @@
-"""What a tune trial records in the study storage, named once: its MLflow runs and its worker.
+"""What a tune trial records in the study storage, named once: its MLflow runs and its worker;
+and what the study itself records: its trials' length.
 
 Whoever closes a dead worker's trial reads these (tuning/recovery.py), and so does the champion's
 registration (tuning/champion.py), possibly in another process on another machine.
@@ -11,3 +12,4 @@ RETRY_OF_ATTR = "retry_of"  # number of the trial whose dead worker this trial r
 FAIL_REASON_ATTR = "fail_reason"
 WORKER_ATTR = "worker"  # host:pid of the process that ran the trial
 WORKER_START_ATTR = "worker_start"  # its start time, so a reused pid is not taken for it
+EPOCHS_ATTR = "epochs"  # of the study: its trials' length, chosen when it was created

@@ -21,6 +21,7 @@ from pipeline.tracking import log as tracklog
 from pipeline.tuning import frontier, logged_models
 from pipeline.tuning.attrs import (FAIL_REASON_ATTR, MODEL_ID_ATTR, PARENT_RUN_ID_ATTR,
                                    RETRY_OF_ATTR, RUN_ID_ATTR, WORKER_ATTR)
+from pipeline.tuning.budget import OVERTIME_SHARE, Overtime
 from pipeline.tuning.recovery import this_worker
 from pipeline.tuning.settings import TuneSettings
 
@@ -39,9 +40,10 @@ class PruneOnValAcc:
 
 
 def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[str, str],
-                   parent_run_id: str, own_parent: bool = True):
+                   parent_run_id: str, own_parent: bool = True, deadline: float | None = None):
     """`own_parent`: the parent run is this worker's, closed as KILLED if the worker dies (a
-    helper's parent run is the main worker's, which lives on)."""
+    helper's parent run is the main worker's, which lives on). Past the study's `deadline`
+    (time.monotonic), a trial may run OVERTIME_SHARE of its budget (tuning/budget.py)."""
     experiment_id = mlflow.MlflowClient().get_run(parent_run_id).info.experiment_id
 
     def objective(trial: optuna.Trial) -> float:
@@ -55,6 +57,11 @@ def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[
         if RETRY_OF_ATTR in trial.user_attrs:
             tags[RETRY_OF_ATTR] = str(trial.user_attrs[RETRY_OF_ATTR])
         ended = TrialEnd(trial)
+        # a frontier: no pruning, nor reporting (Trial.report is single-objective)
+        callbacks = [] if frontier.is_frontier(settings) else [PruneOnValAcc(trial)]
+        if callbacks and deadline is not None and settings.timeout is not None:
+            callbacks.append(Overtime(deadline, OVERTIME_SHARE * settings.timeout,
+                                      config.epochs))
 
         def remember(run_id: str) -> None:
             # At once: the champion needs it, and so does whoever closes this run if we die.
@@ -68,8 +75,7 @@ def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[
                 config, data, nested=True, parent_run_id=parent_run_id, tags=tags,
                 run_name=f"trial {trial.number}",
                 confusion=False,  # one per trial costs ~2 s; the champion gets one
-                # a frontier: no pruning, nor reporting (Trial.report is single-objective)
-                callbacks=() if frontier.is_frontier(settings) else (PruneOnValAcc(trial),),
+                callbacks=callbacks,
                 finished_on=(optuna.TrialPruned,),
                 on_start=remember, log_model=True,
                 model_tags=logged_models.model_tags(study_tags, trial.number))

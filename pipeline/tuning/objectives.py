@@ -21,7 +21,7 @@ FRONTIER = f"{VAL_ACC},{TRAIN_TIME}"
 OBJECTIVES = (VAL_ACC, FRONTIER)
 DIRECTION = {VAL_ACC: "maximize", TRAIN_TIME: "minimize"}
 FRONTIER_SPACE = "frontier.yaml"
-PRUNERS = ("auto", "percentile", "median", "hyperband", "none")
+PRUNERS = ("auto", "halving", "percentile", "median", "hyperband", "none")
 
 
 def directions(objectives: str) -> list[str]:
@@ -29,10 +29,10 @@ def directions(objectives: str) -> list[str]:
 
 
 def resolve_pruner(pruner: str, objectives: str) -> str:
-    """`auto`: percentile for val_acc alone, none for the frontier; a pruner asked of the
+    """`auto`: halving for val_acc alone, none for the frontier; a pruner asked of the
     frontier is refused with what bounds its budget instead."""
     if objectives != FRONTIER:
-        return "percentile" if pruner == "auto" else pruner
+        return "halving" if pruner == "auto" else pruner
     if pruner not in ("auto", "none"):
         raise ConfigError(f"pruner: {pruner} cannot stop trials of a frontier study (Optuna "
                           "prunes no multi-objective study); its budget is --n-trials, "

@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 import optuna
 
+from pipeline.tuning.attrs import EPOCHS_ATTR
 from pipeline.tuning.settings import TuneSettings
 from pipeline.tuning.storage import check_storage
 
@@ -43,13 +44,51 @@ class StuckAtChance(optuna.pruners.BasePruner):
         return self.inner.prune(study, trial)
 
 
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
-    if name in ("percentile", "median"):
-        return StuckAtChance(_make_pruner(name))
-    return _make_pruner(name)  # Optuna's TPE reads a HyperbandPruner's brackets: not wrapped
+def make_pruner(name: str, epochs: int = 20) -> optuna.pruners.BasePruner:
+    """The pruner `name` for trials of `epochs` epochs."""
+    if name in ("halving", "percentile", "median"):
+        return StuckAtChance(_make_pruner(name, epochs))
+    return _make_pruner(name, epochs)  # Optuna's TPE reads a HyperbandPruner's brackets
 
 
-def _make_pruner(name: str) -> optuna.pruners.BasePruner:
+class FirstRungs(optuna.pruners.BasePruner):
+    """Asks `inner` (successive halving) only up to epoch `last`: past it a trial trains to
+    its end. Optuna's rungs go on forever (1, 3, 9, 27, ...); a rung in the last third of a
+    trial saves little and stops trials that the last epochs of a cosine schedule still lift."""
+
+    def __init__(self, inner: optuna.pruners.BasePruner, last: int):
+        self.inner, self.last = inner, last
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        if trial.last_step is None or trial.last_step > self.last:
+            return False
+        return self.inner.prune(study, trial)
+
+
+HALVING_ETA = 3  # each rung keeps the best third of the trials that reached it
+
+
+def halving_rungs(epochs: int) -> tuple[int, ...]:
+    """The epochs at which successive halving compares trials of `epochs` epochs: 1, 3, 9, ...
+    up to two thirds of the trial (1, 3, 9 for 14 or 20 epochs; 1, 3 for 10)."""
+    rungs, rung = [], 1
+    while 3 * rung <= 2 * epochs:
+        rungs.append(rung)
+        rung *= HALVING_ETA
+    return tuple(rungs)
+
+
+def _make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    if name == "halving":
+        # Multi-fidelity from the first trial: at epochs 1, 3, 9 (up to 2/3 of the trial) a trial
+        # goes on only if it is in the best third of all trials that reached that epoch, the
+        # stopped ones included (before three have, only the best so far). Nothing waits for
+        # finished trials, so a study of a dozen trials on a slow machine prunes from its
+        # second trial; TPE learns from the stopped trials' last values.
+        rungs = halving_rungs(epochs)
+        sha = optuna.pruners.SuccessiveHalvingPruner(min_resource=1,
+                                                     reduction_factor=HALVING_ETA)
+        return FirstRungs(sha, rungs[-1]) if rungs else optuna.pruners.NopPruner()
     if name == "percentile":
         # Stop only the bottom quarter, against the study's completed trials, from epoch 3 on.
         # Good FCN configurations sit within 0.5 points of each other at epoch 3 (0.864-0.869
@@ -63,6 +102,16 @@ def _make_pruner(name: str) -> optuna.pruners.BasePruner:
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=2)
     return optuna.pruners.NopPruner()
+
+
+def expected_epochs(epochs: int, pruner: str) -> float:
+    """Epochs a trial trains on average under `pruner` if it stops as many as it may: with
+    halving, all reach epoch 1, a third epoch 3, a ninth epoch 9, ...; others: all of them."""
+    if pruner != "halving":
+        return float(epochs)
+    bounds = (*halving_rungs(epochs), epochs)
+    return bounds[0] + sum((b - a) / HALVING_ETA ** (i + 1)
+                           for i, (a, b) in enumerate(zip(bounds, bounds[1:])))
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -115,17 +164,23 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
         pass  # the seeds come from the trial numbers
 
 
+# TPE samples at random until this many trials have finished (completed or pruned).
+N_STARTUP_TRIALS = 6
+
+
 def make_sampler(seed: int) -> TrialSeededSampler:
     # group: the FCN's depth changes which width params exist; multivariate TPE then models
     # each group of co-occurring params jointly.
-    return TrialSeededSampler(seed, multivariate=True, group=True, n_startup_trials=6)
+    return TrialSeededSampler(seed, multivariate=True, group=True,
+                              n_startup_trials=N_STARTUP_TRIALS)
 
 
 def open_study(settings: TuneSettings,
                storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
     storage = storage or check_storage(settings)
     kwargs = dict(study_name=settings.study_name, storage=storage,
-                  sampler=make_sampler(settings.seed), pruner=make_pruner(settings.pruner))
+                  sampler=make_sampler(settings.seed),
+                  pruner=make_pruner(settings.pruner, settings.epochs))
     try:  # only the worker that creates the study queues its start points, even in a race
         study = optuna.create_study(directions=settings.directions, **kwargs)
     except optuna.exceptions.DuplicatedStudyError:
@@ -134,6 +189,8 @@ def open_study(settings: TuneSettings,
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # optuna-dashboard shows "val_acc" (and "train_time_s"), not "Objective 0"
         study.set_metric_names(settings.metric_names)
+    # A resumed study trains as long as it began, whatever machine resumes it (tuning/budget.py)
+    study.set_user_attr(EPOCHS_ATTR, settings.epochs)
     for params in settings.space.starts(settings.epochs):
         study.enqueue_trial(params, skip_if_exists=True)
     return study

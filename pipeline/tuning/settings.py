@@ -40,15 +40,16 @@ class TuneOptions:
                                 MODELS)
     space: str = options.text(
         "", f"Search-space YAML; empty: search_spaces/{_by_model(DEFAULT_SPACE)}.")
-    n_trials: int = options.integer(30, "Trials to add in this call.", low=0, high=MAX_TRIALS,
-                                    zero="no limit")
+    n_trials: int = options.integer(100, "Trials to add in this call.", low=0,
+                                    high=MAX_TRIALS, zero="no limit")
     timeout: float = options.number(540.0, "Seconds after which no new trial starts.", low=0,
                                     zero="no limit")
     epochs: int = options.integer(
         0, "Epochs per trial (pruning may stop earlier); with a space of model families, "
         "the most any trial trains.", low=0, high=MAX_EPOCHS,
-        zero=f"{_by_model(DEFAULT_EPOCHS)} (their recipes' lengths); the space's own with "
-        "families")
+        zero=f"{_by_model(DEFAULT_EPOCHS)} (their recipes' lengths), fewer where one trial "
+        "would take over 37% of --timeout on this machine; a resumed study's own; the "
+        "space's own with families")
     study_name: str = options.text(
         "", "Optuna study; empty: the model name. The same name resumes the study.")
     storage: str = options.text(
@@ -57,8 +58,9 @@ class TuneOptions:
     seed: int = options.integer(0, "Seeds the sampler and every trial's training.", low=0,
                                 high=MAX_SEED)
     pruner: str = options.choice(
-        "auto", "Stops poor trials early on val_acc; auto: percentile (the bottom quarter), or "
-        "none for a frontier (Optuna prunes no multi-objective study).", PRUNERS)
+        "auto", "Stops poor trials early on val_acc; auto: halving (at epochs 1, 3, 9 up to "
+        "2/3 of the trial, only the best third of the trials there go on), or none for a "
+        "frontier (Optuna prunes no multi-objective study).", PRUNERS)
     objectives: str = options.choice(
         OBJECTIVES[0], f"What the study optimizes: val_acc (maximized), or {FRONTIER}: the "
         "accuracy-vs-time frontier (train_time_s minimized), over the model families of "
@@ -147,7 +149,7 @@ class TuneSettings:
     timeout: float | None  # seconds; checked between trials
     epochs: int
     seed: int
-    pruner: str = "percentile"
+    pruner: str = "halving"
     total_trials: int | None = None  # study-wide cap, shared by all workers (RDB storages)
     heartbeat: int | None = 60  # seconds between a running trial's heartbeats (RDB storages)
     grace_period: int = 180  # seconds without a heartbeat after which a trial's worker is dead

@@ -43,27 +43,32 @@ def tune(settings: TuneSettings, data: FashionMNIST, study: optuna.Study | None 
     summary and the champion's registration come once every worker has ended."""
     study = study or open_study(settings)
     study_tags = settings.tags()
+    deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     if settings.helper_of:  # trials go where the main worker's run is (`mlflow run` picks it)
         parent = mlflow.MlflowClient().get_run(settings.helper_of)
         mlflow.set_experiment(experiment_id=parent.info.experiment_id)
         run_trials(study, make_objective(settings, data, study_tags, settings.helper_of,
-                                         own_parent=False), settings)
+                                         own_parent=False, deadline=deadline),
+                   settings, deadline)
         return study
     with lifecycle.tracked_run(f"tune {settings.study_name}",
                                tags={**study_tags, "tune_parent": "true"}) as run:
         lifecycle.log_new_params(settings.params())
         mlflow.log_artifact(str(settings.space.path))
-        objective = make_objective(settings, data, study_tags, run.info.run_id)
+        objective = make_objective(settings, data, study_tags, run.info.run_id,
+                                   deadline=deadline)
         with helpers.running(run.info.run_id) if helpers else contextlib.nullcontext():
-            run_trials(study, objective, settings)
+            run_trials(study, objective, settings, deadline)
             if helpers:
                 helpers.wait()
         summary.log_study(study, settings, data)
     return study
 
 
-def run_trials(study: optuna.Study, objective, settings: TuneSettings) -> None:
-    """Run trials one at a time until n_trials / timeout, or until the study is full.
+def run_trials(study: optuna.Study, objective, settings: TuneSettings,
+               deadline: float | None = None) -> None:
+    """Run trials one at a time until n_trials / the `deadline` (time.monotonic), or until the
+    study is full.
 
     Before each trial: a stop request ends the loop, and trials of dead workers on this host
     are failed and queued again. A full study may still owe trials: one whose worker died on
@@ -71,7 +76,6 @@ def run_trials(study: optuna.Study, objective, settings: TuneSettings) -> None:
     worker that finds the study full waits for the other workers' running trials to end (or
     be found dead) and runs any retry they leave.
     """
-    deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     done = 0
     while settings.own_trials is None or done < settings.own_trials:
         interrupt.check()

@@ -8,18 +8,21 @@ space's start points, then registers the champion (tuning/champion.py).
 
 from __future__ import annotations
 
+import bisect
 import math
 import tempfile
 from pathlib import Path
 
 import mlflow
 import optuna
+from optuna.trial import TrialState
 
 from pipeline.core.data import FashionMNIST
 from pipeline.core.training import TEST_ACC
 from pipeline.tuning import champion, frontier
 from pipeline.tuning import plots as study_plots
 from pipeline.tuning.attrs import RETRY_OF_ATTR
+from pipeline.tuning.sampler import N_STARTUP_TRIALS
 from pipeline.tuning.settings import TuneSettings
 
 STATES = ("COMPLETE", "PRUNED", "FAIL")
@@ -29,6 +32,8 @@ def log_study(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -
     """Summary of the whole study (all workers, all calls) on the active parent run."""
     states = [t.state.name for t in study.trials]
     mlflow.log_metrics({f"trials_{s.lower()}": states.count(s) for s in STATES})
+    kinds = list(sampled_by(study).values())
+    mlflow.log_metrics({f"trials_{kind}": kinds.count(kind) for kind in ("start", "random", "tpe")})
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "trials.csv"
         study.trials_dataframe().to_csv(csv, index=False)
@@ -53,19 +58,66 @@ def log_study(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -
     champion.register_champion(study, settings, data)
 
 
-def summary(study: optuna.Study) -> str:
-    """A few lines for the terminal: trial counts, best trial, its accuracies."""
+def summary(study: optuna.Study, settings: TuneSettings | None = None) -> str:
+    """A few lines for the terminal: trial counts, best trial, its accuracies, how the
+    sampler's own trials fared, and a line if the search never started or nothing was
+    pruned."""
     states = [t.state.name for t in study.trials]
     counts = ", ".join(f"{states.count(s)} {s.lower()}" for s in STATES)
     lines = [f"study {study.study_name}: {len(states)} trials ({counts})"]
     if len(study.directions) > 1:  # the frontier (tuning/frontier.py)
-        lines += frontier.summary(study)
-    elif "COMPLETE" in states:
+        return "\n".join(lines + frontier.summary(study))
+    if "COMPLETE" in states:
         best = study.best_trial
         lines.append(f"best: trial {best.number}, val_acc {best.value:.4f}, test_acc "
                      f"{best.user_attrs.get(TEST_ACC, math.nan):.4f}, params {best.params}")
         lines += search_vs_start(study)
+    if settings is not None:
+        lines += search_warnings(study, settings)
     return "\n".join(lines)
+
+
+def sampled_by(study: optuna.Study) -> dict[str, str]:
+    """Who chose each trial's params, by trial number: "start" (a start point, or a retry of
+    one), "random" (TPE's start-up: fewer than N_STARTUP_TRIALS trials had finished when it
+    began) or "tpe"."""
+    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    finished = sorted(t.datetime_complete for t in trials
+                      if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                      and t.datetime_complete is not None)
+    kinds = {}
+    for t in trials:
+        origin = by_number.get(t.user_attrs.get(RETRY_OF_ATTR, t.number), t)
+        if is_start_point(t, by_number):
+            kinds[t.number] = "start"
+        elif origin.datetime_start is None:
+            kinds[t.number] = "random"  # queued, never begun
+        else:
+            before = bisect.bisect_left(finished, origin.datetime_start)
+            kinds[t.number] = "tpe" if before >= N_STARTUP_TRIALS else "random"
+    return kinds
+
+
+def search_warnings(study: optuna.Study, settings: TuneSettings) -> list[str]:
+    """A line when TPE never chose a trial, and one when the pruner stopped none, each with
+    what buys a real search."""
+    trials = study.get_trials(deepcopy=False)
+    if not trials:
+        return []
+    more = (f"give the study more time (--timeout {2 * settings.timeout:g})"
+            if settings.timeout else "add trials (--n-trials)")
+    if settings.epochs > 1:
+        more += f" or shorter trials (--epochs {settings.epochs // 2})"
+    lines = []
+    if "tpe" not in sampled_by(study).values():
+        lines.append(f"note: the search never started: all {len(trials)} trials were start "
+                     "points or random start-up trials (TPE takes over once "
+                     f"{N_STARTUP_TRIALS} have finished); for a real search {more}")
+    if settings.pruner != "none" and not any(t.state == TrialState.PRUNED for t in trials):
+        lines.append(f"note: the pruner stopped no trial: all {len(trials)} ran their "
+                     f"{settings.epochs} epochs; {more}")
+    return lines
 
 
 def is_start_point(trial: optuna.trial.FrozenTrial,
