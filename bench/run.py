@@ -7,7 +7,8 @@ DataLoader loop (bench/study_loop.py); the study's CNN for 10 epochs as the repl
 trains it; our fast CNN recipe and its time to 93.5% / 94.0% test accuracy; the CNN recipe
 held out and on all 60,000 images and the FCN recipe that passes 90.5%, over 3 seeds; the cost of MLflow
 tracking and of an Optuna trial around the same training; and tune's trials per hour with one
-2-thread process vs two 1-thread processes on one storage. It prints a table (bench/table.py)
+2-thread process vs two 1-thread processes on one storage; and make's default study over 4
+seeds on an emulated slow machine and on this one (bench/default_study.py). It prints a table (bench/table.py)
 and writes every figure as JSON. It asserts nothing: it is a tool, not a test.
 """
 
@@ -23,10 +24,11 @@ from typing import Annotated
 import typer
 
 from bench import measure
+from bench.default_study import default_study
 from bench.table import table
 
 SECTIONS = ("cli", "matmul", "fcn", "study_loop", "study_cnn", "fast_cnn", "recipes", "tracking",
-            "tune")
+            "tune", "study")
 
 app = typer.Typer(add_completion=False)
 
@@ -41,6 +43,11 @@ def main(
     data_dir: Annotated[Path, typer.Option(help="FashionMNIST folder, as for prepare.")]
     = Path("data"),
     tune_seconds: Annotated[float, typer.Option(help="Budget of each tune measurement.")] = 300,
+    seeds: Annotated[str, typer.Option(help="Section study: the default study's seeds.")]
+    = "0,1,2,3",
+    machines: Annotated[str, typer.Option(
+        help="Section study: slow (emulated: one core shared with a busy process), whole, "
+        "or both, comma-separated.")] = "slow,whole",
 ) -> None:
     """Measure training speed against the machine's matmul floor and the study's loop."""
     sections = [s for s in only.split(",") if s] or list(SECTIONS)
@@ -59,11 +66,13 @@ def main(
             small(data.test.images[:2000], data.test.labels[:2000]), data.digest)
     results: dict = {"machine": measure.machine(), "quick": quick,
                      "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    if quick and "tune" in sections and not only:
-        sections.remove("tune")  # process start-ups alone take longer than a minute
-        results["skipped"] = ["tune (--quick)"]
+    if quick and not only:  # process start-ups alone take longer than a minute
+        results["skipped"] = [f"{s} (--quick)" for s in ("tune", "study") if s in sections]
+        sections = [s for s in sections if s not in ("tune", "study")]
+    study_args = (tuple(int(s) for s in seeds.split(",") if s),
+                  tuple(m for m in machines.split(",") if m))
     with tempfile.TemporaryDirectory() as tmp_name:
-        steps = plan(quick, data, data_dir, results, Path(tmp_name), tune_seconds)
+        steps = plan(quick, data, data_dir, results, Path(tmp_name), tune_seconds, study_args)
         for name in sections:
             t0 = time.perf_counter()
             results[name] = steps[name]()
@@ -74,7 +83,8 @@ def main(
     print(f"(every figure in {out})")
 
 
-def plan(quick: bool, data, data_dir: Path, results: dict, tmp: Path, tune_seconds: float):
+def plan(quick: bool, data, data_dir: Path, results: dict, tmp: Path, tune_seconds: float,
+         study_args: tuple = ((0, 1, 2, 3), ("slow", "whole"))):
     """Each section's measurement at full or --quick size, to call in order."""
     m = measure
     return {
@@ -94,6 +104,8 @@ def plan(quick: bool, data, data_dir: Path, results: dict, tmp: Path, tune_secon
         # (every 5 s) to take several samples in each run
         "tracking": lambda: m.tracking_overhead(data, 1 if quick else 50, tmp),
         "tune": lambda: m.trials_per_hour(data_dir, tune_seconds, 20, tmp),
+        # make's default study, 4 seeds on an emulated slow machine and on this one
+        "study": lambda: default_study(data_dir, study_args[0], tmp, study_args[1]),
     }
 
 

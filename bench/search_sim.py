@@ -127,7 +127,7 @@ def simulate(surrogate: Surrogate, space_path: str, seed: int, budget: float, n_
     """One study: (the sampler's best minus the best start point, number of trials)."""
     space = load_space(space_path)
     rng = np.random.default_rng(seed)
-    pruner = make_pruner(resolve_pruner(TUNE["pruner"], TUNE["objectives"]))  # tune's default
+    pruner = make_pruner(resolve_pruner(TUNE["pruner"], TUNE["objectives"]), epochs)  # tune's
     study = optuna.create_study(direction="maximize", sampler=make_sampler(seed), pruner=pruner)
     starts = space.starts(epochs)
     fixed = {p.name: p.spec["value"] for p in space.params if p.kind == "fixed"}

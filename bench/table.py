@@ -101,8 +101,42 @@ def _tune(r: dict) -> list[str]:
             f"thread {t['2x1']['trials_per_hour']:.0f} -> {t['best']}"]
 
 
+def _study(r: dict) -> list[str]:
+    s = r["study"]
+    names = {"slow": f"emulated slow machine (one core shared with a busy process; the slow "
+                     f"one took {s['slow_machine_epoch_s']} s/epoch)",
+             "whole": "this whole machine"}
+    lines = []
+    for mode in ("slow", "whole"):
+        rows = s.get(mode)
+        if not rows:
+            continue
+        lines.append(f"default study (make's tune), {names[mode]}:")
+        for row in rows:
+            gap = row["own_vs_start_points"]
+            lines.append(
+                f"  seed {row['seed']}: {row['epoch_s']} s/epoch of the 1024-512 FCN, trials "
+                f"of {row['epochs']} epochs; {row['trials']} trials ({row['complete']} complete, "
+                f"{row['pruned']} pruned, {row['tpe']} by TPE) in {row['wall_s']:.0f} s; "
+                "sampler's best vs start points " + ("n/a" if gap is None else f"{gap:+.2f}")
+                + " points; champion trial " + (
+                    "none" if row["champion_test"] is None else
+                    f"{row['champion_trial']}, val {100 * row['champion_val']:.2f}%, test "
+                    f"{100 * row['champion_test']:.2f}%"))
+        gaps = [row["own_vs_start_points"] for row in rows
+                if row["own_vs_start_points"] is not None]
+        tests = [row["champion_test"] for row in rows if row["champion_test"] is not None]
+        lines.append(
+            f"  over {len(rows)} seeds: >= 12 trials in {sum(r['trials'] >= 12 for r in rows)}, "
+            f"sampler reaches its start points in {sum(g >= 0 for g in gaps)} (mean "
+            f"{sum(gaps) / max(len(gaps), 1):+.2f} points), champion test >= 90.0% in "
+            f"{sum(t >= 0.90 for t in tests)} (" + ", ".join(f"{100 * t:.2f}" for t in tests)
+            + f"); longest study {max(r['wall_s'] for r in rows):.0f} s")
+    return lines
+
+
 SECTION_LINES = (("cli", _cli), ("matmul", _matmul), ("fcn", _fcn), ("study_loop", _study_loop),
                  ("study_cnn", _cnn("study_cnn", "study CNN")),
                  ("fast_cnn", _cnn("fast_cnn", "fast CNN recipe")), ("recipes", _recipes),
                  ("tracking", _tracking),
-                 ("tune", _tune))
+                 ("tune", _tune), ("study", _study))
