@@ -93,7 +93,7 @@ def _make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
         # Stop only the bottom quarter, against the study's completed trials, from epoch 3 on.
         # Good FCN configurations sit within 0.5 points of each other at epoch 3 (0.864-0.869
         # in the default study) and their order there says little about epoch 20: the median
-        # cut 12 of TPE's trials that stood level with them (docs/tuning.md, Pruner).
+        # cut 12 of TPE's trials that stood level with them (docs/history.md).
         # (Optuna names the share it keeps: the best 75%.)
         return optuna.pruners.PercentilePruner(75.0, n_startup_trials=5, n_warmup_steps=3)
     if name == "median":
