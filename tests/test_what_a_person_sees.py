@@ -73,9 +73,11 @@ def study(tmp_path_factory, data_dir) -> Study:
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     (folder / "space.yaml").write_text(SPACE)
     storage = f"sqlite:///{folder / 'optuna.db'}"
+    # --pruner none: every trial completes, so each has a logged model and system metrics to
+    # show (the default, halving, would stop those behind the first at epoch 1)
     out = cli("tune", "--space", "space.yaml", "--n-trials", "3", "--epochs", "2", "--timeout",
-              "0", "--storage", storage, "--study-name", STUDY, "--data-dir", str(data_dir),
-              env=env, cwd=folder)
+              "0", "--pruner", "none", "--storage", storage, "--study-name", STUDY,
+              "--data-dir", str(data_dir), env=env, cwd=folder)
     assert out.returncode == 0, out.stderr[-3000:]
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["fashion-mnist"], output_format="list")
