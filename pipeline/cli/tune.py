@@ -19,12 +19,12 @@ def tune(opts: TuneOptions) -> None:
     settings = opts.resolve()
     from pipeline.core import data
     from pipeline.tracking import store
+    from pipeline.tuning import budget
     from pipeline.core.errors import first_line
     from pipeline.tuning.sampler import open_study
     from pipeline.tuning.storage import check_storage, lost_storage, mask_password
     from pipeline.tuning.study import tune as run_study
     from pipeline.tuning.summary import summary
-    from pipeline.tuning import budget
 
     dataset = data.load(opts.data_dir)
     storage = check_storage(settings)  # storage errors surface before any MLflow write

@@ -15,12 +15,12 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from pipeline.core.config import TrainConfig
 from pipeline.core.data import FashionMNIST
 from pipeline.core.models import build_model
-from pipeline.core.training import EVAL_BATCH, make_optimizer, pick_device, predict
+from pipeline.core.training import (EVAL_BATCH, make_optimizer, pick_device, predict,
+                                     train_step)
 
 WARMUP_STEPS = 3  # the first steps allocate buffers and pick kernels
 MIN_STEPS = 3  # per window
@@ -42,10 +42,7 @@ def epoch_seconds(config: TrainConfig, data: FashionMNIST, seconds: float = 1.2,
     labels = splits.train.labels[:size].to(device)
 
     def step() -> None:
-        loss = F.cross_entropy(model(images), labels, label_smoothing=config.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, images, labels, config.label_smoothing)
 
     def window() -> float:
         """Seconds per step over at least MIN_STEPS steps and seconds / WINDOWS."""

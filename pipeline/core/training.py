@@ -207,6 +207,19 @@ def train(config: TrainConfig, data: FashionMNIST, callbacks: Sequence[Callback]
     return result
 
 
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+               y: torch.Tensor, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on the batch (x, y); its logits and loss. Also what
+    core/timing.py times."""
+    with autocast(x.device):
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return logits, loss
+
+
 def _train_epoch(config: TrainConfig, model: nn.Module, train_split: Split,
                  optimizer: torch.optim.Optimizer, schedule, order: torch.Generator,
                  n_batches: int, average: AveragedModel | None = None
@@ -227,12 +240,7 @@ def _train_epoch(config: TrainConfig, model: nn.Module, train_split: Split,
     size = config.batch_size
     for b in range(n_batches):
         x, y = images[b * size:(b + 1) * size], labels[b * size:(b + 1) * size]
-        with autocast(device):
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        logits, loss = train_step(model, optimizer, x, y, config.label_smoothing)
         schedule.step()
         if average is not None:
             average.update_parameters(model)

@@ -3,7 +3,7 @@
 Machines differ by 3x and more: a 20-epoch trial of the 1024-512 FCN takes about 80 s on a fast
 2-core Xeon and 264 s on a slow 2-core EPYC, where the 9-minute default budget held only the two
 start points. So unless `--epochs` is given, `fit(settings, data, storage)` times one epoch of
-the space's first start point on this machine (pipeline/core/timing.py, about a second) and
+the space's first start point on this machine (pipeline/core/timing.py, about a second and a half) and
 picks the longest trial of EPOCH_TIERS (at most the model's default) that takes at most
 TRIAL_SHARE of `--timeout`; it says what it chose in one line. A study records its trials'
 length when it is created (EPOCHS_ATTR): resumed, on any machine, it trains them as long.

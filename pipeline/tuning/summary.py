@@ -33,7 +33,8 @@ def log_study(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -
     states = [t.state.name for t in study.trials]
     mlflow.log_metrics({f"trials_{s.lower()}": states.count(s) for s in STATES})
     kinds = list(sampled_by(study).values())
-    mlflow.log_metrics({f"trials_{kind}": kinds.count(kind) for kind in ("start", "random", "tpe")})
+    mlflow.log_metrics({f"trials_{kind}": kinds.count(kind)
+                        for kind in ("start", "random", "tpe")})
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "trials.csv"
         study.trials_dataframe().to_csv(csv, index=False)
