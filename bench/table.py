@@ -103,8 +103,11 @@ def _tune(r: dict) -> list[str]:
 
 def _study(r: dict) -> list[str]:
     s = r["study"]
-    names = {"slow": f"emulated slow machine (one core shared with a busy process; the slow "
-                     f"one took {s['slow_machine_epoch_s']} s/epoch)",
+    emulation = s.get("emulation")
+    names = {"slow": "emulated slow machine (one core shared with a busy process"
+                     + (f", the study at nice {emulation['nice']}: {emulation['epoch_s']:.1f} "
+                        "s/epoch when calibrated" if emulation else "")
+                     + f"; the slow one took {s['slow_machine_epoch_s']} s/epoch)",
              "whole": "this whole machine"}
     lines = []
     for mode in ("slow", "whole"):

@@ -58,3 +58,17 @@ def test_bench_rejects_an_unknown_section():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "unknown sections" in proc.stderr
+
+
+@pytest.mark.parametrize("measured, level", [
+    ({0: 6.0, 3: 10.0, 5: 12.5, 6: 15.0}, 5),  # 12.5 s is 5% under 13.2 s, 15 s 14% over
+    ({0: 6.0, 3: 11.0, 4: 14.0}, 4),  # 14 s is 6% over, 11 s 17% under
+    ({0: 14.5}, 0),  # the only level measured
+    # in seconds 12.0 is nearer (1.2 against 1.3), in ratio 14.5 (13.2 / 12.0 = 1.100,
+    # 14.5 / 13.2 = 1.098)
+    ({0: 12.0, 1: 14.5}, 1),
+])
+def test_the_slow_emulation_takes_the_level_nearest_in_ratio(measured, level):
+    from bench.default_study import SLOW_EPOCH_S, nearest
+
+    assert nearest(measured, SLOW_EPOCH_S) == level
