@@ -35,6 +35,8 @@ def test_bench_quick_writes_its_figures(tmp_path, data_dir):
     assert 0 < results["study_loop"]["test_acc"] <= 1
     assert "base FCN, our core" in proc.stdout and "study's loop" in proc.stdout
     assert "its matmuls alone, at the batch's shapes" in proc.stdout
+    # the per-step cost that does not scale with the widths: a 784-8-10 net's epoch
+    assert 0 < fcn["narrow_epoch_s"] and "a 784-8-10 FCN's epoch" in proc.stdout
     # the recipes over seeds (2 in --quick): each seed's run, and their mean and spread
     for name in ("fast_cnn", "fast_cnn_all", "wide_fcn"):
         recipe = results["recipes"][name]
