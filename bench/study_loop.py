@@ -1,6 +1,6 @@
 """A faithful copy of the study's training loop, the baseline our core is measured against.
 
-As the study (../shared/STUDY.md) and the usual tutorials do it: torchvision's FashionMNIST
+As the study (docs/study.md) and the usual tutorials do it: torchvision's FashionMNIST
 dataset with ToTensor + Normalize, a 50k/10k random split, DataLoaders (training batch 512,
 shuffled; evaluation batch 256), per batch zero_grad / forward / cross-entropy / backward / step
 with `loss.item()` accumulated on the host, and every epoch the loss and accuracy of the

@@ -108,7 +108,7 @@ TABLES: tuple[Table, ...] = (
     Table(5, "FCN vs the study's CNN", ("sgd_0.02", "adam_8e-5", "cnn"), "sgd_0.02"),
 )
 
-# The study's conclusions, verbatim from STUDY.md; the report gives a verdict on each.
+# The study's conclusions as docs/study.md states them; the report gives a verdict on each.
 CLAIMS = (
     "Adam > RMSprop > SGD for the base FCN once each learning rate is tuned.",
     "Dropout 0.1 helps only slightly (the base model does not overfit); high dropout hurts.",
