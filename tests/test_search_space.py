@@ -37,7 +37,7 @@ def test_the_study_spaces_cover_every_optimizer_of_the_study(path):
 
 def test_the_default_fcn_space_is_the_study_space_narrowed():
     """fcn.yaml keeps fcn_study.yaml's params (a fixed one or narrower bounds and choices) and
-    its modern start points (docs/tuning.md, "Search that earns its keep")."""
+    its modern start points (docs/studies.md, "Search that earns its keep")."""
     default = load_space(ROOT / "search_spaces/fcn.yaml")
     study = load_space(ROOT / "search_spaces/fcn_study.yaml")
     narrowed = {p.name: p for p in default.params}

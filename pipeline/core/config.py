@@ -89,13 +89,13 @@ class TrainConfig:
         0.0, "Decay of an exponential moving average of the weights (and batch-norm statistics), "
         "updated every step; the average is what is evaluated and kept.", low=0, high=1,
         high_open=True, zero="no average")
-    # Measured (docs/performance.md): 128 lifted fast_cnn's val accuracy by about 0.45 points for
+    # Measured (docs/history.md): 128 lifted fast_cnn's val accuracy by about 0.45 points for
     # 0.56 M more multiply-adds per image (4.84 M in all).
     head_hidden: int = options.integer(
         0, "fast_cnn only: width of a hidden layer (linear, batch norm, ReLU) between the conv "
         "features and the 10 logits.", low=0, high=MAX_WIDTH, zero="logits straight from the "
         "features")
-    # Measured for fast_cnn in docs/performance.md, "Whitening the first convolution".
+    # Measured for fast_cnn in docs/history.md, "Whitening the first convolution".
     whiten: bool = options.switch(
         False, "CNNs only: initialise the first convolution as whitening filters of the training "
         "images' patches (the eigenvectors of their covariance, and their negatives).")
@@ -105,7 +105,7 @@ class TrainConfig:
         zero="flip averaging only")
     # A final model once the options are chosen (as scikit-learn's refit): the tuner selects on
     # the held-out split, so a search space cannot turn this off. Measured for fast_cnn in
-    # docs/performance.md, "Training on all 60,000 images".
+    # docs/history.md, "Training on all 60,000 images".
     holdout: bool = options.switch(
         True, "Hold out 10,000 of the 60,000 training images as the validation split; false: "
         "train on all 60,000 (a final model once options are chosen; no val metrics).")

@@ -102,7 +102,7 @@ class FastCNN(nn.Module):
 
     Pooling before batch norm and ReLU (as airbench does) runs those two on a quarter of the
     pixels; max pool and ReLU commute, so only batch norm sees pooled instead of full maps.
-    Measured on 2 cores (docs/performance.md, "How the fast CNN recipe was chosen": 7 epochs
+    Measured on 2 cores (docs/history.md, "How the fast CNN recipe was chosen": 7 epochs
     at widths 32/64/128): keeping the last block's 7x7 maps (a pool to 3x3 drops a row and a
     column) gave 93.15% test against 92.89%, for the same time; widths 24/48/96 train an epoch
     in 30 s instead of 48 s, and 10 epochs of them beat 7 of the wider net (93.27%).
