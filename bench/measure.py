@@ -297,3 +297,69 @@ def trials_per_hour(data_dir: Path, seconds: float, epochs: int, tmp: Path) -> d
                      "trials": len(done), "trials_per_hour": 3600 * len(done) / wall}
     out["best"] = max(("1x2", "2x1"), key=lambda m: out[m]["trials_per_hour"])
     return out
+
+
+def serving(data, tmp: Path, epochs: int, seconds: float, workers: tuple[int, ...] = (1,),
+            clients: tuple[int, ...] = (1, 4, 16), batches: tuple[int, ...] = (1, 64)) -> dict:
+    """The base FCN trained for `epochs` and logged as `train` logs it, served by `mlflow
+    models serve` on 127.0.0.1 (bench/serve.py) with each number of uvicorn `workers` (each
+    with its share of the cores as torch threads), and driven for `seconds` by each number of
+    `clients` (threads of this process, each with its keep-alive connection) with requests of
+    each batch size: requests/s, images/s, p50/p99 latency and errors (any answer not HTTP 200,
+    strict JSON and the bare model's classes). Beside them, the same batches through the bare
+    torch module and through the pyfunc model in this process (what the server adds on top:
+    HTTP, JSON both ways, MLflow's schema check)."""
+    import mlflow
+    import torch
+
+    from bench import serve
+    from pipeline.core.config import TrainConfig
+    from pipeline.tracking import log as tracklog
+
+    config = TrainConfig(epochs=epochs)  # the study's base: 784-300-200-10
+    store = f"sqlite:///{tmp / 'serving.db'}"
+    mlflow.set_tracking_uri(store)
+    # the model's files in tmp too (the default, ./mlruns, would be the current folder)
+    mlflow.set_experiment(experiment_id=mlflow.MlflowClient().create_experiment(
+        "bench-serving", artifact_location=str(tmp / "serving-artifacts")))
+    run = tracklog.train_run(config, data, confusion=False, log_model=True)
+    model_uri = f"models:/{run.model_id}"
+    module = mlflow.pytorch.load_model(model_uri, map_location="cpu")
+    pyfunc = mlflow.pyfunc.load_model(model_uri)
+    requests = {b: serve.requests_for(module, data.test.images, b, 16) for b in batches}
+
+    def per_call(f, x) -> float:
+        """Median seconds of f(x) over half a second, after a warm-up."""
+        for _ in range(3):
+            f(x)
+        times, end = [], time.perf_counter() + 0.5
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            f(x)
+            times.append(time.perf_counter() - t0)
+        return median(times)
+
+    bare = {}
+    with torch.inference_mode():
+        for b in batches:
+            x = requests[b][0].pixels
+            forward = per_call(module, x)
+            bare[str(b)] = {"forward_s": forward, "forward_images_per_s": b / forward,
+                            "pyfunc_s": per_call(pyfunc.predict, x.numpy())}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = store
+    cores, cells = os.cpu_count() or 1, []
+    for w in workers:
+        threads = max(1, cores // w) if w > 1 else None  # one worker: torch's default
+        with serve.served(model_uri, env, tmp / f"serve-{w}.log", w, threads) as port:
+            for b in batches:
+                serve.drive(port, requests[b], max(clients), min(1.0, seconds))  # warm-up
+                for c in clients:
+                    cell = serve.drive(port, requests[b], c, seconds).figures()
+                    forward_ms = 1e3 * bare[str(b)]["forward_s"]
+                    cell.update(workers=w, threads=threads or torch.get_num_threads(),
+                                ratio_to_forward=cell["p50_ms"] and cell["p50_ms"] / forward_ms)
+                    cells.append(cell)
+    return {"model": tracklog.describe(config), "epochs": epochs, "model_uri": model_uri,
+            "test_acc": run.result.final["test_acc"], "seconds_per_cell": seconds,
+            "bare": bare, "cells": cells}

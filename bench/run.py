@@ -7,9 +7,11 @@ DataLoader loop (bench/study_loop.py); the study's CNN for 10 epochs as the repl
 trains it; our fast CNN recipe and its time to 93.5% / 94.0% test accuracy; the CNN recipe
 held out and on all 60,000 images and the FCN recipe that passes 90.5%, over 3 seeds; the cost of MLflow
 tracking and of an Optuna trial around the same training; and tune's trials per hour with one
-2-thread process vs two 1-thread processes on one storage; and make's default study over 4
-seeds on an emulated slow machine and on this one (bench/default_study.py). It prints a table (bench/table.py)
-and writes every figure as JSON. It asserts nothing: it is a tool, not a test.
+2-thread process vs two 1-thread processes on one storage; make's default study over 4
+seeds on an emulated slow machine and on this one (bench/default_study.py); and the base FCN
+served by `mlflow models serve` under 1, 4 and 16 concurrent clients (bench/serve.py). It prints
+a table (bench/table.py) and writes every figure as JSON. It asserts nothing: it is a tool, not
+a test.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ from bench.default_study import default_study
 from bench.table import table
 
 SECTIONS = ("cli", "matmul", "fcn", "study_loop", "study_cnn", "fast_cnn", "recipes", "tracking",
-            "tune", "study")
+            "tune", "study", "serving")
+# Sections that start processes (tune's, the study's, a model server): their start-ups alone
+# would take --quick past a minute, so --quick runs them only when --only names them.
+STARTS_PROCESSES = ("tune", "study", "serving")
 
 app = typer.Typer(add_completion=False)
 
@@ -48,6 +53,10 @@ def main(
     machines: Annotated[str, typer.Option(
         help="Section study: slow (emulated: one core shared with a busy process), whole, "
         "or both, comma-separated.")] = "slow,whole",
+    serve_seconds: Annotated[float, typer.Option(
+        help="Section serving: seconds of load per clients x batch size.")] = 10,
+    serve_workers: Annotated[str, typer.Option(
+        help="Section serving: uvicorn worker counts to measure, comma-separated.")] = "1,2",
 ) -> None:
     """Measure training speed against the machine's matmul floor and the study's loop."""
     sections = [s for s in only.split(",") if s] or list(SECTIONS)
@@ -66,13 +75,15 @@ def main(
             small(data.test.images[:2000], data.test.labels[:2000]), data.digest)
     results: dict = {"machine": measure.machine(), "quick": quick,
                      "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    if quick and not only:  # process start-ups alone take longer than a minute
-        results["skipped"] = [f"{s} (--quick)" for s in ("tune", "study") if s in sections]
-        sections = [s for s in sections if s not in ("tune", "study")]
+    if quick and not only:
+        results["skipped"] = [f"{s} (--quick)" for s in STARTS_PROCESSES if s in sections]
+        sections = [s for s in sections if s not in STARTS_PROCESSES]
     study_args = (tuple(int(s) for s in seeds.split(",") if s),
                   tuple(m for m in machines.split(",") if m))
+    serve_args = (serve_seconds, tuple(int(w) for w in serve_workers.split(",") if w))
     with tempfile.TemporaryDirectory() as tmp_name:
-        steps = plan(quick, data, data_dir, results, Path(tmp_name), tune_seconds, study_args)
+        steps = plan(quick, data, data_dir, results, Path(tmp_name), tune_seconds, study_args,
+                     serve_args)
         for name in sections:
             t0 = time.perf_counter()
             results[name] = steps[name]()
@@ -84,8 +95,10 @@ def main(
 
 
 def plan(quick: bool, data, data_dir: Path, results: dict, tmp: Path, tune_seconds: float,
-         study_args: tuple = ((0, 1, 2, 3), ("slow", "whole"))):
-    """Each section's measurement at full or --quick size, to call in order."""
+         study_args: tuple, serve_args: tuple):
+    """Each section's measurement at full or --quick size, to call in order. `study_args`:
+    the study's seeds and machines; `serve_args`: serving's seconds per cell and worker
+    counts (main's options)."""
     m = measure
     return {
         "cli": lambda: m.cli_latency(1 if quick else 3),
@@ -106,6 +119,9 @@ def plan(quick: bool, data, data_dir: Path, results: dict, tmp: Path, tune_secon
         "tune": lambda: m.trials_per_hour(data_dir, tune_seconds, 20, tmp),
         # make's default study, 4 seeds on an emulated slow machine and on this one
         "study": lambda: default_study(data_dir, study_args[0], tmp, study_args[1]),
+        # a briefly trained base FCN behind `mlflow models serve`; --quick: one worker, 1 s
+        "serving": lambda: m.serving(data, tmp, 1 if quick else 2, 1 if quick else serve_args[0],
+                                     (1,) if quick else serve_args[1]),
     }
 
 

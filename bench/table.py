@@ -141,8 +141,29 @@ def _study(r: dict) -> list[str]:
     return lines
 
 
+def _serving(r: dict) -> list[str]:
+    s = r["serving"]
+    lines = [f"served model ({s['model']}, {s['epochs']} epochs) by `mlflow models serve` on "
+             f"127.0.0.1, clients on the same machine, {s['seconds_per_cell']:g} s per line:"]
+    for batch, bare in s["bare"].items():
+        lines.append(f"  {batch} image(s) per request: bare torch forward "
+                     f"{1e3 * bare['forward_s']:.2f} ms ({bare['forward_images_per_s']:.0f} "
+                     f"images/s), pyfunc predict in-process {1e3 * bare['pyfunc_s']:.2f} ms")
+        for c in (c for c in s["cells"] if str(c["images_per_request"]) == batch):
+            errors = sum(c["errors"].values())
+            latency = ("no answer" if c["p50_ms"] is None else
+                       f"p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms (p50 "
+                       f"{c['ratio_to_forward']:.1f}x the bare forward)")
+            lines.append(
+                f"    {c['workers']} worker(s) x {c['threads']} threads, {c['clients']:>2} "
+                f"clients: {c['requests_per_s']:.0f} requests/s, {c['images_per_s']:.0f} "
+                f"images/s, {latency}, "
+                + (f"{errors} errors {c['errors']}" if errors else "no errors"))
+    return lines
+
+
 SECTION_LINES = (("cli", _cli), ("matmul", _matmul), ("fcn", _fcn), ("study_loop", _study_loop),
                  ("study_cnn", _cnn("study_cnn", "study CNN")),
                  ("fast_cnn", _cnn("fast_cnn", "fast CNN recipe")), ("recipes", _recipes),
                  ("tracking", _tracking),
-                 ("tune", _tune), ("study", _study))
+                 ("tune", _tune), ("study", _study), ("serving", _serving))

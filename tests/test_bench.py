@@ -4,6 +4,7 @@ is asserted: speed lives in the benchmark's output, not in tests)."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,38 @@ def test_the_slow_emulation_takes_the_level_nearest_in_ratio(measured, level):
     from bench.default_study import SLOW_EPOCH_S, nearest
 
     assert nearest(measured, SLOW_EPOCH_S) == level
+
+
+def command_lines() -> list[str]:
+    lines = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            lines.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:  # the process ended meanwhile
+            pass
+    return lines
+
+
+def test_bench_quick_serving_drives_the_served_model_and_stops_it(tmp_path, data_dir):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "serving",
+                           "--out", str(out), "--data-dir", str(data_dir)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    serving = json.loads(out.read_text())["serving"]
+    cells = serving["cells"]
+    assert sorted((c["images_per_request"], c["clients"]) for c in cells) == [
+        (b, c) for b in (1, 64) for c in (1, 4, 16)]
+    for cell in cells:
+        # every answer HTTP 200, strict JSON and the bare model's classes; each client sent one
+        assert cell["errors"] == {} and cell["requests"] >= cell["clients"], cell
+        assert cell["images_per_s"] == pytest.approx(cell["requests_per_s"]
+                                                     * cell["images_per_request"])
+        assert cell["p50_ms"] <= cell["p99_ms"]
+        forward = serving["bare"][str(cell["images_per_request"])]["forward_s"]
+        assert cell["ratio_to_forward"] == pytest.approx(cell["p50_ms"] / (1e3 * forward))
+    assert "served model (FCN 784-300-200-10" in proc.stdout
+    assert "1 worker(s) x" in proc.stdout and "16 clients:" in proc.stdout
+    # the server's process group ended with the benchmark
+    model_id = serving["model_uri"].removeprefix("models:/")
+    assert not [line for line in command_lines() if model_id in line]

@@ -3,7 +3,7 @@ a CPU-bound process per core running beside them the whole time.
 
 Races hide where workers, servers and signals meet; a loaded machine widens their windows. A
 flaky test is a defect: every round must pass. Default: 3 rounds of the scale-out, workers,
-champion, recovery and signal tests (`make test-load`).
+champion, recovery, signal and served-model tests (`make test-load`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 E2E = "tests/test_end_to_end.py::test_"
 CONCURRENCY_TESTS = ["tests/test_scale_out.py", "tests/test_champion.py",
                      "tests/test_recovery.py", "tests/test_signals.py",
-                     "tests/test_optuna_adapter.py",
+                     "tests/test_optuna_adapter.py", "tests/test_serving.py",
                      f"{E2E}tune_stopped_with_two_workers_leaves_nothing_running",
                      f"{E2E}replicate_stopped_mid_training_leaves_every_run_killed"]
 

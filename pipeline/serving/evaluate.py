@@ -26,11 +26,11 @@ from pipeline.replication import stats
 from pipeline.core.errors import UserError, first_line
 from pipeline.core.data import CLASSES, FashionMNIST, Split
 from pipeline.core.training import EVAL_BATCH, TEST_ACC, TEST_LOSS
+from pipeline.serving.fashion_mnist_pyfunc import INPUT_SHAPE
 from pipeline.tracking.lifecycle import tracked_run
 
 DEFAULT_MODEL_URI = "models:/fashion-mnist-fcn@champion"
 N_SHOWN = 40  # misclassified images in the grid
-INPUT_SHAPE = (-1, 1, 28, 28)
 
 
 class ModelURIError(UserError):

@@ -9,6 +9,12 @@ MLflow's "pt2" format) under two flavors:
   pickled code. It answers one row per image: `class_index`, `class_name` and the ten
   `probabilities` (softmax, in class order), as the model's output signature says.
 
+Every request is checked before the network sees it (`checked`): raw pixels, finite and in
+0..255, shape (N, 1, 28, 28), 1 to MAX_IMAGES images. Anything else is an MlflowException with
+INVALID_PARAMETER_VALUE, which MLflow's scoring server answers with HTTP 400 and the reason as
+JSON: a NaN pixel would otherwise come back as class 0 with bare `NaN` tokens (invalid JSON),
+and a pixel far outside 0..255 as a 100%-confident class that means nothing.
+
 It imports only what a served model has (mlflow, numpy, pandas, torch): keep it that way.
 """
 
@@ -22,6 +28,12 @@ import pandas as pd
 
 LOADER_MODULE = Path(__file__).stem  # its name inside a model's code/ folder
 CLASSES_KEY = "classes"              # the class names, in the pyfunc flavor's configuration
+INPUT_SHAPE = (-1, 1, 28, 28)        # raw FashionMNIST pixels, any number of images
+PIXEL_MAX = 255.0                    # pixels are 0..PIXEL_MAX, as the models were trained on
+# Images per request, at most: the whole test set, and a bound on the memory one request's
+# forward takes. MLflow has parsed the body when this is checked: a hard limit on the body's
+# bytes belongs to a proxy in front (docs/serving.md).
+MAX_IMAGES = 10_000
 
 
 def save_model(pytorch_model, path, mlflow_model, classes, **kwargs) -> None:
@@ -57,9 +69,44 @@ class Classifier:
         import torch
 
         with torch.inference_mode():
-            probs = self.module(torch.as_tensor(np.asarray(model_input, dtype=np.float32))
-                                ).float().softmax(1).numpy()
+            probs = self.module(torch.as_tensor(checked(model_input))).float().softmax(1).numpy()
+        if not np.isfinite(probs).all():  # a diverged network: a server fault, still valid JSON
+            from mlflow.exceptions import MlflowException
+
+            raise MlflowException("the model's answer is not finite: its weights may have "
+                                  "diverged (NaN or infinite); it cannot classify")
         return answer(probs, self.classes)
+
+
+def checked(model_input) -> np.ndarray:
+    """The request's images as float32 (N, 1, 28, 28), every pixel finite and in 0..255;
+    otherwise an MlflowException (INVALID_PARAMETER_VALUE: HTTP 400) saying what is wrong."""
+    from mlflow.exceptions import MlflowException
+
+    def refuse(why: str):
+        return MlflowException.invalid_parameter_value(f"refused: {why}")
+
+    try:
+        with np.errstate(over="ignore"):  # 1e39 becomes inf, refused below as not finite
+            pixels = np.asarray(model_input, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise refuse(f"pixels must be numbers, nested as (N, 1, 28, 28) ({str(e)[:200]})"
+                     ) from None
+    shape = tuple(INPUT_SHAPE[1:])
+    if pixels.ndim != len(INPUT_SHAPE) or pixels.shape[1:] != shape:
+        raise refuse(f"images must have shape (N, {', '.join(map(str, shape))}); got "
+                     f"{pixels.shape}")
+    if not 1 <= len(pixels) <= MAX_IMAGES:
+        raise refuse(f"{len(pixels)} images; a request holds 1 to {MAX_IMAGES}"
+                     + (": split it" if len(pixels) else ""))
+    bad = ~np.isfinite(pixels) | (pixels < 0) | (pixels > PIXEL_MAX)
+    if bad.any():
+        image, _, row, column = (int(i) for i in np.argwhere(bad)[0])
+        raise refuse(f"pixels must be finite numbers in 0..{PIXEL_MAX:g} (raw FashionMNIST "
+                     f"values); {int(bad.sum())} are not, the first "
+                     f"{pixels[image, 0, row, column]:g} (image {image}, row {row}, column "
+                     f"{column})")
+    return pixels
 
 
 def answer(probs: np.ndarray, classes: list[str]) -> pd.DataFrame:

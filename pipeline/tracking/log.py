@@ -36,7 +36,7 @@ PREFIX_CONTEXT = {"train_": "training", "val_": "validation", "test_": "test"}
 # Raw pixels in; the served (pyfunc) answer out. The pytorch flavor of the same model returns
 # the 10 logits (pipeline/serving/fashion_mnist_pyfunc.py).
 MODEL_SIGNATURE = ModelSignature(
-    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, 28, 28))]),
+    inputs=Schema([TensorSpec(np.dtype(np.float32), fashion_mnist_pyfunc.INPUT_SHAPE)]),
     outputs=Schema([ColSpec(DataType.long, "class_index"), ColSpec(DataType.string, "class_name"),
                     ColSpec(Array(DataType.float), "probabilities")]))
 
