@@ -1,14 +1,17 @@
-"""Real services for the scale-out tests: a private PostgreSQL cluster and an MLflow server.
+"""Real services for the scale-out tests: a private PostgreSQL cluster and an MLflow server,
+both secured as docs/scaling-out.md sets them up.
 
 Both listen on 127.0.0.1 only, on free ports, keep their files in a temporary folder and stop
 when the tests are done. PostgreSQL refuses to run as root, so as root (CI) its binaries run as
-the `postgres` user that Debian's `postgresql` package creates.
+the `postgres` user that Debian's `postgresql` package creates. Every password is a fresh random
+one, given through the environment or a file, never on a command line.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -41,7 +44,12 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120) -
 
 
 class Postgres:
-    """A throw-away cluster: trust authentication for user `tests`, database `postgres`."""
+    """A throw-away cluster, database `postgres`, user `tests` with a password: scram-sha-256
+    over TCP, from 127.0.0.1 only (initdb's pg_hba.conf); the admin's Unix socket trusts.
+
+    `url` holds no password, as users write it; clients get the password from `env()`
+    (PGPASSWORD). `secret_url` holds it, for this process's own clients and for the tests of
+    a URL with an inline password."""
 
     def __init__(self, bin_dir: Path):
         self.bin = bin_dir
@@ -52,9 +60,21 @@ class Postgres:
             self.as_postgres = ["runuser", "-u", "postgres", "--"]
         self.data = self.dir / "data"
         self.port = free_port()
+        self.password = secrets.token_urlsafe(18)
         self.url = f"postgresql://tests@127.0.0.1:{self.port}/postgres"
-        self.run("initdb", "-D", self.data, "-U", "tests", "--auth=trust", "-E", "UTF8")
+        self.secret_url = f"postgresql://tests:{self.password}@127.0.0.1:{self.port}/postgres"
+        pwfile = self.dir / "pwfile"
+        pwfile.touch(mode=0o600)
+        pwfile.write_text(self.password + "\n")
+        if self.as_postgres:
+            shutil.chown(pwfile, "postgres")
+        self.run("initdb", "-D", self.data, "-U", "tests", "--auth-local=trust",
+                 "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8")
+        pwfile.unlink()
         self.pg_ctl("start")
+
+    def env(self) -> dict[str, str]:
+        return {"PGPASSWORD": self.password}
 
     def run(self, tool: str, *args) -> None:
         out = subprocess.run([*self.as_postgres, str(self.bin / tool), *map(str, args)],
@@ -75,19 +95,39 @@ class Postgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+AUTH_CONFIG = """[mlflow]
+default_permission = READ
+database_uri = sqlite:///{database}
+admin_username = admin
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = 60
+"""
+
+
 class MlflowServer:
-    """`mlflow server` with an SQLite backend store and proxied artifacts in `folder`."""
+    """`mlflow server` with an SQLite backend store, proxied artifacts in `folder` and MLflow's
+    basic-auth app as docs/scaling-out.md starts it: its configuration file in `folder`, the
+    admin's password and the session secret in the environment (the admin user is made on the
+    first start). `admin` are the admin's credentials, as MLflow's clients read them."""
 
     def __init__(self, folder: Path):
+        self.folder = folder
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(folder / "mlflow-server.log", "w")
+        self.admin = credentials("admin", secrets.token_urlsafe(18))
+        config = folder / "basic_auth.ini"
+        config.write_text(AUTH_CONFIG.format(database=folder / "basic_auth.db"))
+        env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(config),
+               "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin["MLFLOW_TRACKING_PASSWORD"],
+               "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
         mlflow = Path(sys.executable).parent / "mlflow"
         self.process = subprocess.Popen(
-            [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+            [str(mlflow), "server", "--app-name", "basic-auth",
+             "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
              "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", "2"],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         wait_until(self.healthy, f"mlflow server on {self.url} (log: {self.log.name})")
 
     def healthy(self) -> bool:
@@ -106,3 +146,8 @@ class MlflowServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.log.close()
+
+
+def credentials(user: str, password: str) -> dict[str, str]:
+    """A tracking server user as MLflow's clients read it: from the environment."""
+    return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}

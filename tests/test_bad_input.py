@@ -107,7 +107,7 @@ CASES = [
      "write sqlite:///optuna.db"),
     ("storage-postgres-unreachable",
      "tune --data-dir {data} --storage postgresql://nouser:pw@127.0.0.1:1/x",
-     "storage postgresql://nouser:***@127.0.0.1:1/x: cannot be opened"),
+     "storage postgresql://nouser@127.0.0.1:1/x: cannot be opened"),
     ("storage-mysql-unreachable",
      "tune --data-dir {data} --storage mysql+pymysql://nouser@127.0.0.1:1/x",
      "storage mysql+pymysql://nouser@127.0.0.1:1/x: cannot be opened"),

@@ -83,7 +83,7 @@ def test_tune_logs_its_options_as_resolved():
                            timeout=60).resolve()
     params = settings.params()
     assert set(params) == {o.param_name for o in options.of(TuneOptions)} - {None}
-    assert params["storage"] == "postgresql://me:***@db/x" and params["n_trials"] is None
+    assert params["storage"] == "postgresql://me@db/x" and params["n_trials"] is None
     assert params["epochs"] == DEFAULT_EPOCHS["fcn"] and params["space"].endswith("fcn.yaml")
 
 

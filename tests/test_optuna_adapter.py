@@ -48,7 +48,7 @@ def postgres_url():
     if bin_dir is None:
         pytest.skip("PostgreSQL binaries not found in /usr/lib/postgresql/*/bin")
     server = Postgres(bin_dir)
-    yield server.url
+    yield server.secret_url  # this process's own clients only
     server.stop()
 
 

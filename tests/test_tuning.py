@@ -140,12 +140,6 @@ def test_an_existing_multi_objective_study_is_refused_in_one_line(settings):
         open_study(s)
 
 
-def test_passwords_never_reach_the_logs():
-    assert storage.mask_password("postgresql://u:secret@db:5432/optuna") == \
-        "postgresql://u:***@db:5432/optuna"
-    assert storage.mask_password("sqlite:///optuna.db") == "sqlite:///optuna.db"
-
-
 @pytest.fixture
 def no_summary(monkeypatch):
     """Skip the study's summary and champion (seconds per call): these tests are about trials."""

@@ -22,11 +22,12 @@ def dashboard(opts: DashboardOptions) -> None:
     check_free(opts.host, opts.port)
     from optuna_dashboard import run_server
 
-    from pipeline.tuning.storage import make_storage, mask_password
+    from pipeline.core.credentials import without_password
+    from pipeline.tuning.storage import make_storage
 
     storage = make_storage(opts.storage)
     print(f"optuna-dashboard on http://{opts.host}:{opts.port} for "
-          f"{mask_password(opts.storage)} (Ctrl-C stops it)", flush=True)
+          f"{without_password(opts.storage)} (Ctrl-C stops it)", flush=True)
     try:
         run_server(storage, host=opts.host, port=opts.port)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (pipeline/core/interrupt.py)

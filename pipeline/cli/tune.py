@@ -2,9 +2,13 @@
 tracking, start any helper workers, run the study, print its summary.
 
 Every check that can fail on user input runs before the study or an MLflow run is created.
+The storage's password, when its URL holds one, is never printed, logged or passed on a command
+line (core/credentials.py); under `mlflow run`, which logs the URL itself, it is refused.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from pipeline.core.errors import Stopped, UserError
 from pipeline.tuning.settings import TuneOptions
@@ -16,16 +20,22 @@ def tune(opts: TuneOptions) -> None:
     Many workers, on one machine or many, cooperate on one study when they share --storage (a
     database) and --study-name: start the same command on each (--workers starts several here).
     """
+    from pipeline.core.credentials import without_password
+    from pipeline.tuning.workers import helper_storage
+
+    if opts.helper_of:
+        opts = dataclasses.replace(opts, storage=helper_storage(opts.storage))
     settings = opts.resolve()
     from pipeline.core import data
     from pipeline.tracking import store
     from pipeline.tuning import budget
     from pipeline.core.errors import first_line
     from pipeline.tuning.sampler import open_study
-    from pipeline.tuning.storage import check_storage, lost_storage, mask_password
+    from pipeline.tuning.storage import check_storage, lost_storage, refuse_logged_password
     from pipeline.tuning.study import tune as run_study
     from pipeline.tuning.summary import summary
 
+    refuse_logged_password(opts.storage)  # mlflow run has logged it: before anything of ours
     dataset = data.load(opts.data_dir)
     storage = check_storage(settings)  # storage errors surface before any MLflow write
     store.configure()  # and tracking errors before the study is created
@@ -40,14 +50,14 @@ def tune(opts: TuneOptions) -> None:
         lost = lost_storage(e)  # the database went away mid-study
         if lost is None:
             raise
-        raise UserError(f"storage {mask_password(opts.storage)}: lost the database "
+        raise UserError(f"storage {without_password(opts.storage)}: lost the database "
                         f"({first_line(lost.__cause__ or lost)}); completed trials are "
                         "kept: run the same command again to resume") from None
     if settings.helper_of:
         return  # the main worker prints the summary
     print(summary(study, settings))
     print(f"{store.look_at_it()}; and python -m pipeline dashboard --storage "
-          f"{mask_password(opts.storage)}")
+          f"{without_password(opts.storage)}")
 
 
 def helpers(opts: TuneOptions, settings):
@@ -57,8 +67,10 @@ def helpers(opts: TuneOptions, settings):
         return None
     import torch
 
+    from pipeline.core.credentials import password
     from pipeline.core.training import share_threads
     from pipeline.tuning import workers
 
     torch.set_num_threads(share_threads(settings.workers))
-    return workers.Helpers(opts.helper_argv(settings), torch.get_num_threads())
+    return workers.Helpers(opts.helper_argv(settings), torch.get_num_threads(),
+                           password(opts.storage))

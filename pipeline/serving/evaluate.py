@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from sklearn.metrics import confusion_matrix
 
 from pipeline.core import plots
+from pipeline.core.credentials import without_password
 from pipeline.replication import stats
 from pipeline.core.errors import UserError, first_line
 from pipeline.core.data import CLASSES, FashionMNIST, Split
@@ -98,7 +99,8 @@ def resolve(uri: str) -> mlflow.models.model.ModelInfo:
                 "--model-uri" if uri == DEFAULT_MODEL_URI else
                 "check the name, alias, version or run id (mlflow ui lists them) and "
                 "MLFLOW_TRACKING_URI")
-        raise ModelURIError(f"model {uri!r} not found in {mlflow.get_tracking_uri()}: "
+        raise ModelURIError(f"model {uri!r} not found in "
+                            f"{without_password(mlflow.get_tracking_uri())}: "
                             f"{first_line(e.message)}; {hint}") from None
     except OSError as e:  # a runs:/ URI whose artifacts are gone
         raise ModelURIError(f"model {uri!r} cannot be read: {e}") from None

@@ -131,9 +131,14 @@ class TuneOptions:
 
     def helper_argv(self, settings: TuneSettings) -> list[list[str]]:
         """The `tune` arguments of this call's helper workers: one each, with its share of
-        n_trials and the resolved space, epochs and study name (one worker each)."""
+        n_trials and the resolved space, epochs and study name (one worker each). The storage
+        goes without its password, which `ps` would show to every user of the machine: the
+        helpers get it through their environment (tuning/workers.py)."""
+        from pipeline.core.credentials import without_password
+
         resolved = dataclasses.replace(self, space=str(settings.space.path),
                                        epochs=settings.epochs, study_name=settings.study_name,
+                                       storage=without_password(self.storage),
                                        workers=1, helper_of="")
         return [options.to_argv(dataclasses.replace(resolved, n_trials=n))
                 for n in shares(self.n_trials, self.workers)[1:]]
@@ -174,16 +179,16 @@ class TuneSettings:
         return None if self.n_trials is None else shares(self.n_trials, self.workers)[0]
 
     def tags(self) -> dict[str, str]:
-        """The tags of this study's runs and logged models: its name and storage (password
-        masked)."""
-        from pipeline.tuning.storage import mask_password
+        """The tags of this study's runs and logged models: its name and storage (without its
+        password: the same tag whether the password came inline or from the environment)."""
+        from pipeline.core.credentials import without_password  # SQLAlchemy: not for --help
 
-        return {"study_name": self.study_name, "optuna_storage": mask_password(self.storage)}
+        return {"study_name": self.study_name, "optuna_storage": without_password(self.storage)}
 
     def params(self) -> dict[str, object]:
         """The parameters the parent run logs: TuneOptions' (the resolved values; the space as
-        its path, the storage with its password masked)."""
-        from pipeline.tuning.storage import mask_password
+        its path, the storage without its password)."""
+        from pipeline.core.credentials import without_password
 
         return {**options.params(self, TuneOptions), "space": str(self.space.path),
-                "storage": mask_password(self.storage)}
+                "storage": without_password(self.storage)}

@@ -3,11 +3,13 @@
 `make_storage(url, ...)` opens it (the study-wide trial cap and heartbeats for RDB storages);
 `check_storage(settings)` also refuses a study of the same name that `tune` cannot continue.
 Database errors are one line (UserError); `lost_storage` finds the database error behind a
-failure mid-study, and `mask_password` keeps passwords out of every line and log.
+failure mid-study. Every line names a storage without its password (core/credentials.py), and
+`refuse_logged_password` stops `tune` under `mlflow run`, which has logged the URL already.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import time
@@ -16,12 +18,20 @@ from pathlib import Path
 
 import optuna
 
+from pipeline.core.credentials import password, without_password
 from pipeline.core.errors import UserError, first_line
 from pipeline.tuning.optuna_private import CappedRDBStorage
 from pipeline.tuning.recovery import StaleTrialHandler
 from pipeline.tuning.settings import TuneSettings
 
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+# Where each database's own clients read a password from, so that no URL has to hold it.
+PASSWORD_SOURCES = {
+    "postgresql": "PGPASSWORD, a password file (~/.pgpass, or the one PGPASSFILE names) or a "
+                  "service file entry (PGSERVICE)",
+    "mysql": "an option file named in the URL (?read_default_file=~/.my.cnf, its [client] "
+             "password)",
+}
 
 
 class WorkerStorage(CappedRDBStorage):
@@ -57,7 +67,7 @@ def make_storage(url: str, heartbeat: int | None = None, grace_period: int | Non
         return journal_storage(url)
     scheme = url.split("://")[0].split("+")[0]
     if scheme not in RDB_SCHEMES:
-        raise UserError(f"storage {mask_password(url)}: unknown scheme {scheme!r}; use "
+        raise UserError(f"storage {without_password(url)}: unknown scheme {scheme!r}; use "
                         "sqlite:///FILE, postgresql://USER:PW@HOST/DB, mysql+pymysql://... "
                         "or a journal file path")
     engine_kwargs = {}
@@ -81,7 +91,7 @@ def open_rdb(url: str, **kwargs) -> WorkerStorage:
             return WorkerStorage(url, **kwargs)
         except Exception as e:
             if not lost_creation_race(e):  # bad driver, unreachable host, bad credentials...
-                raise UserError(f"storage {mask_password(url)}: cannot be opened "
+                raise UserError(f"storage {without_password(url)}: cannot be opened "
                                 f"({type(e).__name__}: {first_line(e)})") from None
             if attempt == attempts:
                 raise
@@ -120,7 +130,7 @@ def check_storage(settings: TuneSettings) -> optuna.storages.BaseStorage:
         existing = optuna.load_study(study_name=settings.study_name, storage=storage)
     except KeyError:
         return storage
-    where = f"study {settings.study_name!r} in {mask_password(settings.storage)}"
+    where = f"study {settings.study_name!r} in {without_password(settings.storage)}"
     if [d.name.lower() for d in existing.directions] == settings.directions:
         return storage
     if len(settings.directions) > 1:
@@ -137,15 +147,24 @@ def check_storage(settings: TuneSettings) -> optuna.storages.BaseStorage:
     return storage
 
 
-def mask_password(url: str) -> str:
-    """postgresql://user:secret@host/db -> postgresql://user:***@host/db."""
-    from urllib.parse import urlsplit, urlunsplit
+def refuse_logged_password(url: str) -> None:
+    """Under `mlflow run`, a storage URL holding a password is refused (one line, exit 2).
 
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+    MLflow has created its run, logged every -P value as a run parameter and printed the
+    command line with them before our command starts (mlflow/projects/utils.py `_create_run`,
+    backend/local.py), so nothing of ours can keep that copy out: the line says how to pass the
+    password instead, and which run holds it. Our own command creates nothing first."""
+    from pipeline.tracking.lifecycle import adopted
+
+    if not adopted() or password(url) is None:
+        return
+    run_id = os.environ["MLFLOW_RUN_ID"]
+    scheme = url.split("://")[0].split("+")[0]
+    source = PASSWORD_SOURCES.get(scheme, "the database client's own environment or files")
+    raise UserError(f"storage {without_password(url)}: mlflow run logs and prints its -P values, "
+                    f"password included: leave the password out of the URL and give it "
+                    f"through {source}; then delete run {run_id}, whose parameter storage "
+                    f"holds it (mlflow runs delete --run-id {run_id}, then mlflow gc)")
 
 
 def lost_storage(error: BaseException) -> BaseException | None:

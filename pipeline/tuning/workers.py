@@ -4,6 +4,8 @@ They are started after this process has created the study and the MLflow experim
 creation race), each with its share of the threads, in their own session: a Ctrl-C reaches this
 process only, which stops them with SIGTERM (their running trials end FAIL, their runs KILLED).
 A helper logs no study summary and registers nothing; the main worker does once all have ended.
+Their command lines, which `ps` shows to every user of the machine, name the storage without its
+password; a password typed in the main worker's URL reaches them in their environment.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from contextlib import contextmanager
 
 from pipeline.core.errors import UserError
 
+# The main worker's storage password, for its helpers only (an environment is private to its
+# process and user; a command line is not).
+PASSWORD_VARIABLE = "PIPELINE_HELPER_STORAGE_PASSWORD"
+
 
 def shares(n_trials: int, workers: int) -> list[int]:
     """This call's n_trials split over the workers (0: no limit for each); no worker gets 0
@@ -29,10 +35,11 @@ def shares(n_trials: int, workers: int) -> list[int]:
 
 class Helpers:
     """The helpers of one `tune` call: `commands` are their `tune` arguments; each trains with
-    `threads` threads and nests its trials under the main worker's parent run."""
+    `threads` threads and nests its trials under the main worker's parent run. `password`: the
+    storage's, when the main worker's URL held one (the commands' URL does not)."""
 
-    def __init__(self, commands: list[list[str]], threads: int):
-        self.commands, self.threads = commands, threads
+    def __init__(self, commands: list[list[str]], threads: int, password: str | None = None):
+        self.commands, self.threads, self.password = commands, threads, password
         self.procs: list[subprocess.Popen] = []
 
     @contextmanager
@@ -41,6 +48,8 @@ class Helpers:
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads),
                    MKL_NUM_THREADS=str(self.threads))
         env.pop("MLFLOW_RUN_ID", None)  # `mlflow run`'s run belongs to the main worker
+        if self.password:
+            env[PASSWORD_VARIABLE] = self.password
         self.procs = [subprocess.Popen([sys.executable, "-m", "pipeline", "tune", *args,
                                         "--helper-of", parent_run_id],
                                        env=env, start_new_session=True)
@@ -75,3 +84,12 @@ class Helpers:
             raise UserError(f"{len(failed)} of {len(codes)} helper workers failed (exit "
                             f"{failed[0]}; their error is above); completed trials are kept: "
                             "run the same command again to resume")
+
+
+def helper_storage(url: str) -> str:
+    """A helper's storage: its URL with the main worker's password put back, when there is
+    one (taken out of the environment, so that nothing this helper starts inherits it)."""
+    from pipeline.core.credentials import with_password
+
+    secret = os.environ.pop(PASSWORD_VARIABLE, None)
+    return with_password(url, secret) if secret else url
