@@ -93,8 +93,8 @@ ESTIMATE = """
 import sys
 from pipeline.core.data import load
 from pipeline.core.timing import epoch_seconds
-from pipeline.tuning.budget import reference_config
-from pipeline.tuning.settings import TuneOptions
+from pipeline.tuning.search.budget import reference_config
+from pipeline.tuning.tune_settings import TuneOptions
 print(epoch_seconds(reference_config(TuneOptions().resolve()), load(sys.argv[1])))
 """
 NICE_LEVELS = range(0, 20)

@@ -144,15 +144,14 @@ def study_loop(data_dir: Path, epochs: int, train_subset: int | None) -> dict:
 
 
 def cnn(data, name: str, epochs: int | None, thresholds: tuple[float, ...] = ()) -> dict:
-    """One CNN training, `name` a config of pipeline.replication.experiments (`epochs` None:
-    its own):
+    """One CNN training, `name` a recipe of pipeline/core/recipes.py (`epochs` None: its own):
     its time, final and best test accuracy, and the wall seconds until test accuracy first
     reached each threshold."""
-    from pipeline.replication import experiments
-    from pipeline.replication.stats import time_to_accuracy
+    from pipeline.core.recipes import RECIPES
+    from pipeline.core.stats import time_to_accuracy
     from pipeline.core.training import train
 
-    config = getattr(experiments, name)
+    config = RECIPES[name]
     config = dataclasses.replace(config, epochs=epochs or config.epochs)
     result = train(config, data, progress=False)
     out = {"config": config.to_dict(), "wall_s": result.train_time_s,
@@ -165,24 +164,24 @@ def cnn(data, name: str, epochs: int | None, thresholds: tuple[float, ...] = ())
 
 
 def recipes(data, seeds: tuple[int, ...], epochs: int | None) -> dict:
-    """Accuracy over seeds, side by side: our fast CNN recipe (experiments.FAST_CNN: 50,000
+    """Accuracy over seeds, side by side: our fast CNN recipe (`fast_cnn`: 50,000
     training images, 10,000 held out) and the same trained on all 60,000 as a final model
     (`--holdout false`), their runs alternated seed by seed so that a machine's drift hits both
-    alike; then the FCN recipe that passes 90.5% (experiments.WIDE_FCN). Per recipe: each
+    alike; then the FCN recipe that passes 90.5% (`wide_fcn`). Per recipe: each
     seed's test/val accuracy (val: None without a held-out split) and wall time, and their
     mean and sample standard deviation."""
     import numpy as np
 
+    from pipeline.core.recipes import RECIPES
+    from pipeline.core.stats import time_to_accuracy
     from pipeline.core.training import train
-    from pipeline.replication import experiments
-    from pipeline.replication.stats import time_to_accuracy
 
     def replaced(config, **changes):
         return dataclasses.replace(config, epochs=epochs or config.epochs, **changes)
 
-    configs = {"fast_cnn": replaced(experiments.FAST_CNN),
-               "fast_cnn_all": replaced(experiments.FAST_CNN, holdout=False),
-               "wide_fcn": replaced(experiments.WIDE_FCN)}
+    configs = {"fast_cnn": replaced(RECIPES["fast_cnn"]),
+               "fast_cnn_all": replaced(RECIPES["fast_cnn"], holdout=False),
+               "wide_fcn": replaced(RECIPES["wide_fcn"])}
     runs: dict[str, list[dict]] = {name: [] for name in configs}
     order = [(name, seed) for seed in seeds for name in ("fast_cnn", "fast_cnn_all")]
     order += [("wide_fcn", seed) for seed in seeds]
@@ -219,7 +218,7 @@ def tracking_overhead(data, epochs: int, tmp: Path) -> dict:
     from pipeline.core.config import TrainConfig
     from pipeline.core.training import train
     from pipeline.tracking import log as tracklog
-    from pipeline.tuning.settings import TuneSettings
+    from pipeline.tuning.tune_settings import TuneSettings
     from pipeline.tuning.space import load_space
     from pipeline.tuning.study import tune
 

@@ -35,9 +35,9 @@ import numpy as np
 import optuna
 import typer
 
-from pipeline.tuning.objectives import resolve_pruner
-from pipeline.tuning.sampler import make_pruner, make_sampler
-from pipeline.tuning.settings import DEFAULT_EPOCHS, TuneOptions
+from pipeline.tuning.directions import resolve_pruner
+from pipeline.tuning.search.sampler import make_pruner, make_sampler
+from pipeline.tuning.tune_settings import DEFAULT_EPOCHS, TuneOptions
 from pipeline.tuning.space import load_space
 
 TUNE = {f.name: f.default for f in dataclasses.fields(TuneOptions)}  # tune's defaults

@@ -112,7 +112,7 @@ def settings(tmp_path, tracking_env):
     """make(...) -> TuneSettings of a tiny FCN study with private stores."""
     import mlflow
 
-    from pipeline.tuning.settings import TuneSettings
+    from pipeline.tuning.tune_settings import TuneSettings
     from pipeline.tuning.space import load_space
 
     def make(space_text=SMALL_SPACE, n_trials=3, pruner="median", study_name="s"):

@@ -9,9 +9,10 @@ import pytest
 
 from pipeline.core.config import TrainConfig
 from pipeline.core.training import EpochEnd
-from pipeline.tuning import budget, sampler, summary
+from pipeline.tuning.search import budget, sampler
+from pipeline.tuning import summary
 from pipeline.tuning.attrs import EPOCHS_ATTR
-from pipeline.tuning.settings import TuneOptions
+from pipeline.tuning.tune_settings import TuneOptions
 
 DIST = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
 

@@ -10,7 +10,7 @@ import mlflow
 import optuna
 import pytest
 
-from pipeline.tuning import champion
+from pipeline.tuning.registry import champion
 from pipeline.tuning.attrs import MODEL_ID_ATTR
 from tests.test_logged_models import log_trial_model
 

@@ -92,7 +92,7 @@ def test_every_pointer_in_docs_and_code_leads_somewhere():
     ("see [tuning](tuning.md#running-a-study)", []),
     ("see [tuning](tuning.md#no-such-section)", ["link to a missing section"]),
     ("see [gone](gone.md)", ["link to missing gone.md"]),
-    ("in pipeline/tuning/budget.py", []),
+    ("in pipeline/tuning/search/budget.py", []),
     ("in pipeline/tuning/gone.py", ["missing path pipeline/tuning/gone.py"]),
     ("as pipeline.core.training.train does", []),
     ("as pipeline.experiments.FAST_CNN says", ["no such name pipeline.experiments.FAST_CNN"]),

@@ -263,7 +263,7 @@ def test_tune_stopped_with_two_workers_leaves_nothing_running(tmp_path, tracking
 def test_mlflow_run_replicate_quick_writes_every_table_and_claim(tmp_path, tracking_env,
                                                                  data_dir):
     from pipeline.replication.experiments import CLAIMS, TABLES, variant_keys
-    from pipeline.replication.settings import ReplicateSettings
+    from pipeline.replication.replicate_settings import ReplicateSettings
 
     out = subprocess.run(
         ["mlflow", "run", str(ROOT), "-e", "replicate", "--env-manager", "local",

@@ -15,8 +15,8 @@ from pipeline.core import data
 from pipeline.core.config import TrainConfig
 from pipeline.core.training import TRAIN_TIME, VAL_ACC
 from pipeline.replication.report.frontier import frontier_markdown
-from pipeline.tuning import frontier, objectives, summary
-from pipeline.tuning.settings import TuneOptions
+from pipeline.tuning import directions, pareto, summary
+from pipeline.tuning.tune_settings import TuneOptions
 from pipeline.tuning.study import tune
 
 # Both families, one epoch each (--epochs 1 caps the space's ranges), tiny FCN widths; the
@@ -41,7 +41,7 @@ enqueue:
 
 
 def test_the_objective_names_are_the_training_metrics():
-    assert (objectives.VAL_ACC, objectives.TRAIN_TIME) == (VAL_ACC, TRAIN_TIME)
+    assert (directions.VAL_ACC, directions.TRAIN_TIME) == (VAL_ACC, TRAIN_TIME)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def small_data(data_dir) -> data.FashionMNIST:
 def test_a_tiny_frontier_study_runs_end_to_end(tmp_path, tracking_env, small_data, capsys):
     space = tmp_path / "frontier.yaml"
     space.write_text(TINY_FRONTIER)
-    settings = TuneOptions(objectives=objectives.FRONTIER, space=str(space), n_trials=4,
+    settings = TuneOptions(objectives=directions.FRONTIER, space=str(space), n_trials=4,
                            epochs=1, timeout=0,
                            storage=f"sqlite:///{tmp_path / 'optuna.db'}").resolve()
     assert (settings.study_name, settings.pruner, settings.epochs) == ("frontier", "none", 1)
@@ -94,7 +94,7 @@ def test_a_tiny_frontier_study_runs_end_to_end(tmp_path, tracking_env, small_dat
     lines = summary.summary(study)
     assert "Pareto front" in lines and "best:" not in lines
 
-    latest = frontier.read_latest()
+    latest = pareto.read_latest()
     assert latest["run_id"] == parent.info.run_id and len(latest["trials"]) == 4
     section = "\n".join(frontier_markdown(latest))
     assert "## Claim 5 along the accuracy-vs-time frontier" in section
@@ -106,13 +106,13 @@ def test_a_tiny_frontier_study_runs_end_to_end(tmp_path, tracking_env, small_dat
 def test_a_frontier_study_is_resumed_and_never_mistaken_for_a_val_acc_one(tmp_path,
                                                                         tracking_env):
     from pipeline.core.errors import UserError
-    from pipeline.tuning.sampler import open_study
-    from pipeline.tuning.storage import check_storage
+    from pipeline.tuning.search.sampler import open_study
+    from pipeline.tuning.workers.storage import check_storage
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     space = tmp_path / "frontier.yaml"
     space.write_text(TINY_FRONTIER)
-    front = TuneOptions(objectives=objectives.FRONTIER, space=str(space), storage=storage,
+    front = TuneOptions(objectives=directions.FRONTIER, space=str(space), storage=storage,
                         study_name="s").resolve()
     study = open_study(front)
     assert [t.system_attrs["fixed_params"] for t in study.trials] == list(front.space.starts(3))
@@ -122,12 +122,12 @@ def test_a_frontier_study_is_resumed_and_never_mistaken_for_a_val_acc_one(tmp_pa
     optuna.create_study(study_name="fcn-only", storage=storage, direction="maximize")
     with pytest.raises(UserError, match="exists with objective .* a frontier study optimizes "
                                         "val_acc,train_time_s"):
-        check_storage(TuneOptions(objectives=objectives.FRONTIER, space=str(space),
+        check_storage(TuneOptions(objectives=directions.FRONTIER, space=str(space),
                                   storage=storage, study_name="fcn-only").resolve())
 
 
 def test_a_frontier_of_one_family_keeps_its_model_and_epochs(tmp_path):
-    settings = TuneOptions(model="fast_cnn", objectives=objectives.FRONTIER,
+    settings = TuneOptions(model="fast_cnn", objectives=directions.FRONTIER,
                            space="search_spaces/cnn.yaml").resolve()
     assert (settings.model, settings.study_name, settings.epochs, settings.pruner) == \
         ("fast_cnn", "fast_cnn-frontier", 10, "none")
@@ -135,14 +135,14 @@ def test_a_frontier_of_one_family_keeps_its_model_and_epochs(tmp_path):
 
 
 def test_the_shipped_frontier_space_starts_from_each_family_s_recipe():
-    settings = TuneOptions(objectives=objectives.FRONTIER, epochs=4).resolve()
+    settings = TuneOptions(objectives=directions.FRONTIER, epochs=4).resolve()
     assert settings.space.path.name == "frontier.yaml" and settings.model == \
         "fcn,fast_cnn"
     configs = [settings.space.sample(optuna.trial.FixedTrial(start), model="fcn",
                                      epochs=settings.epochs, seed=0)
                for start in settings.space.starts(settings.epochs)]
     assert [(c.model, c.epochs) for c in configs] == [("fcn", 4), ("fast_cnn", 4)]
-    from pipeline.replication.experiments import FAST_CNN
+    from pipeline.core.recipes import FAST_CNN
 
     assert configs[1] == TrainConfig(**{**FAST_CNN.to_dict(), "hidden": FAST_CNN.hidden,
                                         "epochs": 4})
@@ -190,9 +190,9 @@ def test_the_frontier_section_survives_results_json(tmp_path):
 
 
 def test_tune_workers_helpers_run_the_same_frontier():
-    opts = TuneOptions(objectives=objectives.FRONTIER, workers=2, n_trials=5, epochs=2)
+    opts = TuneOptions(objectives=directions.FRONTIER, workers=2, n_trials=5, epochs=2)
     [helper] = opts.helper_argv(opts.resolve())
-    assert helper[helper.index("--objectives") + 1] == objectives.FRONTIER
+    assert helper[helper.index("--objectives") + 1] == directions.FRONTIER
     assert helper[helper.index("--epochs") + 1] == "2"  # the cap, not a family's own epochs
     assert helper[helper.index("--study-name") + 1] == "frontier"
 
@@ -216,7 +216,7 @@ def test_the_command_prints_the_front_and_says_why_no_champion(command, data_dir
         "    hidden: {type: layers, depth: [1, 1], width: {low: 8, high: 16}}\n"
         "    lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n"
         "optimizer: adam\nbatch_size: 512\n")
-    out = command("tune", "--objectives", objectives.FRONTIER, "--space", "front.yaml",
+    out = command("tune", "--objectives", directions.FRONTIER, "--space", "front.yaml",
                   "--n-trials", "2", "--data-dir", str(data_dir))
     assert out.returncode == 0, out.stderr
     assert "study frontier: 2 trials (2 complete, 0 pruned, 0 fail)" in out.stdout

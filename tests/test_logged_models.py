@@ -14,7 +14,7 @@ import torch
 from pipeline.core.config import TrainConfig
 from pipeline.core.models import build_model
 from pipeline.tracking import log as tracklog
-from pipeline.tuning import logged_models
+from pipeline.tuning.registry import logged_models
 from pipeline.tuning.attrs import MODEL_ID_ATTR
 from pipeline.tuning.study import tune
 

@@ -12,11 +12,11 @@ import yaml
 
 from pipeline.cli import mlproject
 from pipeline.cli.app import app
-from pipeline.cli.settings import COMMANDS, ENTRY_POINTS
+from pipeline.cli.command_settings import COMMANDS, ENTRY_POINTS
 from pipeline.core import options
 from pipeline.core.config import TrainConfig, TrainOptions
-from pipeline.replication.settings import ReplicateOptions, ReplicateSettings
-from pipeline.tuning.settings import DEFAULT_EPOCHS, TuneOptions, TuneSettings
+from pipeline.replication.replicate_settings import ReplicateOptions, ReplicateSettings
+from pipeline.tuning.tune_settings import DEFAULT_EPOCHS, TuneOptions, TuneSettings
 from tests.conftest import ROOT
 
 SPEC = yaml.safe_load(Path(ROOT, "MLproject").read_text())["entry_points"]

@@ -1,4 +1,4 @@
-"""What pipeline/tuning/optuna_private.py takes from Optuna's internals, pinned: an Optuna
+"""What pipeline/tuning/workers/optuna_private.py takes from Optuna's internals, pinned: an Optuna
 upgrade that changes it fails here, loudly, instead of silently uncapping studies.
 
 Nothing else may use a private Optuna name; the cap must be exact with workers racing.
@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.storages._rdb import models
 
-from pipeline.tuning.optuna_private import CappedRDBStorage, StudyFull
+from pipeline.tuning.workers.optuna_private import CappedRDBStorage, StudyFull
 from tests.services import Postgres, postgres_bin
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"

@@ -15,9 +15,10 @@ import optuna
 import pytest
 
 from pipeline.core import interrupt
-from pipeline.tuning import recovery, summary
+from pipeline.tuning.workers import recovery
+from pipeline.tuning import summary
 from pipeline.tuning.attrs import RUN_ID_ATTR, WORKER_ATTR
-from pipeline.tuning.sampler import open_study
+from pipeline.tuning.search.sampler import open_study
 from pipeline.tuning.study import pause, run_trials, tune
 
 # Trials started by hand (study.ask) have no heartbeat thread: Optuna says so, and it is fine.

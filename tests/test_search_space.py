@@ -79,7 +79,7 @@ def test_every_sampled_config_trains_for_a_step(path, tiny_data):
 
 
 def test_the_cnn_space_starts_from_the_fast_recipe():
-    from pipeline.replication.experiments import FAST_CNN
+    from pipeline.core.recipes import FAST_CNN
 
     space = load_space(ROOT / "search_spaces/cnn.yaml")
     assert {"lr", "weight_decay", "label_smoothing", "max_shift", "dropout", "init"} <= \
@@ -90,7 +90,7 @@ def test_the_cnn_space_starts_from_the_fast_recipe():
 
 
 def test_the_fcn_space_s_last_start_point_is_the_fcn_recipe_at_40_epochs():
-    from pipeline.replication.experiments import WIDE_FCN
+    from pipeline.core.recipes import WIDE_FCN
 
     space = load_space(ROOT / "search_spaces/fcn.yaml")
     last = space.sample(optuna.trial.FixedTrial(space.enqueue[-1]), model="fcn",

@@ -15,9 +15,9 @@ import pytest
 from pipeline.core.credentials import password, with_password, without_password
 from pipeline.core.errors import UserError
 from pipeline.tracking import store
-from pipeline.tuning import workers
-from pipeline.tuning.settings import TuneOptions
-from pipeline.tuning.storage import refuse_logged_password
+from pipeline.tuning.workers import processes
+from pipeline.tuning.tune_settings import TuneOptions
+from pipeline.tuning.workers.storage import refuse_logged_password
 from tests.conftest import cli
 
 SECRET = "s3cr:et@/?#%"  # every character that a URL must escape
@@ -89,10 +89,10 @@ def test_helpers_get_the_password_in_their_environment_not_their_command_line(mo
     assert argv[argv.index("--storage") + 1] == "postgresql://tuner@db/optuna"
     assert not any(SECRET in a or quoted() in a for a in argv)
     # what the helper does with its environment: the password back, and gone from os.environ
-    monkeypatch.setenv(workers.PASSWORD_VARIABLE, SECRET)
-    assert password(workers.helper_storage("postgresql://tuner@db/optuna")) == SECRET
-    assert workers.PASSWORD_VARIABLE not in os.environ
-    assert workers.helper_storage("sqlite:///o.db") == "sqlite:///o.db"  # none given: as is
+    monkeypatch.setenv(processes.PASSWORD_VARIABLE, SECRET)
+    assert password(processes.helper_storage("postgresql://tuner@db/optuna")) == SECRET
+    assert processes.PASSWORD_VARIABLE not in os.environ
+    assert processes.helper_storage("sqlite:///o.db") == "sqlite:///o.db"  # none given: as is
 
 
 # (storage under `mlflow run`, what the refusal must point to)

@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 
 from bench import serve
 from pipeline.core import data
-from pipeline.serving import fashion_mnist_pyfunc as pyfunc
+from pipeline.tracking import fashion_mnist_pyfunc as pyfunc
 from tests.conftest import cli
 
 ZERO = np.zeros((1, 1, 28, 28), dtype=np.float32)

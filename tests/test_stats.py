@@ -5,9 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.replication import stats
-
-
+from pipeline.core import stats
 def test_per_class_scores_from_a_confusion_matrix():
     counts = np.array([[8, 2, 0], [1, 9, 0], [0, 0, 0]])  # class 2: never seen, never predicted
     s = stats.per_class(counts)

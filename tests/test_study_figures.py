@@ -8,7 +8,7 @@ import matplotlib
 import optuna
 import pytest
 
-from pipeline.tuning import plots
+from pipeline.tuning import study_figures as plots
 from pipeline.tuning.space import load_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.core import interrupt
 from pipeline.replication.experiments import TABLES
-from pipeline.replication.settings import ReplicateSettings
+from pipeline.replication.replicate_settings import ReplicateSettings
 from pipeline.replication.tables import TableRuns
 
 

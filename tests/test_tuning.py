@@ -5,12 +5,14 @@ import optuna
 import pytest
 
 from pipeline.core.errors import UserError
-from pipeline.tuning import objective, sampler, storage, summary
-from pipeline.tuning import logged_models
+from pipeline.tuning.search import objective, sampler
+from pipeline.tuning.workers import storage
+from pipeline.tuning import summary
+from pipeline.tuning.registry import logged_models
 from pipeline.tuning.attrs import MODEL_ID_ATTR, RETRY_OF_ATTR
-from pipeline.tuning.sampler import open_study
+from pipeline.tuning.search.sampler import open_study
 from pipeline.tuning.study import tune
-from pipeline.tuning.settings import TuneSettings
+from pipeline.tuning.tune_settings import TuneSettings
 
 def runs():
     return mlflow.search_runs(experiment_names=["tests"], output_format="list")
@@ -297,7 +299,7 @@ def test_the_summary_says_how_the_sampler_s_own_trials_fared_against_the_start_p
     for value in (0.88, 0.9071):  # the sampler's own
         trial = study.ask(dist)
         study.tell(trial, value)
-    # a dead worker's start point run again counts as a start point (tuning/recovery.py)
+    # a dead worker's start point run again counts as a start point (tuning/workers/recovery.py)
     study.add_trial(optuna.trial.create_trial(value=0.95, params={"lr": 1e-3}, distributions=dist,
                                               user_attrs={RETRY_OF_ATTR: 0}))
     start, own = summary.best_of_each_kind(study)

@@ -7,7 +7,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.replication.experiments import TABLES, variant_keys
 from pipeline.core.training import default_workers
 from pipeline.replication.pool import plan
-from pipeline.replication.settings import ReplicateSettings
+from pipeline.replication.replicate_settings import ReplicateSettings
 
 
 def test_every_variant_and_seed_is_planned_once_under_its_first_table_cnn_first():
@@ -41,6 +41,6 @@ def test_negative_settings_are_refused(name):
     (30, 2, [15, 15]), (5, 2, [3, 2]), (1, 2, [1]), (0, 2, [0, 0]), (7, 1, [7]), (2, 3, [1, 1]),
 ])
 def test_tune_splits_its_trials_over_its_workers(n_trials, workers, expected):
-    from pipeline.tuning.workers import shares
+    from pipeline.tuning.tune_settings import shares
 
     assert shares(n_trials, workers) == expected

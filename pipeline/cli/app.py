@@ -1,7 +1,7 @@
 """The command line: one command per MLproject entry point, plus the dashboard
 (`python -m pipeline --help`).
 
-Each command's options are generated from its options class (pipeline/cli/settings.py names
+Each command's options are generated from its options class (pipeline/cli/command_settings.py names
 them), so the CLI, MLproject and the logged parameters cannot drift apart. Heavy libraries
 (torch, mlflow, optuna) are imported inside the commands, so `--help` and argument errors answer
 at once. Every user error ends as one line on stderr (`error: ...`) and exit code 2.
@@ -17,7 +17,7 @@ import typer
 from pipeline.cli import commands
 from pipeline.cli.build import add_command
 from pipeline.cli.dashboard import dashboard
-from pipeline.cli.settings import COMMANDS
+from pipeline.cli.command_settings import COMMANDS
 from pipeline.cli.tune import tune
 from pipeline.core.errors import UserError
 

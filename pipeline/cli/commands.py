@@ -1,6 +1,6 @@
 """What prepare, train, evaluate, replicate and predict do once their options are checked.
 
-Each takes its options object (pipeline/cli/settings.py and the classes it names); heavy
+Each takes its options object (pipeline/cli/command_settings.py and the classes it names); heavy
 libraries are imported here, inside the functions, so `--help` and argument errors stay instant.
 Data is loaded before any MLflow store is touched: a data error writes nothing.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.cli.settings import EvaluateOptions, PredictOptions, PrepareOptions
+from pipeline.cli.command_settings import EvaluateOptions, PredictOptions, PrepareOptions
 from pipeline.core.config import TrainOptions
-from pipeline.replication.settings import ReplicateOptions
+from pipeline.replication.replicate_settings import ReplicateOptions
 
 
 def prepare(opts: PrepareOptions) -> None:

@@ -11,9 +11,9 @@ import errno
 import socket
 from pathlib import Path
 
-from pipeline.cli.settings import DashboardOptions
+from pipeline.cli.command_settings import DashboardOptions
 from pipeline.core.errors import UserError
-from pipeline.tuning.settings import DEFAULT_STORAGE
+from pipeline.tuning.tune_settings import DEFAULT_STORAGE
 
 
 def dashboard(opts: DashboardOptions) -> None:
@@ -23,7 +23,7 @@ def dashboard(opts: DashboardOptions) -> None:
     from optuna_dashboard import run_server
 
     from pipeline.core.credentials import without_password
-    from pipeline.tuning.storage import make_storage
+    from pipeline.tuning.workers.storage import make_storage
 
     storage = make_storage(opts.storage)
     print(f"optuna-dashboard on http://{opts.host}:{opts.port} for "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from pipeline.core.errors import Stopped, UserError
-from pipeline.tuning.settings import TuneOptions
+from pipeline.tuning.tune_settings import TuneOptions
 
 
 def tune(opts: TuneOptions) -> None:
@@ -21,17 +21,17 @@ def tune(opts: TuneOptions) -> None:
     database) and --study-name: start the same command on each (--workers starts several here).
     """
     from pipeline.core.credentials import without_password
-    from pipeline.tuning.workers import helper_storage
+    from pipeline.tuning.workers.processes import helper_storage
 
     if opts.helper_of:
         opts = dataclasses.replace(opts, storage=helper_storage(opts.storage))
     settings = opts.resolve()
     from pipeline.core import data
     from pipeline.tracking import store
-    from pipeline.tuning import budget
+    from pipeline.tuning.search import budget
     from pipeline.core.errors import first_line
-    from pipeline.tuning.sampler import open_study
-    from pipeline.tuning.storage import check_storage, lost_storage, refuse_logged_password
+    from pipeline.tuning.search.sampler import open_study
+    from pipeline.tuning.workers.storage import check_storage, lost_storage, refuse_logged_password
     from pipeline.tuning.study import tune as run_study
     from pipeline.tuning.summary import summary
 
@@ -69,8 +69,7 @@ def helpers(opts: TuneOptions, settings):
 
     from pipeline.core.credentials import password
     from pipeline.core.training import share_threads
-    from pipeline.tuning import workers
-
+    from pipeline.tuning.workers import processes
     torch.set_num_threads(share_threads(settings.workers))
-    return workers.Helpers(opts.helper_argv(settings), torch.get_num_threads(),
+    return processes.Helpers(opts.helper_argv(settings), torch.get_num_threads(),
                            password(opts.storage))

@@ -3,7 +3,7 @@
 `epoch_seconds(config, data)` times training steps of `config` (after a warm-up) and one
 evaluation batch, and scales them to a whole epoch: the training split's batches plus the
 val and test passes that every epoch ends with. About a second and a half of work on any
-machine, so `tune` can size its default study to the machine it runs on (tuning/budget.py).
+machine, so `tune` can size its default study to the machine it runs on (tuning/search/budget.py).
 The steps are timed in WINDOWS windows and the median window counts: a process starting beside
 this one (another study loading its data) slows one window, not the estimate.
 """

@@ -25,17 +25,11 @@ from pipeline.core import interrupt
 from pipeline.core.augment import cutout, flip_and_shift
 from pipeline.core.config import TrainConfig
 from pipeline.core.errors import UserError
+from pipeline.core.metrics import (EPOCH_METRICS, EPOCH_TIME, TEST_ACC, TEST_LOSS,  # noqa: F401
+                                   TRAIN_ACC, TRAIN_LOSS, TRAIN_TIME, VAL_ACC, VAL_LOSS)
 from pipeline.core.data import FashionMNIST, Split
 from pipeline.core.models import build_model
 from pipeline.core.whitening import init_whitening
-
-# Metric names, defined once; MLflow, Optuna, plots and reports all use these.
-TRAIN_LOSS, TRAIN_ACC = "train_loss", "train_acc"
-VAL_LOSS, VAL_ACC = "val_loss", "val_acc"
-TEST_LOSS, TEST_ACC = "test_loss", "test_acc"
-EPOCH_TIME = "epoch_time_s"
-TRAIN_TIME = "train_time_s"
-EPOCH_METRICS = (TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC, TEST_LOSS, TEST_ACC, EPOCH_TIME)
 
 # Inference batch, unless the model names its own (`eval_batch`, as the CNNs do). Measured on 2
 # cores (base FCN, 20k images): 1024 takes 155 ms, 4096 298 ms, 512 182 ms: the activations of

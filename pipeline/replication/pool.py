@@ -29,8 +29,8 @@ from pipeline.core import interrupt
 from pipeline.core.data import CLASSES, FashionMNIST, Split
 from pipeline.replication.experiments import TABLES, VARIANTS
 from pipeline.replication.report.inputs import SeedRun
-from pipeline.replication.settings import ReplicateSettings
-from pipeline.replication.stats import per_class
+from pipeline.replication.replicate_settings import ReplicateSettings
+from pipeline.core.stats import per_class
 from pipeline.serving.evaluate import slug
 from pipeline.tracking import log as tracklog
 

@@ -33,9 +33,10 @@ from pipeline.replication.experiments import VARIANTS, variant_keys
 from pipeline.replication.pool import Job, plan, subset, train_all
 from pipeline.replication.report.folder import check_out_dir, write_report
 from pipeline.replication.report.inputs import ReportInput, SeedRun, TunedRow, from_json
-from pipeline.replication.settings import ReplicateSettings
+from pipeline.replication.replicate_settings import ReplicateSettings
 from pipeline.replication.tables import TableRuns, summary_metrics
 from pipeline.tracking import lifecycle
+from pipeline.tuning.pareto import read_latest
 
 
 def machine(settings: ReplicateSettings | None = None) -> str:
@@ -95,10 +96,8 @@ def tuned_champions() -> list[TunedRow]:
 
 
 def latest_frontier() -> dict | None:
-    """The latest frontier study's trials (tuning/frontier.py), where one has run; a store
+    """The latest frontier study's trials (tuning/pareto.py), where one has run; a store
     error costs the report that section, not the hour of training before it."""
-    from pipeline.tuning.frontier import read_latest
-
     try:
         return read_latest()
     except Exception as e:

@@ -21,7 +21,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from pipeline.replication.experiments import TABLES, VARIANTS, Table
 from pipeline.replication.report import figures, text
 from pipeline.replication.report.inputs import ReportInput, SeedRun, final_values
-from pipeline.replication.settings import ReplicateSettings
+from pipeline.replication.replicate_settings import ReplicateSettings
 from pipeline.tracking import lifecycle
 from pipeline.tracking.lifecycle import END_REASON
 

@@ -23,11 +23,11 @@ from sklearn.metrics import confusion_matrix
 
 from pipeline.core import plots
 from pipeline.core.credentials import without_password
-from pipeline.replication import stats
+from pipeline.core import stats
 from pipeline.core.errors import UserError, first_line
 from pipeline.core.data import CLASSES, FashionMNIST, Split
 from pipeline.core.training import EVAL_BATCH, TEST_ACC, TEST_LOSS
-from pipeline.serving.fashion_mnist_pyfunc import INPUT_SHAPE
+from pipeline.tracking.fashion_mnist_pyfunc import INPUT_SHAPE
 from pipeline.tracking.lifecycle import tracked_run
 
 DEFAULT_MODEL_URI = "models:/fashion-mnist-fcn@champion"

@@ -16,6 +16,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.core.errors import UserError
 from pipeline.core.data import CLASSES
+from pipeline.serving import evaluate
+from pipeline.tracking import store
 
 DEFAULT_MODEL_URI = "models:/fashion-mnist-fcn@champion"
 SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -85,9 +87,6 @@ def load_images(paths: list[Path]) -> tuple[list[Path], torch.Tensor]:
 
 def load_model(uri: str) -> torch.nn.Module:
     """The model at `uri`, checked and loaded as `evaluate` does (default store ./mlflow.db)."""
-    from pipeline.serving import evaluate
-    from pipeline.tracking import store
-
     store.configure(experiment=False)
     evaluate.resolve(uri)  # names nothing / not ours / no store: one line, nothing created
     return evaluate.load(uri)

@@ -26,7 +26,7 @@ from pipeline.core import plots
 from pipeline.core.config import TrainConfig
 from pipeline.core.data import CLASSES, FashionMNIST, Split
 from pipeline.core.training import TRAIN_TIME, Callback, EpochEnd, TrainResult, predict, train
-from pipeline.serving import fashion_mnist_pyfunc
+from pipeline.tracking import fashion_mnist_pyfunc
 from pipeline.tracking.lifecycle import log_new_params, tracked_run
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -34,7 +34,7 @@ CONTEXTS = ("training", "validation", "test")
 # Which split each metric is measured on: its name's prefix (train_loss, val_acc, test_acc).
 PREFIX_CONTEXT = {"train_": "training", "val_": "validation", "test_": "test"}
 # Raw pixels in; the served (pyfunc) answer out. The pytorch flavor of the same model returns
-# the 10 logits (pipeline/serving/fashion_mnist_pyfunc.py).
+# the 10 logits (pipeline/tracking/fashion_mnist_pyfunc.py).
 MODEL_SIGNATURE = ModelSignature(
     inputs=Schema([TensorSpec(np.dtype(np.float32), fashion_mnist_pyfunc.INPUT_SHAPE)]),
     outputs=Schema([ColSpec(DataType.long, "class_index"), ColSpec(DataType.string, "class_name"),
@@ -197,7 +197,7 @@ def save_model(model: torch.nn.Module, sample: torch.Tensor, *,
     """Log `model` (raw float32 pixels (N, 1, 28, 28) in 0..255 -> 10 logits) as a logged
     model of the active run: `mlflow.pytorch.load_model(uri)` returns the module, while
     `mlflow models serve` and `mlflow.pyfunc.load_model(uri)` answer class index, name and
-    probabilities (pipeline/serving/fashion_mnist_pyfunc.py).
+    probabilities (pipeline/tracking/fashion_mnist_pyfunc.py).
 
     MLflow's "pt2" format stores the exported graph (torch.export), not pickled code: loading it
     needs neither this package nor trust in the file.

@@ -1,2 +1,5 @@
-"""Optuna around the core: search spaces, storages and dead-worker recovery, the objective,
-the study loop, the champion, the study's figures, helper worker processes."""
+"""Optuna around the core. Bottom up: attrs (what trials record), space (the search-space
+grammar) and directions (what a study optimizes); tune_settings; workers/ (storage, recovery,
+helper processes); registry/ (trial models, the champion); search/ (sampler and pruner, budget,
+objective); then the frontier's front (pareto, pareto_figure), the study's figures, its summary
+and the study loop itself."""

@@ -1,14 +1,14 @@
 """`tune`: run (or resume) an Optuna study inside one parent MLflow run; each trial a nested run.
 
-`tune(settings, data)` opens the study in its storage (tuning/sampler.py), runs trials until
+`tune(settings, data)` opens the study in its storage (tuning/search/sampler.py), runs trials until
 `n_trials` / `timeout` or until the study holds `total_trials`, and logs the study to the
 worker's parent run (tuning/summary.py), registering the best trial's model as `champion`
-(tuning/champion.py).
+(tuning/registry/champion.py).
 
 Many workers (processes, machines) cooperate through Optuna's own distributed mode: each calls
 `tune` with the same RDB storage and study name. Each worker has its own parent run; a trial's
 child run sits under the parent of the worker that ran it. A trial whose worker died is failed,
-its MLflow runs closed KILLED, and queued once more (tuning/recovery.py): at once when the
+its MLflow runs closed KILLED, and queued once more (tuning/workers/recovery.py): at once when the
 worker ran on this host, after the heartbeat grace period otherwise.
 
 Ctrl-C and SIGTERM stop `tune` within seconds at any point: the training loop checks for a stop
@@ -28,12 +28,13 @@ from pipeline.core import interrupt
 from pipeline.core.data import FashionMNIST
 from pipeline.core.training import Diverged
 from pipeline.tracking import lifecycle
-from pipeline.tuning import recovery, summary
-from pipeline.tuning.objective import make_objective
-from pipeline.tuning.optuna_private import StudyFull
-from pipeline.tuning.sampler import open_study
-from pipeline.tuning.settings import TuneSettings
-from pipeline.tuning.workers import Helpers
+from pipeline.tuning.workers import recovery
+from pipeline.tuning import summary
+from pipeline.tuning.search.objective import make_objective
+from pipeline.tuning.workers.optuna_private import StudyFull
+from pipeline.tuning.search.sampler import open_study
+from pipeline.tuning.tune_settings import TuneSettings
+from pipeline.tuning.workers.processes import Helpers
 
 
 def tune(settings: TuneSettings, data: FashionMNIST, study: optuna.Study | None = None,

@@ -3,7 +3,7 @@ for the terminal.
 
 `log_study` logs, on the worker's parent run, trial counts, all trials as CSV, Optuna's plots,
 the best trial's params and accuracies, how the sampler's own trials fared against the search
-space's start points, then registers the champion (tuning/champion.py).
+space's start points, then registers the champion (tuning/registry/champion.py).
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from optuna.trial import TrialState
 
 from pipeline.core.data import FashionMNIST
 from pipeline.core.training import TEST_ACC
-from pipeline.tuning import champion, frontier
-from pipeline.tuning import plots as study_plots
+from pipeline.tuning.registry import champion
+from pipeline.tuning import pareto
+from pipeline.tuning import study_figures
 from pipeline.tuning.attrs import RETRY_OF_ATTR
-from pipeline.tuning.sampler import N_STARTUP_TRIALS
-from pipeline.tuning.settings import TuneSettings
+from pipeline.tuning.search.sampler import N_STARTUP_TRIALS
+from pipeline.tuning.tune_settings import TuneSettings
 
 STATES = ("COMPLETE", "PRUNED", "FAIL")
 
@@ -39,12 +40,12 @@ def log_study(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -
         csv = Path(tmp) / "trials.csv"
         study.trials_dataframe().to_csv(csv, index=False)
         mlflow.log_artifact(str(csv))
-    if len(study.directions) > 1:  # the frontier: its figure, no single best (tuning/frontier.py)
-        frontier.log_front(study)
+    if len(study.directions) > 1:  # the frontier: its figure, no single best (tuning/pareto.py)
+        pareto.log_front(study)
         return
-    for name, fig in study_plots.figures(study).items():
+    for name, fig in study_figures.figures(study).items():
         mlflow.log_figure(fig, f"optuna/{name}.png")
-        study_plots.close(fig)
+        study_figures.close(fig)
     if "COMPLETE" not in states:
         print("no trial completed: nothing to register")
         return
@@ -66,8 +67,8 @@ def summary(study: optuna.Study, settings: TuneSettings | None = None) -> str:
     states = [t.state.name for t in study.trials]
     counts = ", ".join(f"{states.count(s)} {s.lower()}" for s in STATES)
     lines = [f"study {study.study_name}: {len(states)} trials ({counts})"]
-    if len(study.directions) > 1:  # the frontier (tuning/frontier.py)
-        return "\n".join(lines + frontier.summary(study))
+    if len(study.directions) > 1:  # the frontier (tuning/pareto.py)
+        return "\n".join(lines + pareto.summary(study))
     if "COMPLETE" in states:
         best = study.best_trial
         lines.append(f"best: trial {best.number}, val_acc {best.value:.4f}, test_acc "

@@ -1,7 +1,7 @@
 """Claim 5 along the accuracy-vs-time frontier: at each time budget of a frontier study's
 Pareto front, the best validation accuracy each model family reaches within it, and who wins.
 
-The study is `tune --objectives val_acc,train_time_s` (pipeline/tuning/frontier.py); the report
+The study is `tune --objectives val_acc,train_time_s` (pipeline/tuning/pareto.py); the report
 carries its frontier.json (every completed trial: model, epochs, val_acc, train_time_s, run) in
 `ReportInput.frontier`. Pure: made-up trials test it.
 """

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.core.data import CLASSES
-from pipeline.replication.stats import Spread, per_class
+from pipeline.core.stats import Spread, per_class
 
 
 @dataclass
@@ -109,11 +109,6 @@ def fmt(s: Spread, percent: bool = False, digits: int | None = None) -> str:
         return f"{scale * s.mean:.{d}f}"
     return (f"{scale * s.mean:.{d}f} ± {scale * s.std:.{d}f} "
             f"[{scale * s.min:.{d}f}, {scale * s.max:.{d}f}]")
-
-
-def plural(n: int, word: str) -> str:
-    """'1 epoch', '2 epochs'."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def per_class_accuracy(input: ReportInput, key: str) -> tuple[np.ndarray, np.ndarray]:

@@ -12,9 +12,10 @@ from pipeline.core.data import CLASSES
 from pipeline.replication.experiments import CLAIMS, TABLES, TIME_TO_ACC, VARIANTS, Table
 from pipeline.replication.report.figures import PER_CLASS_KEYS
 from pipeline.replication.report.frontier import frontier_markdown
-from pipeline.replication.report.inputs import ReportInput, fmt, per_class_accuracy, plural, spread
+from pipeline.core.words import plural
+from pipeline.replication.report.inputs import ReportInput, fmt, per_class_accuracy, spread
 from pipeline.replication.report.verdicts import ALPHA, CLAIM_CHECKS
-from pipeline.replication.stats import time_to_accuracy
+from pipeline.core.stats import time_to_accuracy
 
 
 def table_markdown(input: ReportInput, table: Table) -> list[str]:

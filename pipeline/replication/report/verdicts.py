@@ -8,8 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from pipeline.replication.experiments import VARIANTS
-from pipeline.replication.report.inputs import ReportInput, final_values, fmt, plural, spread
-from pipeline.replication.stats import welch
+from pipeline.core.words import plural
+from pipeline.replication.report.inputs import ReportInput, final_values, fmt, spread
+from pipeline.core.stats import welch
 
 ALPHA = 0.05
 

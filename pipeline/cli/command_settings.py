@@ -1,8 +1,8 @@
 """The options of the smaller entry points (prepare, evaluate, predict, dashboard), each defined
 once, and which options class belongs to which command.
 
-train's are pipeline/core/config.py's TrainOptions, tune's pipeline/tuning/settings.py's
-TuneOptions, replicate's pipeline/replication/settings.py's ReplicateOptions. The CLI
+train's are pipeline/core/config.py's TrainOptions, tune's pipeline/tuning/tune_settings.py's
+TuneOptions, replicate's pipeline/replication/replicate_settings.py's ReplicateOptions. The CLI
 (pipeline/cli/build.py) and MLproject (pipeline/cli/mlproject.py) are generated from them.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pipeline.core import options
 from pipeline.core.config import TrainOptions, data_dir
-from pipeline.replication.settings import ReplicateOptions
-from pipeline.tuning.settings import DEFAULT_STORAGE, TuneOptions
+from pipeline.replication.replicate_settings import ReplicateOptions
+from pipeline.tuning.tune_settings import DEFAULT_STORAGE, TuneOptions
 
 DEFAULT_MODEL_URI = "models:/fashion-mnist-fcn@champion"
 

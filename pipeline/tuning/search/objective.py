@@ -1,6 +1,6 @@
 """A trial is a `train` run: the objective samples a config, trains it in a nested MLflow run
 (tracking/log.py) and returns its validation accuracy. A completed trial's network is a logged
-model of its run; the study keeps the best `keep_models` of them (tuning/logged_models.py).
+model of its run; the study keeps the best `keep_models` of them (tuning/registry/logged_models.py).
 
 We open the MLflow runs ourselves instead of using Optuna's MLflowCallback: that callback calls
 `set_experiment`, which clashes with the run `mlflow run` has already started (MLFLOW_RUN_ID), and
@@ -15,15 +15,31 @@ import mlflow
 import optuna
 
 from pipeline.core.data import FashionMNIST
-from pipeline.core.training import TEST_ACC, VAL_ACC, Diverged, EpochEnd
+from pipeline.core.training import TEST_ACC, VAL_ACC, Diverged, EpochEnd, TrainResult
 from pipeline.core.errors import first_line
 from pipeline.tracking import log as tracklog
-from pipeline.tuning import frontier, logged_models
+from pipeline.tuning.registry import logged_models
 from pipeline.tuning.attrs import (FAIL_REASON_ATTR, MODEL_ID_ATTR, PARENT_RUN_ID_ATTR,
-                                   RETRY_OF_ATTR, RUN_ID_ATTR, WORKER_ATTR)
-from pipeline.tuning.budget import OVERTIME_SHARE, Overtime
-from pipeline.tuning.recovery import this_worker
-from pipeline.tuning.settings import TuneSettings
+                                   RETRY_OF_ATTR, RUN_ID_ATTR, TRIAL_EPOCHS_ATTR,
+                                   TRIAL_MODEL_ATTR, WORKER_ATTR)
+from pipeline.tuning.search.budget import OVERTIME_SHARE, Overtime
+from pipeline.tuning.workers.recovery import this_worker
+from pipeline.tuning.tune_settings import TuneSettings
+
+
+def is_frontier(settings: TuneSettings) -> bool:
+    return len(settings.directions) > 1
+
+
+def objective_values(settings: TuneSettings, trial: optuna.Trial, config,
+                     result: TrainResult) -> float | tuple[float, float]:
+    """What the objective returns: val_acc, or (val_acc, train_time_s) for a frontier, whose
+    trials also record their family and epochs (what the front is read by)."""
+    if not is_frontier(settings):
+        return result.final[VAL_ACC]
+    trial.set_user_attr(TRIAL_MODEL_ATTR, config.model)
+    trial.set_user_attr(TRIAL_EPOCHS_ATTR, config.epochs)
+    return result.final[VAL_ACC], result.train_time_s
 
 
 class PruneOnValAcc:
@@ -43,7 +59,7 @@ def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[
                    parent_run_id: str, own_parent: bool = True, deadline: float | None = None):
     """`own_parent`: the parent run is this worker's, closed as KILLED if the worker dies (a
     helper's parent run is the main worker's, which lives on). Past the study's `deadline`
-    (time.monotonic), a trial may run OVERTIME_SHARE of its budget (tuning/budget.py)."""
+    (time.monotonic), a trial may run OVERTIME_SHARE of its budget (tuning/search/budget.py)."""
     experiment_id = mlflow.MlflowClient().get_run(parent_run_id).info.experiment_id
 
     def objective(trial: optuna.Trial) -> float:
@@ -58,7 +74,7 @@ def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[
             tags[RETRY_OF_ATTR] = str(trial.user_attrs[RETRY_OF_ATTR])
         ended = TrialEnd(trial)
         # a frontier: no pruning, nor reporting (Trial.report is single-objective)
-        callbacks = [] if frontier.is_frontier(settings) else [PruneOnValAcc(trial)]
+        callbacks = [] if is_frontier(settings) else [PruneOnValAcc(trial)]
         if callbacks and deadline is not None and settings.timeout is not None:
             callbacks.append(Overtime(deadline, OVERTIME_SHARE * settings.timeout,
                                       config.epochs))
@@ -84,7 +100,7 @@ def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[
             trial.set_user_attr(TEST_ACC, final[TEST_ACC])  # reported, never selected
             logged_models.keep_best(experiment_id, study_tags, settings.keep_models)
             ended.state = "COMPLETE"
-            return frontier.objective_values(settings, trial, config, trained.result)
+            return objective_values(settings, trial, config, trained.result)
 
     return objective
 

@@ -24,8 +24,8 @@ from pipeline.core.data import FashionMNIST
 from pipeline.core.timing import epoch_seconds
 from pipeline.core.training import EpochEnd
 from pipeline.tuning.attrs import EPOCHS_ATTR
-from pipeline.tuning.sampler import expected_epochs
-from pipeline.tuning.settings import TuneSettings
+from pipeline.tuning.search.sampler import expected_epochs
+from pipeline.tuning.tune_settings import TuneSettings
 
 # Trial lengths to choose from, coarse so that timing noise on one machine picks the same one.
 EPOCH_TIERS = (20, 14, 10, 7, 5, 3, 2, 1)

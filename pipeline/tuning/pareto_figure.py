@@ -19,7 +19,7 @@ OTHER = ("other", "tab:gray", "D")
 
 
 def figure(rows: list[dict], study_name: str) -> Figure:
-    """`rows`: tuning/frontier.py's `trials` (model, epochs, val_acc, train_time_s,
+    """`rows`: tuning/pareto.py's `trials` (model, epochs, val_acc, train_time_s,
     on_front), fastest first. About 1000 x 600 px at the 100 dpi MLflow shows."""
     fig = Figure(figsize=(10, 6), layout="constrained")
     ax = fig.subplots()

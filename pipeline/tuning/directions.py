@@ -3,7 +3,7 @@
 `tune --objectives val_acc` (the default) maximizes val_acc. `--objectives val_acc,train_time_s`
 also minimizes each trial's training time (the wall seconds `train` measures: every epoch with
 its val and test evaluation), so the study's result is a Pareto front rather than one best
-trial (tuning/frontier.py). Optuna cannot prune a multi-objective study (`Trial.report` is
+trial (tuning/pareto.py). Optuna cannot prune a multi-objective study (`Trial.report` is
 single-objective), so a frontier's budget is bounded by --n-trials / --timeout / --total-trials
 and by the epochs cap (--epochs, or each family's range in the space), never by a pruner.
 
@@ -13,10 +13,8 @@ Standard library only: `tune --help` and its argument errors stay instant.
 from __future__ import annotations
 
 from pipeline.core.errors import ConfigError
+from pipeline.core.metrics import TRAIN_TIME, VAL_ACC
 
-# The metric names as pipeline/core/training.py defines them (VAL_ACC, TRAIN_TIME): that module
-# imports torch; tests/test_frontier.py checks they agree.
-VAL_ACC, TRAIN_TIME = "val_acc", "train_time_s"
 FRONTIER = f"{VAL_ACC},{TRAIN_TIME}"
 OBJECTIVES = (VAL_ACC, FRONTIER)
 DIRECTION = {VAL_ACC: "maximize", TRAIN_TIME: "minimize"}

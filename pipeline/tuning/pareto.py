@@ -1,9 +1,9 @@
 """The accuracy-vs-time frontier: a study over model families that maximizes val_acc and
-minimizes train_time_s (`tune --objectives val_acc,train_time_s`, tuning/objectives.py).
+minimizes train_time_s (`tune --objectives val_acc,train_time_s`, tuning/directions.py).
 
-Its trials run as any study's (tuning/objective.py calls `objective_values`); when it ends,
+Its trials run as any study's (tuning/search/objective.py returns both values); when it ends,
 `log_front` puts on the parent run what a single best trial would have given: the Pareto front
-as a figure (tuning/pareto_plot.py), every completed trial with its family, epochs and both
+as a figure (tuning/pareto_figure.py), every completed trial with its family, epochs and both
 values (frontier.json, which the replication report reads through `read_latest`), and the
 tag `frontier`. No champion is registered: a front has no single best trial, and its trials
 are short by design (their epochs capped), so `tune` on one family is how a champion is made.
@@ -19,39 +19,23 @@ from pathlib import Path
 import mlflow
 import optuna
 
-from pipeline.core.training import TEST_ACC, TRAIN_TIME, VAL_ACC, TrainResult
-from pipeline.replication.report.inputs import plural
-from pipeline.tuning import pareto_plot
-from pipeline.tuning.attrs import RUN_ID_ATTR
-from pipeline.tuning.settings import TuneSettings
+from pipeline.core.metrics import TEST_ACC, TRAIN_TIME, VAL_ACC
+from pipeline.core.words import plural
+from pipeline.tuning import pareto_figure
+from pipeline.tuning.attrs import RUN_ID_ATTR, TRIAL_EPOCHS_ATTR, TRIAL_MODEL_ATTR
+from pipeline.tuning.tune_settings import TuneSettings
 
 FRONT_FILE = "frontier.json"
 FIGURE = "optuna/pareto_front.png"
 TAG = "frontier"  # on the parent run of a frontier study, "true"
-MODEL_ATTR, EPOCHS_ATTR = "model", "epochs"  # a frontier trial's family and epochs
-
-
-def is_frontier(settings: TuneSettings) -> bool:
-    return len(settings.directions) > 1
-
-
-def objective_values(settings: TuneSettings, trial: optuna.Trial, config,
-                     result: TrainResult) -> float | tuple[float, float]:
-    """What the objective returns: val_acc, or (val_acc, train_time_s) for a frontier, whose
-    trials also record their family and epochs (what the front is read by)."""
-    if not is_frontier(settings):
-        return result.final[VAL_ACC]
-    trial.set_user_attr(MODEL_ATTR, config.model)
-    trial.set_user_attr(EPOCHS_ATTR, config.epochs)
-    return result.final[VAL_ACC], result.train_time_s
 
 
 def trials(study: optuna.Study) -> list[dict]:
     """Every completed trial: number, family, epochs, both values, test_acc, its run; and
     whether it is on the Pareto front (Optuna's `best_trials`), fastest first."""
     front = {t.number for t in study.best_trials}
-    rows = [{"number": t.number, "model": t.user_attrs.get(MODEL_ATTR, "?"),
-             "epochs": t.user_attrs.get(EPOCHS_ATTR), VAL_ACC: t.values[0],
+    rows = [{"number": t.number, "model": t.user_attrs.get(TRIAL_MODEL_ATTR, "?"),
+             "epochs": t.user_attrs.get(TRIAL_EPOCHS_ATTR), VAL_ACC: t.values[0],
              TRAIN_TIME: t.values[1], TEST_ACC: t.user_attrs.get(TEST_ACC, math.nan),
              "run_id": t.user_attrs.get(RUN_ID_ATTR, ""), "on_front": t.number in front}
             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
@@ -71,7 +55,7 @@ def log_front(study: optuna.Study) -> None:
         print("no trial completed: no front to draw")
         return
     mlflow.log_metric("front_size", sum(r["on_front"] for r in rows))
-    mlflow.log_figure(pareto_plot.figure(rows, study.study_name), FIGURE)
+    mlflow.log_figure(pareto_figure.figure(rows, study.study_name), FIGURE)
     print("frontier study: no champion registered (a front has no single best trial, and its "
           "trials' epochs are capped); `tune --model MODEL` on one family makes one")
 

@@ -20,9 +20,10 @@ import optuna
 
 from pipeline.core.credentials import password, without_password
 from pipeline.core.errors import UserError, first_line
-from pipeline.tuning.optuna_private import CappedRDBStorage
-from pipeline.tuning.recovery import StaleTrialHandler
-from pipeline.tuning.settings import TuneSettings
+from pipeline.tracking.lifecycle import adopted
+from pipeline.tuning.workers.optuna_private import CappedRDBStorage
+from pipeline.tuning.workers.recovery import StaleTrialHandler
+from pipeline.tuning.tune_settings import TuneSettings
 
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 # Where each database's own clients read a password from, so that no URL has to hold it.
@@ -154,8 +155,6 @@ def refuse_logged_password(url: str) -> None:
     command line with them before our command starts (mlflow/projects/utils.py `_create_run`,
     backend/local.py), so nothing of ours can keep that copy out: the line says how to pass the
     password instead, and which run holds it. Our own command creates nothing first."""
-    from pipeline.tracking.lifecycle import adopted
-
     if not adopted() or password(url) is None:
         return
     run_id = os.environ["MLFLOW_RUN_ID"]

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from pipeline.core import options
 from pipeline.core.config import MAX_EPOCHS, TrainConfig, data_dir
-from pipeline.replication.experiments import CNN, VARIANTS
+from pipeline.core.recipes import CNN
+from pipeline.replication.experiments import VARIANTS
 
 QUICK_EPOCHS, QUICK_CNN_EPOCHS, QUICK_SEEDS, QUICK_TRAIN_SIZE = 2, 1, 2, 10_000
 SEEDS = 3

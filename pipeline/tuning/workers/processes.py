@@ -17,20 +17,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pipeline.core.credentials import with_password
 from pipeline.core.errors import UserError
 
 # The main worker's storage password, for its helpers only (an environment is private to its
 # process and user; a command line is not).
 PASSWORD_VARIABLE = "PIPELINE_HELPER_STORAGE_PASSWORD"
-
-
-def shares(n_trials: int, workers: int) -> list[int]:
-    """This call's n_trials split over the workers (0: no limit for each); no worker gets 0
-    trials out of a positive count."""
-    if n_trials == 0:
-        return [0] * workers
-    workers = min(workers, n_trials)
-    return [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
 
 
 class Helpers:
@@ -63,7 +55,7 @@ class Helpers:
     def stop(self, grace: float = 60) -> None:
         """SIGTERM each helper still running (its trial ends FAIL, its runs KILLED); one that
         has not ended after `grace` seconds is killed, and the next command on this host closes
-        its runs (tracking/orphans.py) and retries its trial (tuning/recovery.py)."""
+        its runs (tracking/orphans.py) and retries its trial (tuning/workers/recovery.py)."""
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -89,7 +81,5 @@ class Helpers:
 def helper_storage(url: str) -> str:
     """A helper's storage: its URL with the main worker's password put back, when there is
     one (taken out of the environment, so that nothing this helper starts inherits it)."""
-    from pipeline.core.credentials import with_password
-
     secret = os.environ.pop(PASSWORD_VARIABLE, None)
     return with_password(url, secret) if secret else url

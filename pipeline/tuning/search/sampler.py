@@ -18,8 +18,8 @@ import numpy as np
 import optuna
 
 from pipeline.tuning.attrs import EPOCHS_ATTR
-from pipeline.tuning.settings import TuneSettings
-from pipeline.tuning.storage import check_storage
+from pipeline.tuning.tune_settings import TuneSettings
+from pipeline.tuning.workers.storage import check_storage
 
 
 CHANCE_FLOOR = 0.15  # val_acc of a network that learned nothing: 1 in 10 classes
@@ -189,7 +189,7 @@ def open_study(settings: TuneSettings,
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # optuna-dashboard shows "val_acc" (and "train_time_s"), not "Objective 0"
         study.set_metric_names(settings.metric_names)
-    # A resumed study trains as long as it began, whatever machine resumes it (tuning/budget.py)
+    # A resumed study trains as long as it began, whatever machine resumes it (tuning/search/budget.py)
     study.set_user_attr(EPOCHS_ATTR, settings.epochs)
     for params in settings.space.starts(settings.epochs):
         study.enqueue_trial(params, skip_if_exists=True)

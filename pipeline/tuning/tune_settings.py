@@ -12,15 +12,14 @@ from pathlib import Path
 from pipeline.core import options
 from pipeline.core.config import MAX_EPOCHS, MAX_SEED, MODELS, data_dir
 from pipeline.core.errors import ConfigError
-from pipeline.replication.experiments import CNN, FAST_CNN
-from pipeline.tuning.objectives import FRONTIER, FRONTIER_SPACE, OBJECTIVES, PRUNERS, \
+from pipeline.core.recipes import CNN, FAST_CNN
+from pipeline.tuning.directions import FRONTIER, FRONTIER_SPACE, OBJECTIVES, PRUNERS, \
     directions, resolve_pruner
 from pipeline.tuning.space import SearchSpace, SpaceError, load_space
-from pipeline.tuning.workers import shares
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 DEFAULT_SPACE = {"fcn": "fcn.yaml", "fast_cnn": "cnn.yaml", "study_cnn": "study_cnn.yaml"}
-# Trial length by model: 20 FCN epochs; the CNNs' own recipes (replication/experiments.py).
+# Trial length by model: 20 FCN epochs; the CNNs' own recipes (core/recipes.py).
 DEFAULT_EPOCHS = {"fcn": 20, "fast_cnn": FAST_CNN.epochs, "study_cnn": CNN.epochs}
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 MAX_TRIALS = 1_000_000
@@ -29,6 +28,15 @@ MAX_WORKERS = 64  # processes on this machine, each with its own copy of the dat
 
 def _by_model(values: dict[str, object]) -> str:
     return ", ".join(f"{value} for {model}" for model, value in values.items())
+
+
+def shares(n_trials: int, workers: int) -> list[int]:
+    """This call's n_trials split over the workers (0: no limit for each); no worker gets 0
+    trials out of a positive count."""
+    if n_trials == 0:
+        return [0] * workers
+    workers = min(workers, n_trials)
+    return [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,7 @@ class TuneOptions:
         1, "Worker processes of this call, on one study, sharing the threads and n_trials "
         "(python -m bench measured 2 no faster than 1 for the FCN study on 2 cores).", low=1,
         high=MAX_WORKERS)
-    # a `tune --workers` helper (pipeline/tuning/workers.py): the main worker's parent run
+    # a `tune --workers` helper (pipeline/tuning/workers/processes.py): the main worker's parent run
     helper_of: str = options.text("", "", hidden=True)
     data_dir: Path = data_dir()
 
@@ -133,7 +141,7 @@ class TuneOptions:
         """The `tune` arguments of this call's helper workers: one each, with its share of
         n_trials and the resolved space, epochs and study name (one worker each). The storage
         goes without its password, which `ps` would show to every user of the machine: the
-        helpers get it through their environment (tuning/workers.py)."""
+        helpers get it through their environment (tuning/workers/processes.py)."""
         from pipeline.core.credentials import without_password
 
         resolved = dataclasses.replace(self, space=str(settings.space.path),
@@ -158,8 +166,8 @@ class TuneSettings:
     total_trials: int | None = None  # study-wide cap, shared by all workers (RDB storages)
     heartbeat: int | None = 60  # seconds between a running trial's heartbeats (RDB storages)
     grace_period: int = 180  # seconds without a heartbeat after which a trial's worker is dead
-    keep_models: int | None = 10  # logged models kept per study (tuning/logged_models.py)
-    workers: int = 1  # processes of this call, sharing n_trials (tuning/workers.py)
+    keep_models: int | None = 10  # logged models kept per study (tuning/registry/logged_models.py)
+    workers: int = 1  # processes of this call, sharing n_trials (tuning/workers/processes.py)
     # A `tune --workers` helper: its trials nest under this run of the main worker; it logs no
     # study summary and registers nothing.
     helper_of: str | None = None

@@ -1,7 +1,7 @@
 """The study's best trial model as a registered model, and the alias `champion` on the best
 version.
 
-The champion is chosen among the study's logged models (tuning/logged_models.py: the Models
+The champion is chosen among the study's logged models (tuning/registry/logged_models.py: the Models
 view's ranking by val_acc) and registered from its URI `models:/<model id>`: the version is the
 trial's own model, nothing is rebuilt.
 
@@ -35,8 +35,8 @@ from pipeline.core.data import FashionMNIST
 from pipeline.core.errors import first_line
 from pipeline.core.training import TEST_ACC
 from pipeline.serving import evaluate as evaluation
-from pipeline.tuning import logged_models
-from pipeline.tuning.settings import TuneSettings
+from pipeline.tuning.registry import logged_models
+from pipeline.tuning.tune_settings import TuneSettings
 
 ALIAS = "champion"
 VAL_ACC_TAG = "val_acc"

@@ -1,0 +1,1 @@
+"""A study's models in MLflow: each trial's logged model, and the registered champion."""
