@@ -35,20 +35,41 @@ def on_core(cpu: int | None):
     return None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
 
 
-def start_study(seed: int, folder: Path, data_dir: Path, cpu: int | None, nice: int = 0
-                ) -> subprocess.Popen:
+def start_study(
+    seed: int, folder: Path, data_dir: Path, cpu: int | None, nice: int = 0
+) -> subprocess.Popen:
     folder.mkdir(parents=True)
-    env = dict(os.environ, MLFLOW_TRACKING_URI="sqlite:///mlflow.db",
-               MLFLOW_EXPERIMENT_NAME="fashion-mnist", PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI="sqlite:///mlflow.db",
+        MLFLOW_EXPERIMENT_NAME="fashion-mnist",
+        PYTHONPATH=str(ROOT),
+    )
     for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
         env.pop(name, None)
     if cpu is not None:
         env["OMP_NUM_THREADS"] = "1"
     out = open(folder / "tune.log", "w")
-    return subprocess.Popen(["nice", "-n", str(nice), sys.executable, "-m", "pipeline", "tune",
-                             "--seed", str(seed),
-                             "--data-dir", str(data_dir.resolve())], cwd=folder, env=env,
-                            stdout=out, stderr=subprocess.STDOUT, preexec_fn=on_core(cpu))
+    return subprocess.Popen(
+        [
+            "nice",
+            "-n",
+            str(nice),
+            sys.executable,
+            "-m",
+            "pipeline",
+            "tune",
+            "--seed",
+            str(seed),
+            "--data-dir",
+            str(data_dir.resolve()),
+        ],
+        cwd=folder,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        preexec_fn=on_core(cpu),
+    )
 
 
 def read_study(folder: Path, wall_s: float, returncode: int) -> dict:
@@ -66,10 +87,14 @@ def read_study(folder: Path, wall_s: float, returncode: int) -> dict:
     start, own = best_of_each_kind(study)
     best = study.best_trial if "COMPLETE" in states else None
     return {
-        "returncode": returncode, "wall_s": wall_s,
-        "epoch_s": float(line[1]) if line else None, "epochs": int(line[2]) if line else None,
-        "trials": len(states), "complete": states.count("COMPLETE"),
-        "pruned": states.count("PRUNED"), "fail": states.count("FAIL"),
+        "returncode": returncode,
+        "wall_s": wall_s,
+        "epoch_s": float(line[1]) if line else None,
+        "epochs": int(line[2]) if line else None,
+        "trials": len(states),
+        "complete": states.count("COMPLETE"),
+        "pruned": states.count("PRUNED"),
+        "fail": states.count("FAIL"),
         "tpe": list(sampled_by(study).values()).count("tpe"),
         "start_best_val": start.value if start else None,
         "own_best_val": own.value if own else None,
@@ -84,8 +109,7 @@ def read_study(folder: Path, wall_s: float, returncode: int) -> dict:
 
 
 def busy(cpu: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "while True: pass"],
-                            preexec_fn=on_core(cpu))
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=on_core(cpu))
 
 
 # tune's own timing of its reference trial (the space's first start point), in a fresh process
@@ -107,8 +131,12 @@ def emulated_epoch(data_dir: Path, nice: int, cpu: int) -> float:
     try:
         out = subprocess.run(
             ["nice", "-n", str(nice), sys.executable, "-c", ESTIMATE, str(data_dir.resolve())],
-            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)), check=True,
-            capture_output=True, text=True, preexec_fn=on_core(cpu)).stdout
+            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)),
+            check=True,
+            capture_output=True,
+            text=True,
+            preexec_fn=on_core(cpu),
+        ).stdout
     finally:
         burner.kill()
         burner.wait()
@@ -140,16 +168,19 @@ def run_slow(seeds: tuple[int, ...], data_dir: Path, tmp: Path, nice: int) -> li
     cores = sorted(os.sched_getaffinity(0))
     out, pending = {}, list(seeds)
     while pending:
-        batch, pending = pending[:len(cores)], pending[len(cores):]
-        burners = [busy(cpu) for cpu in cores[:len(batch)]]
+        batch, pending = pending[: len(cores)], pending[len(cores) :]
+        burners = [busy(cpu) for cpu in cores[: len(batch)]]
         try:
             t0 = time.perf_counter()
-            running = {seed: start_study(seed, tmp / f"slow-{seed}", data_dir, cpu, nice)
-                       for seed, cpu in zip(batch, cores)}
+            running = {
+                seed: start_study(seed, tmp / f"slow-{seed}", data_dir, cpu, nice)
+                for seed, cpu in zip(batch, cores)
+            }
             for seed, process in running.items():
                 process.wait()
-                out[seed] = read_study(tmp / f"slow-{seed}", time.perf_counter() - t0,
-                                       process.returncode)
+                out[seed] = read_study(
+                    tmp / f"slow-{seed}", time.perf_counter() - t0, process.returncode
+                )
                 report("slow", seed, out[seed])
         finally:
             for b in burners:
@@ -164,20 +195,28 @@ def run_whole(seeds: tuple[int, ...], data_dir: Path, tmp: Path) -> list[dict]:
         t0 = time.perf_counter()
         process = start_study(seed, tmp / f"whole-{seed}", data_dir, None)
         process.wait()
-        rows.append({"seed": seed, **read_study(tmp / f"whole-{seed}",
-                                                time.perf_counter() - t0, process.returncode)})
+        rows.append(
+            {
+                "seed": seed,
+                **read_study(tmp / f"whole-{seed}", time.perf_counter() - t0, process.returncode),
+            }
+        )
         report("whole", seed, rows[-1])
     return rows
 
 
 def report(mode: str, seed: int, row: dict) -> None:
-    print(f"... default study, {mode} machine, seed {seed}: {row['trials']} trials in "
-          f"{row['wall_s']:.0f} s, champion test {row['champion_test']}", file=sys.stderr,
-          flush=True)
+    print(
+        f"... default study, {mode} machine, seed {seed}: {row['trials']} trials in "
+        f"{row['wall_s']:.0f} s, champion test {row['champion_test']}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
-def default_study(data_dir: Path, seeds: tuple[int, ...], tmp: Path,
-                  modes: tuple[str, ...] = ("slow", "whole")) -> dict:
+def default_study(
+    data_dir: Path, seeds: tuple[int, ...], tmp: Path, modes: tuple[str, ...] = ("slow", "whole")
+) -> dict:
     """Both machines' studies of `seeds`, and a summary of each (see bench/table.py)."""
     out: dict = {"seeds": list(seeds), "slow_machine_epoch_s": SLOW_EPOCH_S}
     for mode in modes:

@@ -42,20 +42,27 @@ def matmul_rate(size: int = 2048, seconds: float = 3.0) -> dict:
         if device == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
-    return {"size": size, "gflops": 2 * size ** 3 / best / 1e9}
+    return {"size": size, "gflops": 2 * size**3 / best / 1e9}
 
 
 def cli_latency(repeats: int = 3) -> dict:
     """Wall seconds (median of `repeats`) of `python -m pipeline --help` and of an argument
     error, each a fresh process: what a user waits before the first line."""
     out = {}
-    for name, args in (("help_s", ["--help"]), ("train_help_s", ["train", "--help"]),
-                       ("argument_error_s", ["train", "--lr", "-1"])):
+    for name, args in (
+        ("help_s", ["--help"]),
+        ("train_help_s", ["train", "--help"]),
+        ("argument_error_s", ["train", "--lr", "-1"]),
+    ):
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT,
-                           capture_output=True, check=False)
+            subprocess.run(
+                [sys.executable, "-m", "pipeline", *args],
+                cwd=ROOT,
+                capture_output=True,
+                check=False,
+            )
             times.append(time.perf_counter() - t0)
         out[name] = median(times)
     return out
@@ -72,8 +79,14 @@ def fcn_flops_per_epoch(hidden: tuple[int, ...], n_train: int, n_eval: int) -> f
     return 2 * (3 * macs - first) * n_train + 2 * macs * n_eval
 
 
-def fcn_gemm_seconds(hidden: tuple[int, ...], batch: int, n_train: int, n_eval: int,
-                     eval_batch: int, repeats: int = 3) -> float:
+def fcn_gemm_seconds(
+    hidden: tuple[int, ...],
+    batch: int,
+    n_train: int,
+    n_eval: int,
+    eval_batch: int,
+    repeats: int = 3,
+) -> float:
     """Wall seconds of one epoch's matmuls alone, at the exact shapes our core runs them (per
     training batch: the forward products, the weight gradients, the input gradients of every
     layer but the first; then the forward products of the evaluation batches), on random
@@ -117,19 +130,30 @@ def fcn_core(data, epochs: int, gflops: float) -> dict:
     n_train = len(data.train) // config.batch_size * config.batch_size
     flops = fcn_flops_per_epoch(config.hidden, n_train, len(data.val) + len(data.test))
     floor = epochs * flops / (gflops * 1e9)
-    gemm = fcn_gemm_seconds(config.hidden, config.batch_size, len(data.train),
-                            len(data.val) + len(data.test), EVAL_BATCH)
+    gemm = fcn_gemm_seconds(
+        config.hidden,
+        config.batch_size,
+        len(data.train),
+        len(data.val) + len(data.test),
+        EVAL_BATCH,
+    )
     # The same epochs with widths too small to cost anything (784-8-10): what every step and
     # evaluation pays whatever the BLAS (normalization, loss, optimizer, dispatch).
     narrow = train(TrainConfig(epochs=min(epochs, 10), hidden=(8,)), data, progress=False)
-    return {"epochs": epochs, "wall_s": result.train_time_s,
-            "epoch_s_median": median([h["epoch_time_s"] for h in result.history]),
-            "narrow_epoch_s": median([h["epoch_time_s"] for h in narrow.history]),
-            "gflop_per_epoch": flops / 1e9, "floor_s": floor,
-            "ratio_to_floor": result.train_time_s / floor,
-            "gemm_epoch_s": gemm, "gemm_gflops": flops / gemm / 1e9,
-            "ratio_to_gemm_floor": result.train_time_s / (epochs * gemm),
-            "test_acc": result.final["test_acc"], "val_acc": result.final["val_acc"]}
+    return {
+        "epochs": epochs,
+        "wall_s": result.train_time_s,
+        "epoch_s_median": median([h["epoch_time_s"] for h in result.history]),
+        "narrow_epoch_s": median([h["epoch_time_s"] for h in narrow.history]),
+        "gflop_per_epoch": flops / 1e9,
+        "floor_s": floor,
+        "ratio_to_floor": result.train_time_s / floor,
+        "gemm_epoch_s": gemm,
+        "gemm_gflops": flops / gemm / 1e9,
+        "ratio_to_gemm_floor": result.train_time_s / (epochs * gemm),
+        "test_acc": result.final["test_acc"],
+        "val_acc": result.final["val_acc"],
+    }
 
 
 def study_loop(data_dir: Path, epochs: int, train_subset: int | None) -> dict:
@@ -138,9 +162,13 @@ def study_loop(data_dir: Path, epochs: int, train_subset: int | None) -> dict:
 
     root = loop.torchvision_root(data_dir, find_raw_files(data_dir))
     out = loop.train(root, epochs, train_subset=train_subset)
-    return {"epochs": epochs, "wall_s": out["wall_s"],
-            "epoch_s_median": median(out["epoch_times_s"]),
-            "test_acc": out["final"]["test_acc"], "val_acc": out["final"]["val_acc"]}
+    return {
+        "epochs": epochs,
+        "wall_s": out["wall_s"],
+        "epoch_s_median": median(out["epoch_times_s"]),
+        "test_acc": out["final"]["test_acc"],
+        "val_acc": out["final"]["val_acc"],
+    }
 
 
 def cnn(data, name: str, epochs: int | None, thresholds: tuple[float, ...] = ()) -> dict:
@@ -154,10 +182,14 @@ def cnn(data, name: str, epochs: int | None, thresholds: tuple[float, ...] = ())
     config = RECIPES[name]
     config = dataclasses.replace(config, epochs=epochs or config.epochs)
     result = train(config, data, progress=False)
-    out = {"config": config.to_dict(), "wall_s": result.train_time_s,
-           "epoch_s_median": median([h["epoch_time_s"] for h in result.history]),
-           "test_acc": result.final["test_acc"], "val_acc": result.final["val_acc"],
-           "best_test_acc": max(h["test_acc"] for h in result.history)}
+    out = {
+        "config": config.to_dict(),
+        "wall_s": result.train_time_s,
+        "epoch_s_median": median([h["epoch_time_s"] for h in result.history]),
+        "test_acc": result.final["test_acc"],
+        "val_acc": result.final["val_acc"],
+        "best_test_acc": max(h["test_acc"] for h in result.history),
+    }
     for t in thresholds:
         out[f"seconds_to_test_{100 * t:.1f}"] = time_to_accuracy(result.history, t, "test_acc")
     return out
@@ -179,21 +211,32 @@ def recipes(data, seeds: tuple[int, ...], epochs: int | None) -> dict:
     def replaced(config, **changes):
         return dataclasses.replace(config, epochs=epochs or config.epochs, **changes)
 
-    configs = {"fast_cnn": replaced(RECIPES["fast_cnn"]),
-               "fast_cnn_all": replaced(RECIPES["fast_cnn"], holdout=False),
-               "wide_fcn": replaced(RECIPES["wide_fcn"])}
+    configs = {
+        "fast_cnn": replaced(RECIPES["fast_cnn"]),
+        "fast_cnn_all": replaced(RECIPES["fast_cnn"], holdout=False),
+        "wide_fcn": replaced(RECIPES["wide_fcn"]),
+    }
     runs: dict[str, list[dict]] = {name: [] for name in configs}
     order = [(name, seed) for seed in seeds for name in ("fast_cnn", "fast_cnn_all")]
     order += [("wide_fcn", seed) for seed in seeds]
     for name, seed in order:
         result = train(dataclasses.replace(configs[name], seed=seed), data, progress=False)
-        runs[name].append({"seed": seed, "test_acc": result.final["test_acc"],
-                           "val_acc": result.final.get("val_acc"), "wall_s": result.train_time_s,
-                           "best_test_acc": max(h["test_acc"] for h in result.history),
-                           "seconds_to_test_94.0": time_to_accuracy(result.history, 0.94,
-                                                                    "test_acc")})
-        print(f"... {name} seed {seed}: test {100 * result.final['test_acc']:.2f}% in "
-              f"{result.train_time_s:.0f} s", file=sys.stderr, flush=True)
+        runs[name].append(
+            {
+                "seed": seed,
+                "test_acc": result.final["test_acc"],
+                "val_acc": result.final.get("val_acc"),
+                "wall_s": result.train_time_s,
+                "best_test_acc": max(h["test_acc"] for h in result.history),
+                "seconds_to_test_94.0": time_to_accuracy(result.history, 0.94, "test_acc"),
+            }
+        )
+        print(
+            f"... {name} seed {seed}: test {100 * result.final['test_acc']:.2f}% in "
+            f"{result.train_time_s:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     out = {}
     for name, rows in runs.items():
         summary = {"config": configs[name].to_dict(), "runs": rows}
@@ -218,9 +261,9 @@ def tracking_overhead(data, epochs: int, tmp: Path) -> dict:
     from pipeline.core.config import TrainConfig
     from pipeline.core.training import train
     from pipeline.tracking import log as tracklog
-    from pipeline.tuning.tune_settings import TuneSettings
     from pipeline.tuning.space import load_space
     from pipeline.tuning.study import tune
+    from pipeline.tuning.tune_settings import TuneSettings
 
     config = TrainConfig(epochs=epochs)
     train(dataclasses.replace(config, epochs=1), data, progress=False)  # warm-up
@@ -229,26 +272,41 @@ def tracking_overhead(data, epochs: int, tmp: Path) -> dict:
     mlflow.set_experiment("bench")
     tracked, model_bytes = {}, 0
     # warm-up of the tracked path (the first torch.export in a process takes ~1.5 s)
-    tracklog.train_run(dataclasses.replace(config, epochs=1), data, confusion=False,
-                       log_model=True)
+    tracklog.train_run(dataclasses.replace(config, epochs=1), data, confusion=False, log_model=True)
     for system in ("false", "true", "false", "true"):  # alternated: drift hits both alike
         os.environ["MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"] = system
         t0 = time.perf_counter()
         run = tracklog.train_run(config, data, confusion=False, log_model=True)
         tracked.setdefault(system, []).append(time.perf_counter() - t0)
         location = mlflow.get_logged_model(run.model_id).artifact_location
-        model_bytes = sum(f.stat().st_size for f in Path(location.removeprefix("file://"))
-                          .rglob("*") if f.is_file())
+        model_bytes = sum(
+            f.stat().st_size
+            for f in Path(location.removeprefix("file://")).rglob("*")
+            if f.is_file()
+        )
     del os.environ["MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"]
     state = tmp / "model_state.pt"
     torch.save(plain.model.state_dict(), state)
     space = tmp / "fixed.yaml"
-    space.write_text("".join(f"{k}: {v}\n" for k, v in config.to_dict().items()
-                             if k not in ("model", "epochs", "seed", "hidden"))
-                     + "hidden: {type: layers, depth: [2, 2], width: {low: 200, high: 300}}\n")
-    settings = TuneSettings(model="fcn", space=load_space(space), study_name="bench",
-                            storage=f"sqlite:///{tmp / 'optuna.db'}", n_trials=1,
-                            timeout=None, epochs=epochs, seed=0, pruner="none")
+    space.write_text(
+        "".join(
+            f"{k}: {v}\n"
+            for k, v in config.to_dict().items()
+            if k not in ("model", "epochs", "seed", "hidden")
+        )
+        + "hidden: {type: layers, depth: [2, 2], width: {low: 200, high: 300}}\n"
+    )
+    settings = TuneSettings(
+        model="fcn",
+        space=load_space(space),
+        study_name="bench",
+        storage=f"sqlite:///{tmp / 'optuna.db'}",
+        n_trials=1,
+        timeout=None,
+        epochs=epochs,
+        seed=0,
+        pruner="none",
+    )
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # its summary would read as the bench's
         study = tune(settings, data)
@@ -256,12 +314,19 @@ def tracking_overhead(data, epochs: int, tmp: Path) -> dict:
     trial = study.trials[0]
     in_trial = (trial.datetime_complete - trial.datetime_start).total_seconds()
     off, on = median(tracked["false"]), median(tracked["true"])
-    return {"epochs": epochs, "plain_s": plain.train_time_s, "tracked_run_s": on,
-            "tracked_no_system_metrics_s": off, "system_metrics_ratio": on / off,
-            "trial_s": in_trial, "tune_call_s": tune_call,
-            "tracked_ratio": on / plain.train_time_s,
-            "trial_ratio": in_trial / plain.train_time_s,
-            "model_bytes": model_bytes, "state_dict_bytes": state.stat().st_size}
+    return {
+        "epochs": epochs,
+        "plain_s": plain.train_time_s,
+        "tracked_run_s": on,
+        "tracked_no_system_metrics_s": off,
+        "system_metrics_ratio": on / off,
+        "trial_s": in_trial,
+        "tune_call_s": tune_call,
+        "tracked_ratio": on / plain.train_time_s,
+        "trial_ratio": in_trial / plain.train_time_s,
+        "model_bytes": model_bytes,
+        "state_dict_bytes": state.stat().st_size,
+    }
 
 
 def trials_per_hour(data_dir: Path, seconds: float, epochs: int, tmp: Path) -> dict:
@@ -276,15 +341,36 @@ def trials_per_hour(data_dir: Path, seconds: float, epochs: int, tmp: Path) -> d
     out = {"seconds": seconds, "epochs": epochs}
     for mode, workers in (("1x2", 1), ("2x1", 2)):
         storage = f"sqlite:///{tmp / f'optuna-{mode}.db'}"
-        env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp / f'mlflow-{mode}.db'}",
-                   MLFLOW_EXPERIMENT_NAME="bench")
+        env = dict(
+            os.environ,
+            MLFLOW_TRACKING_URI=f"sqlite:///{tmp / f'mlflow-{mode}.db'}",
+            MLFLOW_EXPERIMENT_NAME="bench",
+        )
         env.pop("MLFLOW_RUN_ID", None)
 
-        def tune(*args: str) -> None:
-            subprocess.run([sys.executable, "-m", "pipeline", "tune", "--epochs", str(epochs),
-                            "--storage", storage, "--study-name", "bench", "--data-dir",
-                            str(data_dir), *args], env=env, cwd=ROOT, check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        def tune(*args: str, storage: str = storage, env: dict = env) -> None:
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline",
+                    "tune",
+                    "--epochs",
+                    str(epochs),
+                    "--storage",
+                    storage,
+                    "--study-name",
+                    "bench",
+                    "--data-dir",
+                    str(data_dir),
+                    *args,
+                ],
+                env=env,
+                cwd=ROOT,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
 
         tune("--n-trials", "1", "--workers", "1")
         t0 = time.perf_counter()
@@ -292,14 +378,26 @@ def trials_per_hour(data_dir: Path, seconds: float, epochs: int, tmp: Path) -> d
         wall = time.perf_counter() - t0
         trials = optuna.load_study(study_name="bench", storage=storage).trials
         done = [t for t in trials if t.state.is_finished() and t.number > 0]
-        out[mode] = {"processes": workers, "threads": share_threads(workers), "wall_s": wall,
-                     "trials": len(done), "trials_per_hour": 3600 * len(done) / wall}
+        out[mode] = {
+            "processes": workers,
+            "threads": share_threads(workers),
+            "wall_s": wall,
+            "trials": len(done),
+            "trials_per_hour": 3600 * len(done) / wall,
+        }
     out["best"] = max(("1x2", "2x1"), key=lambda m: out[m]["trials_per_hour"])
     return out
 
 
-def serving(data, tmp: Path, epochs: int, seconds: float, workers: tuple[int, ...] = (1,),
-            clients: tuple[int, ...] = (1, 4, 16), batches: tuple[int, ...] = (1, 64)) -> dict:
+def serving(
+    data,
+    tmp: Path,
+    epochs: int,
+    seconds: float,
+    workers: tuple[int, ...] = (1,),
+    clients: tuple[int, ...] = (1, 4, 16),
+    batches: tuple[int, ...] = (1, 64),
+) -> dict:
     """The base FCN trained for `epochs` and logged as `train` logs it, served by `mlflow
     models serve` on 127.0.0.1 (bench/serve.py) with each number of uvicorn `workers` (each
     with its share of the cores as torch threads), and driven for `seconds` by each number of
@@ -319,8 +417,11 @@ def serving(data, tmp: Path, epochs: int, seconds: float, workers: tuple[int, ..
     store = f"sqlite:///{tmp / 'serving.db'}"
     mlflow.set_tracking_uri(store)
     # the model's files in tmp too (the default, ./mlruns, would be the current folder)
-    mlflow.set_experiment(experiment_id=mlflow.MlflowClient().create_experiment(
-        "bench-serving", artifact_location=str(tmp / "serving-artifacts")))
+    mlflow.set_experiment(
+        experiment_id=mlflow.MlflowClient().create_experiment(
+            "bench-serving", artifact_location=str(tmp / "serving-artifacts")
+        )
+    )
     run = tracklog.train_run(config, data, confusion=False, log_model=True)
     model_uri = f"models:/{run.model_id}"
     module = mlflow.pytorch.load_model(model_uri, map_location="cpu")
@@ -343,8 +444,11 @@ def serving(data, tmp: Path, epochs: int, seconds: float, workers: tuple[int, ..
         for b in batches:
             x = requests[b][0].pixels
             forward = per_call(module, x)
-            bare[str(b)] = {"forward_s": forward, "forward_images_per_s": b / forward,
-                            "pyfunc_s": per_call(pyfunc.predict, x.numpy())}
+            bare[str(b)] = {
+                "forward_s": forward,
+                "forward_images_per_s": b / forward,
+                "pyfunc_s": per_call(pyfunc.predict, x.numpy()),
+            }
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["MLFLOW_TRACKING_URI"] = store
     cores, cells = os.cpu_count() or 1, []
@@ -356,9 +460,18 @@ def serving(data, tmp: Path, epochs: int, seconds: float, workers: tuple[int, ..
                 for c in clients:
                     cell = serve.drive(port, requests[b], c, seconds).figures()
                     forward_ms = 1e3 * bare[str(b)]["forward_s"]
-                    cell.update(workers=w, threads=threads or torch.get_num_threads(),
-                                ratio_to_forward=cell["p50_ms"] and cell["p50_ms"] / forward_ms)
+                    cell.update(
+                        workers=w,
+                        threads=threads or torch.get_num_threads(),
+                        ratio_to_forward=cell["p50_ms"] and cell["p50_ms"] / forward_ms,
+                    )
                     cells.append(cell)
-    return {"model": tracklog.describe(config), "epochs": epochs, "model_uri": model_uri,
-            "test_acc": run.result.final["test_acc"], "seconds_per_cell": seconds,
-            "bare": bare, "cells": cells}
+    return {
+        "model": tracklog.describe(config),
+        "epochs": epochs,
+        "model_uri": model_uri,
+        "test_acc": run.result.final["test_acc"],
+        "seconds_per_cell": seconds,
+        "bare": bare,
+        "cells": cells,
+    }

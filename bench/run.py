@@ -5,9 +5,9 @@ error take; the float32 matmul rate (the floor's reference); the base FCN for 50
 our core, its FLOPs and its ratio to the floor; the same through a faithful copy of the study's
 DataLoader loop (bench/study_loop.py); the study's CNN for 10 epochs as the replication report
 trains it; our fast CNN recipe and its time to 93.5% / 94.0% test accuracy; the CNN recipe
-held out and on all 60,000 images and the FCN recipe that passes 90.5%, over 3 seeds; the cost of MLflow
-tracking and of an Optuna trial around the same training; and tune's trials per hour with one
-2-thread process vs two 1-thread processes on one storage; make's default study over 4
+held out and on all 60,000 images and the FCN recipe that passes 90.5%, over 3 seeds; the cost
+of MLflow tracking and of an Optuna trial around the same training; and tune's trials per hour
+with one 2-thread process vs two 1-thread processes on one storage; make's default study over 4
 seeds on an emulated slow machine and on this one (bench/default_study.py); and the base FCN
 served by `mlflow models serve` under 1, 4 and 16 concurrent clients (bench/serve.py). It prints
 a table (bench/table.py) and writes every figure as JSON. It asserts nothing: it is a tool, not
@@ -29,8 +29,19 @@ from bench import measure
 from bench.default_study import default_study
 from bench.table import table
 
-SECTIONS = ("cli", "matmul", "fcn", "study_loop", "study_cnn", "fast_cnn", "recipes", "tracking",
-            "tune", "study", "serving")
+SECTIONS = (
+    "cli",
+    "matmul",
+    "fcn",
+    "study_loop",
+    "study_cnn",
+    "fast_cnn",
+    "recipes",
+    "tracking",
+    "tune",
+    "study",
+    "serving",
+)
 # Sections that start processes (tune's, the study's, a model server): their start-ups alone
 # would take --quick past a minute, so --quick runs them only when --only names them.
 STARTS_PROCESSES = ("tune", "study", "serving")
@@ -41,29 +52,41 @@ app = typer.Typer(add_completion=False)
 @app.command()
 def main(
     quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes: under a minute.")] = False,
-    only: Annotated[str, typer.Option(
-        help=f"Comma-separated sections ({', '.join(SECTIONS)}); empty: all.")] = "",
-    out: Annotated[Path, typer.Option(help="JSON file of every figure.")]
-    = Path("bench_results.json"),
-    data_dir: Annotated[Path, typer.Option(help="FashionMNIST folder, as for prepare.")]
-    = Path("data"),
+    only: Annotated[
+        str, typer.Option(help=f"Comma-separated sections ({', '.join(SECTIONS)}); empty: all.")
+    ] = "",
+    out: Annotated[Path, typer.Option(help="JSON file of every figure.")] = Path(
+        "bench_results.json"
+    ),
+    data_dir: Annotated[Path, typer.Option(help="FashionMNIST folder, as for prepare.")] = Path(
+        "data"
+    ),
     tune_seconds: Annotated[float, typer.Option(help="Budget of each tune measurement.")] = 300,
-    seeds: Annotated[str, typer.Option(help="Section study: the default study's seeds.")]
-    = "0,1,2,3",
-    machines: Annotated[str, typer.Option(
-        help="Section study: slow (emulated: one core shared with a busy process), whole, "
-        "or both, comma-separated.")] = "slow,whole",
-    serve_seconds: Annotated[float, typer.Option(
-        help="Section serving: seconds of load per clients x batch size.")] = 10,
-    serve_workers: Annotated[str, typer.Option(
-        help="Section serving: uvicorn worker counts to measure, comma-separated.")] = "1,2",
+    seeds: Annotated[
+        str, typer.Option(help="Section study: the default study's seeds.")
+    ] = "0,1,2,3",
+    machines: Annotated[
+        str,
+        typer.Option(
+            help="Section study: slow (emulated: one core shared with a busy process), whole, "
+            "or both, comma-separated."
+        ),
+    ] = "slow,whole",
+    serve_seconds: Annotated[
+        float, typer.Option(help="Section serving: seconds of load per clients x batch size.")
+    ] = 10,
+    serve_workers: Annotated[
+        str,
+        typer.Option(help="Section serving: uvicorn worker counts to measure, comma-separated."),
+    ] = "1,2",
 ) -> None:
     """Measure training speed against the machine's matmul floor and the study's loop."""
     sections = [s for s in only.split(",") if s] or list(SECTIONS)
     unknown = set(sections) - set(SECTIONS)
     if unknown:
-        raise typer.BadParameter(f"unknown sections {sorted(unknown)}; choose from "
-                                 f"{', '.join(SECTIONS)}")
+        raise typer.BadParameter(
+            f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}"
+        )
     from pipeline.core import data as data_module
 
     data = data_module.load(data_dir)
@@ -72,30 +95,49 @@ def main(
         data = data_module.FashionMNIST(
             small(data.train.images[:5000], data.train.labels[:5000]),
             small(data.val.images[:2000], data.val.labels[:2000]),
-            small(data.test.images[:2000], data.test.labels[:2000]), data.digest)
-    results: dict = {"machine": measure.machine(), "quick": quick,
-                     "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+            small(data.test.images[:2000], data.test.labels[:2000]),
+            data.digest,
+        )
+    results: dict = {
+        "machine": measure.machine(),
+        "quick": quick,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     if quick and not only:
         results["skipped"] = [f"{s} (--quick)" for s in STARTS_PROCESSES if s in sections]
         sections = [s for s in sections if s not in STARTS_PROCESSES]
-    study_args = (tuple(int(s) for s in seeds.split(",") if s),
-                  tuple(m for m in machines.split(",") if m))
+    study_args = (
+        tuple(int(s) for s in seeds.split(",") if s),
+        tuple(m for m in machines.split(",") if m),
+    )
     serve_args = (serve_seconds, tuple(int(w) for w in serve_workers.split(",") if w))
     with tempfile.TemporaryDirectory() as tmp_name:
-        steps = plan(quick, data, data_dir, results, Path(tmp_name), tune_seconds, study_args,
-                     serve_args)
+        steps = plan(
+            quick, data, data_dir, results, Path(tmp_name), tune_seconds, study_args, serve_args
+        )
         for name in sections:
             t0 = time.perf_counter()
             results[name] = steps[name]()
-            print(f"... {name} measured in {time.perf_counter() - t0:.0f} s", file=sys.stderr,
-                  flush=True)
+            print(
+                f"... {name} measured in {time.perf_counter() - t0:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
             out.write_text(json.dumps(results, indent=1))  # a later failure keeps these
     print(table(results))
     print(f"(every figure in {out})")
 
 
-def plan(quick: bool, data, data_dir: Path, results: dict, tmp: Path, tune_seconds: float,
-         study_args: tuple, serve_args: tuple):
+def plan(
+    quick: bool,
+    data,
+    data_dir: Path,
+    results: dict,
+    tmp: Path,
+    tune_seconds: float,
+    study_args: tuple,
+    serve_args: tuple,
+):
     """Each section's measurement at full or --quick size, to call in order. `study_args`:
     the study's seeds and machines; `serve_args`: serving's seconds per cell and worker
     counts (main's options)."""
@@ -103,8 +145,11 @@ def plan(quick: bool, data, data_dir: Path, results: dict, tmp: Path, tune_secon
     return {
         "cli": lambda: m.cli_latency(1 if quick else 3),
         "matmul": lambda: m.matmul_rate(1024 if quick else 2048, 1 if quick else 3),
-        "fcn": lambda: m.fcn_core(data, 2 if quick else 50, results.get("matmul", {}).get(
-            "gflops") or m.matmul_rate()["gflops"]),
+        "fcn": lambda: m.fcn_core(
+            data,
+            2 if quick else 50,
+            results.get("matmul", {}).get("gflops") or m.matmul_rate()["gflops"],
+        ),
         "study_loop": lambda: m.study_loop(data_dir, 1 if quick else 50, 5000 if quick else None),
         # The study's CNN as the replication report trains it (recipe `study_cnn`), then our fast
         # recipe (`fast_cnn`) with its time-to-test-accuracy.
@@ -120,8 +165,13 @@ def plan(quick: bool, data, data_dir: Path, results: dict, tmp: Path, tune_secon
         # make's default study, 4 seeds on an emulated slow machine and on this one
         "study": lambda: default_study(data_dir, study_args[0], tmp, study_args[1]),
         # a briefly trained base FCN behind `mlflow models serve`; --quick: one worker, 1 s
-        "serving": lambda: m.serving(data, tmp, 1 if quick else 2, 1 if quick else serve_args[0],
-                                     (1,) if quick else serve_args[1]),
+        "serving": lambda: m.serving(
+            data,
+            tmp,
+            1 if quick else 2,
+            1 if quick else serve_args[0],
+            (1,) if quick else serve_args[1],
+        ),
     }
 
 

@@ -37,8 +37,8 @@ import typer
 
 from pipeline.tuning.directions import resolve_pruner
 from pipeline.tuning.search.sampler import make_pruner, make_sampler
-from pipeline.tuning.tune_settings import DEFAULT_EPOCHS, TuneOptions
 from pipeline.tuning.space import load_space
+from pipeline.tuning.tune_settings import DEFAULT_EPOCHS, TuneOptions
 
 TUNE = {f.name: f.default for f in dataclasses.fields(TuneOptions)}  # tune's defaults
 
@@ -49,8 +49,12 @@ def measured_trials(storages: list[str]) -> list[optuna.trial.FrozenTrial]:
     for url in storages:
         for summary in optuna.get_all_study_summaries(url):
             study = optuna.load_study(study_name=summary.study_name, storage=url)
-            trials += [t for t in study.trials if t.intermediate_values and t.state in
-                       (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+            trials += [
+                t
+                for t in study.trials
+                if t.intermediate_values
+                and t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+            ]
     return trials
 
 
@@ -71,12 +75,17 @@ class Encoder:
                     self.log[name] = getattr(dist, "log", False)
 
     def __call__(self, params: dict) -> list[float]:
-        row = [float(params.get(name) == c) for name in sorted(self.choices)
-               for c in self.choices[name]]
+        row = [
+            float(params.get(name) == c)
+            for name in sorted(self.choices)
+            for c in self.choices[name]
+        ]
         for name in sorted(self.log):
             value = params.get(name)
-            row += [float(value is not None), 0.0 if value is None else
-                    math.log10(value) if self.log[name] else float(value)]
+            row += [
+                float(value is not None),
+                0.0 if value is None else math.log10(value) if self.log[name] else float(value),
+            ]
         return row
 
 
@@ -90,15 +99,24 @@ class Surrogate:
         done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         last = max(max(t.intermediate_values) for t in done)
         # epoch e -> median val_acc still to gain from e to the end
-        self.gain = {e: float(np.median([t.value - t.intermediate_values.get(e, t.value)
-                                         for t in done])) for e in range(1, last + 1)}
-        finals = [t.value if t.state == optuna.trial.TrialState.COMPLETE else
-                  t.intermediate_values[max(t.intermediate_values)]
-                  + self.gain[min(max(t.intermediate_values), last)] for t in trials]
+        self.gain = {
+            e: float(np.median([t.value - t.intermediate_values.get(e, t.value) for t in done]))
+            for e in range(1, last + 1)
+        }
+        finals = [
+            t.value
+            if t.state == optuna.trial.TrialState.COMPLETE
+            else t.intermediate_values[max(t.intermediate_values)]
+            + self.gain[min(max(t.intermediate_values), last)]
+            for t in trials
+        ]
         self.encode = Encoder(trials)
         x = np.array([self.encode(t.params) for t in trials])
-        per_epoch = [max((t.datetime_complete - t.datetime_start).total_seconds(), 1e-3)
-                     / len(t.intermediate_values) for t in trials]
+        per_epoch = [
+            max((t.datetime_complete - t.datetime_start).total_seconds(), 1e-3)
+            / len(t.intermediate_values)
+            for t in trials
+        ]
         forest = dict(n_estimators=300, min_samples_leaf=2, random_state=0)
         self.value = RandomForestRegressor(**forest).fit(x, finals)
         self.seconds = RandomForestRegressor(**forest).fit(x, per_epoch)
@@ -117,13 +135,22 @@ def seed_spread(done: list[optuna.trial.FrozenTrial]) -> float:
         runs.setdefault(repr(sorted(t.params.items())), []).append(t.value)
     repeated = [v for v in runs.values() if len(v) > 1]
     if not repeated:
-        raise typer.BadParameter("no configuration ran more than once (start points under two "
-                                 "seeds): the noise cannot be measured")
+        raise typer.BadParameter(
+            "no configuration ran more than once (start points under two "
+            "seeds): the noise cannot be measured"
+        )
     return float(np.sqrt(np.mean([np.var(v, ddof=1) for v in repeated])))
 
 
-def simulate(surrogate: Surrogate, space_path: str, seed: int, budget: float, n_trials: int,
-             epochs: int, model: str) -> tuple[float, int]:
+def simulate(
+    surrogate: Surrogate,
+    space_path: str,
+    seed: int,
+    budget: float,
+    n_trials: int,
+    epochs: int,
+    model: str,
+) -> tuple[float, int]:
     """One study: (the sampler's best minus the best start point, number of trials)."""
     space = load_space(space_path)
     rng = np.random.default_rng(seed)
@@ -149,8 +176,10 @@ def simulate(surrogate: Surrogate, space_path: str, seed: int, budget: float, n_
         else:
             study.tell(trial, value)
     values = [t.value for t in study.trials]  # None: pruned
-    best = [max((v for v in part if v is not None), default=-math.inf)
-            for part in (values[:len(starts)], values[len(starts):])]
+    best = [
+        max((v for v in part if v is not None), default=-math.inf)
+        for part in (values[: len(starts)], values[len(starts) :])
+    ]
     return best[1] - best[0], len(values)
 
 
@@ -162,12 +191,15 @@ def main(
     storages: Annotated[list[str], typer.Argument(help="Optuna storages of measured studies.")],
     space: Annotated[list[Path], typer.Option(help="Search space to compare (repeat).")],
     runs: Annotated[int, typer.Option(min=1, help="Simulated studies per space.")] = 40,
-    budget: Annotated[float, typer.Option(help="Seconds after which no trial starts (tune "
-                                            "--timeout).")] = TUNE["timeout"],
-    n_trials: Annotated[int, typer.Option(min=1, help="Trials at most (tune --n-trials).")]
-    = TUNE["n_trials"],
-    epochs: Annotated[int, typer.Option(min=1, help="Epochs of a finished trial.")]
-    = DEFAULT_EPOCHS["fcn"],
+    budget: Annotated[
+        float, typer.Option(help="Seconds after which no trial starts (tune --timeout).")
+    ] = TUNE["timeout"],
+    n_trials: Annotated[int, typer.Option(min=1, help="Trials at most (tune --n-trials).")] = TUNE[
+        "n_trials"
+    ],
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Epochs of a finished trial.")
+    ] = DEFAULT_EPOCHS["fcn"],
     model: Annotated[str, typer.Option(help="The spaces' model (tune --model).")] = "fcn",
 ) -> None:
     """Compare search spaces by how their sampler's own trials fare against their start points."""
@@ -179,12 +211,16 @@ def main(
     surrogate = Surrogate(trials)
     print(f"{len(trials)} measured trials; seed-to-seed spread {surrogate.noise * 100:.2f} points")
     for path in space:
-        results = [simulate(surrogate, str(path), seed, budget, n_trials, epochs, model)
-                   for seed in range(runs)]
+        results = [
+            simulate(surrogate, str(path), seed, budget, n_trials, epochs, model)
+            for seed in range(runs)
+        ]
         gaps = np.array([gap for gap, _ in results]) * 100
-        print(f"{path}: sampler's best - best start point {gaps.mean():+.2f} ± {gaps.std():.2f} "
-              f"points, reached or beat it in {int((gaps >= 0).sum())} of {runs} runs, "
-              f"{np.mean([n for _, n in results]):.1f} trials")
+        print(
+            f"{path}: sampler's best - best start point {gaps.mean():+.2f} ± {gaps.std():.2f} "
+            f"points, reached or beat it in {int((gaps >= 0).sum())} of {runs} runs, "
+            f"{np.mean([n for _, n in results]):.1f} trials"
+        )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import numpy as np
 
 BIN = Path(sys.executable).parent  # mlflow, and the uvicorn it starts from PATH
 REQUEST_TIMEOUT_S = 120  # one request, even on a loaded machine
-START_TIMEOUT_S = 180    # the server's start: imports and loading the model
+START_TIMEOUT_S = 180  # the server's start: imports and loading the model
 # An image whose top two probabilities are closer than this could flip class between two
 # forwards that sum in another order (threads, batch): never used as an expected answer.
 CLEAR_MARGIN = 1e-3
@@ -44,8 +44,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(model_uri: str, env: dict[str, str], log: Path, workers: int = 1,
-           threads: int | None = None) -> Iterator[int]:
+def served(
+    model_uri: str, env: dict[str, str], log: Path, workers: int = 1, threads: int | None = None
+) -> Iterator[int]:
     """`mlflow models serve` of `model_uri` on 127.0.0.1 with `workers` uvicorn workers (each
     with `threads` torch threads; None: torch's default); yields its port once /ping answers.
     It runs in `log`'s folder. A port taken between choosing and binding it: another port, up
@@ -57,17 +58,36 @@ def served(model_uri: str, env: dict[str, str], log: Path, workers: int = 1,
         port = free_port()
         with open(log, "w") as out:
             proc = subprocess.Popen(
-                [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager",
-                 "local", "-h", "127.0.0.1", "-p", str(port), "--workers", str(workers)],
-                env=env, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True)
+                [
+                    str(BIN / "mlflow"),
+                    "models",
+                    "serve",
+                    "-m",
+                    model_uri,
+                    "--env-manager",
+                    "local",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "--workers",
+                    str(workers),
+                ],
+                env=env,
+                cwd=log.parent,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         try:
             if wait_ready(port, proc):
                 yield port
                 return
             if "address already in use" not in log.read_text().lower() or attempt == 2:
-                raise RuntimeError(f"mlflow models serve exited with {proc.returncode}: "
-                                   f"{log.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"mlflow models serve exited with {proc.returncode}: {log.read_text()[-3000:]}"
+                )
         finally:
             stop(proc)
 
@@ -125,9 +145,9 @@ def running_in_group(pgid: int) -> bool:
 
 @dataclass(frozen=True)
 class Request:
-    body: bytes               # {"inputs": pixels} as JSON
+    body: bytes  # {"inputs": pixels} as JSON
     classes: tuple[int, ...]  # the answer it must get, one class per image
-    pixels: object            # the same images as a float32 tensor, for the bare forward
+    pixels: object  # the same images as a float32 tensor, for the bare forward
 
 
 def requests_for(module, images, batch: int, count: int) -> list[Request]:
@@ -143,9 +163,14 @@ def requests_for(module, images, batch: int, count: int) -> list[Request]:
         raise ValueError(f"{len(clear)} clearly classified images; {batch * count} needed")
     out = []
     for k in range(count):
-        index = clear[k * batch:(k + 1) * batch]
-        out.append(Request(json.dumps({"inputs": images[index].tolist()}).encode(),
-                           tuple(probs[index].argmax(1).tolist()), images[index].float()))
+        index = clear[k * batch : (k + 1) * batch]
+        out.append(
+            Request(
+                json.dumps({"inputs": images[index].tolist()}).encode(),
+                tuple(probs[index].argmax(1).tolist()),
+                images[index].float(),
+            )
+        )
     return out
 
 
@@ -167,10 +192,18 @@ class Load:
 
         def ms(q: float) -> float | None:
             return 1e3 * float(np.percentile(self.latencies_s, q)) if n else None
-        return {"clients": self.clients, "images_per_request": self.images_per_request,
-                "wall_s": self.wall_s, "requests": n, "requests_per_s": n / self.wall_s,
-                "images_per_s": n * self.images_per_request / self.wall_s,
-                "p50_ms": ms(50), "p99_ms": ms(99), "errors": dict(self.errors)}
+
+        return {
+            "clients": self.clients,
+            "images_per_request": self.images_per_request,
+            "wall_s": self.wall_s,
+            "requests": n,
+            "requests_per_s": n / self.wall_s,
+            "images_per_s": n * self.images_per_request / self.wall_s,
+            "p50_ms": ms(50),
+            "p99_ms": ms(99),
+            "errors": dict(self.errors),
+        }
 
 
 def drive(port: int, requests: list[Request], clients: int, seconds: float) -> Load:
@@ -191,8 +224,9 @@ def drive(port: int, requests: list[Request], clients: int, seconds: float) -> L
                 k += clients
                 t0 = time.perf_counter()
                 try:
-                    conn.request("POST", "/invocations", request.body,
-                                 {"Content-Type": "application/json"})
+                    conn.request(
+                        "POST", "/invocations", request.body, {"Content-Type": "application/json"}
+                    )
                     response = conn.getresponse()
                     status, body = response.status, response.read()
                 except (OSError, http.client.HTTPException) as e:
@@ -222,8 +256,10 @@ def drive(port: int, requests: list[Request], clients: int, seconds: float) -> L
 
 def strict_json(body: bytes):
     """JSON as the standard says it: bare NaN or Infinity tokens are an error."""
+
     def refuse(token: str):
         raise ValueError(f"{token} is not JSON")
+
     return json.loads(body, parse_constant=refuse)
 
 

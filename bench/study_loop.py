@@ -33,8 +33,14 @@ def torchvision_root(data_dir: Path, raw_files: dict[str, Path]) -> Path:
 
 
 def base_fcn() -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 200),
-                         nn.ReLU(), nn.Linear(200, 10))
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 300),
+        nn.ReLU(),
+        nn.Linear(300, 200),
+        nn.ReLU(),
+        nn.Linear(200, 10),
+    )
 
 
 def evaluate(model: nn.Module, loader, loss_fn) -> tuple[float, float]:
@@ -49,8 +55,9 @@ def evaluate(model: nn.Module, loader, loss_fn) -> tuple[float, float]:
     return total_loss / n, correct / n
 
 
-def train(root: Path, epochs: int, lr: float = 0.02, seed: int = 0,
-          train_subset: int | None = None) -> dict:
+def train(
+    root: Path, epochs: int, lr: float = 0.02, seed: int = 0, train_subset: int | None = None
+) -> dict:
     """The base FCN with SGD, as the study trains it. Returns times and final accuracies."""
     from torch.utils.data import DataLoader, Subset, random_split
     from torchvision import datasets, transforms
@@ -85,8 +92,19 @@ def train(root: Path, epochs: int, lr: float = 0.02, seed: int = 0,
             n += len(y)
         val = evaluate(model, val_loader, loss_fn)
         test = evaluate(model, test_loader, loss_fn)
-        history.append({"train_loss": running / n, "train_acc": correct / n, "val_loss": val[0],
-                        "val_acc": val[1], "test_loss": test[0], "test_acc": test[1]})
+        history.append(
+            {
+                "train_loss": running / n,
+                "train_acc": correct / n,
+                "val_loss": val[0],
+                "val_acc": val[1],
+                "test_loss": test[0],
+                "test_acc": test[1],
+            }
+        )
         epoch_times.append(time.perf_counter() - t0)
-    return {"wall_s": time.perf_counter() - start, "epoch_times_s": epoch_times,
-            "final": history[-1]}
+    return {
+        "wall_s": time.perf_counter() - start,
+        "epoch_times_s": epoch_times,
+        "final": history[-1],
+    }

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-
 from types import SimpleNamespace
 
 import pytest
@@ -29,8 +28,9 @@ def synthetic_split(n: int, seed: int) -> data.Split:
 @pytest.fixture
 def tiny_data() -> data.FashionMNIST:
     """64 training, 32 validation and 32 test images of noise with random labels."""
-    return data.FashionMNIST(synthetic_split(64, 1), synthetic_split(32, 2),
-                             synthetic_split(32, 3), digest="synthetic")
+    return data.FashionMNIST(
+        synthetic_split(64, 1), synthetic_split(32, 2), synthetic_split(32, 3), digest="synthetic"
+    )
 
 
 @pytest.fixture
@@ -67,13 +67,19 @@ def tracking_env(tmp_path, monkeypatch) -> dict[str, str]:
     return env
 
 
-def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
-        timeout: float = 900) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 900
+) -> subprocess.CompletedProcess:
     """`python -m pipeline ARGS` in a subprocess, as a user runs it (this checkout's code, even
     from another folder and when the environment has another checkout installed)."""
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd,
-                          env=with_this_checkout(env), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=cwd,
+        env=with_this_checkout(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def with_this_checkout(env: dict[str, str] | None) -> dict[str, str]:
@@ -95,6 +101,7 @@ def command(tmp_path, tracking_env, monkeypatch, capfd):
             cli_app.main()
         out = capfd.readouterr()
         return SimpleNamespace(returncode=exit.value.code, stdout=out.out, stderr=out.err)
+
     return run
 
 
@@ -112,14 +119,23 @@ def settings(tmp_path, tracking_env):
     """make(...) -> TuneSettings of a tiny FCN study with private stores."""
     import mlflow
 
-    from pipeline.tuning.tune_settings import TuneSettings
     from pipeline.tuning.space import load_space
+    from pipeline.tuning.tune_settings import TuneSettings
 
     def make(space_text=SMALL_SPACE, n_trials=3, pruner="median", study_name="s"):
         path = tmp_path / "space.yaml"
         path.write_text(space_text)
         mlflow.set_experiment("tests")
-        return TuneSettings(model="fcn", space=load_space(path), study_name=study_name,
-                            storage=f"sqlite:///{tmp_path / 'optuna.db'}", n_trials=n_trials,
-                            timeout=None, epochs=2, seed=0, pruner=pruner)
+        return TuneSettings(
+            model="fcn",
+            space=load_space(path),
+            study_name=study_name,
+            storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+            n_trials=n_trials,
+            timeout=None,
+            epochs=2,
+            seed=0,
+            pruner=pruner,
+        )
+
     return make

@@ -23,18 +23,53 @@ DOCS = ROOT / "docs"
 def main(folder: Path) -> None:
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(ROOT),
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.update(
+        MLFLOW_TRACKING_URI=uri,
+        PYTHONPATH=str(ROOT),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    )
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.get_experiment_by_name("fashion-mnist").experiment_id
     study = Study(folder, env, f"sqlite:///{folder / 'optuna.db'}", experiment, None, [], "")
     ui_port, dash_port = free_port(), free_port()
-    with server(["mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
-                 "--port", str(ui_port), "--workers", "1"], "/health", ui_port, study,
-                "mlflow-server", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false") as ui, \
-            server([sys.executable, "-m", "pipeline", "dashboard", "--storage", study.storage,
-                    "--port", str(dash_port)], "/api/studies", dash_port, study,
-                   "optuna-dashboard") as dashboard, sync_playwright() as p:
+    with (
+        server(
+            [
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                uri,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ui_port),
+                "--workers",
+                "1",
+            ],
+            "/health",
+            ui_port,
+            study,
+            "mlflow-server",
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+        ) as ui,
+        server(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "dashboard",
+                "--storage",
+                study.storage,
+                "--port",
+                str(dash_port),
+            ],
+            "/api/studies",
+            dash_port,
+            study,
+            "optuna-dashboard",
+        ) as dashboard,
+        sync_playwright() as p,
+    ):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1440, "height": 900})
         page.set_default_timeout(90_000)
@@ -69,7 +104,8 @@ def runs(page, ui: str, experiment: str) -> None:
     page.get_by_role("button", name="Columns", exact=True).click()
     page.get_by_placeholder("Search columns").fill("val_acc")
     page.get_by_role("dialog").locator("span[title]").filter(
-        has_text=re.compile("^val_acc$")).first.click()
+        has_text=re.compile("^val_acc$")
+    ).first.click()
     page.keyboard.press("Escape")
     page.get_by_role("columnheader", name="val_acc").first.wait_for()
     page.wait_for_timeout(1500)

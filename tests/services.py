@@ -68,8 +68,18 @@ class Postgres:
         pwfile.write_text(self.password + "\n")
         if self.as_postgres:
             shutil.chown(pwfile, "postgres")
-        self.run("initdb", "-D", self.data, "-U", "tests", "--auth-local=trust",
-                 "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8")
+        self.run(
+            "initdb",
+            "-D",
+            self.data,
+            "-U",
+            "tests",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+        )
         pwfile.unlink()
         self.pg_ctl("start")
 
@@ -77,14 +87,28 @@ class Postgres:
         return {"PGPASSWORD": self.password}
 
     def run(self, tool: str, *args) -> None:
-        out = subprocess.run([*self.as_postgres, str(self.bin / tool), *map(str, args)],
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [*self.as_postgres, str(self.bin / tool), *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if out.returncode:
             raise RuntimeError(f"{tool} failed: {out.stdout}{out.stderr}")
 
     def pg_ctl(self, action: str, *args) -> None:
-        self.run("pg_ctl", "-D", self.data, "-l", self.dir / "server.log", "-w", *args,
-                 "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", action)
+        self.run(
+            "pg_ctl",
+            "-D",
+            self.data,
+            "-l",
+            self.dir / "server.log",
+            "-w",
+            *args,
+            "-o",
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
+            action,
+        )
 
     def restart(self) -> None:
         """Stop (closing every client's connection) and start again, as an admin would."""
@@ -118,16 +142,35 @@ class MlflowServer:
         self.admin = credentials("admin", secrets.token_urlsafe(18))
         config = folder / "basic_auth.ini"
         config.write_text(AUTH_CONFIG.format(database=folder / "basic_auth.db"))
-        env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(config),
-               "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin["MLFLOW_TRACKING_PASSWORD"],
-               "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
+        env = {
+            **os.environ,
+            "MLFLOW_AUTH_CONFIG_PATH": str(config),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin["MLFLOW_TRACKING_PASSWORD"],
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+        }
         mlflow = Path(sys.executable).parent / "mlflow"
         self.process = subprocess.Popen(
-            [str(mlflow), "server", "--app-name", "basic-auth",
-             "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", "2"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [
+                str(mlflow),
+                "server",
+                "--app-name",
+                "basic-auth",
+                "--backend-store-uri",
+                f"sqlite:///{folder / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(folder / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "2",
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         wait_until(self.healthy, f"mlflow server on {self.url} (log: {self.log.name})")
 
     def healthy(self) -> bool:

@@ -66,62 +66,109 @@ CASES = [
     ("tune-never-ends", "tune --n-trials 0 --timeout 0", "the study would never end"),
     ("tune-total-trials", "tune --total-trials -2", "total_trials: -2 must be an integer"),
     ("tune-heartbeat", "tune --heartbeat -1", "heartbeat: -1 must be an integer from 0"),
-    ("tune-grace-below-heartbeat", "tune --heartbeat 60 --grace-period 30",
-     "grace_period: 30 must be greater than heartbeat (60)"),
-    ("tune-grace-negative", "tune --heartbeat 0 --grace-period -5",
-     "grace_period: -5 must be an integer from 1"),
+    (
+        "tune-grace-below-heartbeat",
+        "tune --heartbeat 60 --grace-period 30",
+        "grace_period: 30 must be greater than heartbeat (60)",
+    ),
+    (
+        "tune-grace-negative",
+        "tune --heartbeat 0 --grace-period -5",
+        "grace_period: -5 must be an integer from 1",
+    ),
     ("tune-pruner", "tune --pruner random", "'--pruner'"),
     ("tune-objective-unknown", "tune --objectives val_acc,loss", "'--objectives'"),
-    ("tune-frontier-pruner", "tune --objectives val_acc,train_time_s --pruner median",
-     "pruner: median cannot stop trials of a frontier study (Optuna prunes no multi-objective"),
+    (
+        "tune-frontier-pruner",
+        "tune --objectives val_acc,train_time_s --pruner median",
+        "pruner: median cannot stop trials of a frontier study (Optuna prunes no multi-objective",
+    ),
     ("tune-workers-zero", "tune --workers 0", "workers: 0 must be an integer from 1"),
     ("tune-workers-huge", "tune --workers 1000", "workers: 1000 must be an integer from 1"),
     # tune: search spaces
     ("space-missing", "tune --space nowhere.yaml", "nowhere.yaml: no such search-space"),
     ("space-folder", "tune --space afolder", "afolder: is a folder"),
     ("space-not-utf8", "tune --space latin1.yaml", "latin1.yaml: not UTF-8 text"),
-    ("space-of-another-model", "tune --model fast_cnn --space search_spaces/fcn.yaml",
-     "fcn.yaml: searches hidden, which --model fast_cnn ignores"),
+    (
+        "space-of-another-model",
+        "tune --model fast_cnn --space search_spaces/fcn.yaml",
+        "fcn.yaml: searches hidden, which --model fast_cnn ignores",
+    ),
     ("space-bad-yaml", "tune --space bad_yaml.yaml", "bad_yaml.yaml: not valid YAML"),
     ("space-unknown-key", "tune --space unknown_key.yaml", "unknown_key.yaml: learning_rate:"),
-    ("space-low-above-high", "tune --space low_high.yaml",
-     "low_high.yaml: lr: low (0.1) is greater than high (0.01)"),
+    (
+        "space-low-above-high",
+        "tune --space low_high.yaml",
+        "low_high.yaml: lr: low (0.1) is greater than high (0.01)",
+    ),
     ("space-unknown-type", "tune --space unknown_type.yaml", "unknown_type.yaml: lr:"),
     ("space-empty-choices", "tune --space empty_choices.yaml", "empty_choices.yaml: optimizer:"),
     ("space-log-of-zero", "tune --space log_zero.yaml", "log_zero.yaml: lr:"),
     ("space-width-huge", "tune --space wide.yaml", "wide.yaml: hidden: width: must be within"),
-    ("space-bad-enqueue", "tune --space bad_enqueue.yaml",
-     "bad_enqueue.yaml: enqueue #1: lr: 5.0 is outside the space"),
-    ("space-families-one-objective", "tune --space search_spaces/frontier.yaml",
-     "frontier.yaml: chooses the model per trial, which is for a frontier study: add "
-     "--objectives val_acc,train_time_s"),
+    (
+        "space-bad-enqueue",
+        "tune --space bad_enqueue.yaml",
+        "bad_enqueue.yaml: enqueue #1: lr: 5.0 is outside the space",
+    ),
+    (
+        "space-families-one-objective",
+        "tune --space search_spaces/frontier.yaml",
+        "frontier.yaml: chooses the model per trial, which is for a frontier study: add "
+        "--objectives val_acc,train_time_s",
+    ),
     # tune: storages (checked after the data is loaded)
-    ("storage-unknown-scheme", "tune --data-dir {data} --storage foo://bar",
-     "storage foo://bar: unknown scheme 'foo'"),
-    ("storage-no-driver-scheme", "tune --data-dir {data} --storage nosuchdb://x/y",
-     "storage nosuchdb://x/y: unknown scheme"),
-    ("storage-sqlite-missing-folder",
-     "tune --data-dir {data} --storage sqlite:////nonexistent/dir/x.db",
-     "storage sqlite:////nonexistent/dir/x.db: cannot be opened"),
-    ("storage-sqlite-without-scheme", "tune --data-dir {data} --storage optuna.db",
-     "write sqlite:///optuna.db"),
-    ("storage-postgres-unreachable",
-     "tune --data-dir {data} --storage postgresql://nouser:pw@127.0.0.1:1/x",
-     "storage postgresql://nouser@127.0.0.1:1/x: cannot be opened"),
-    ("storage-mysql-unreachable",
-     "tune --data-dir {data} --storage mysql+pymysql://nouser@127.0.0.1:1/x",
-     "storage mysql+pymysql://nouser@127.0.0.1:1/x: cannot be opened"),
-    ("storage-journal-missing-folder",
-     "tune --data-dir {data} --storage /nonexistent/dir/journal.log",
-     "storage /nonexistent/dir/journal.log: cannot be opened as a journal file"),
-    ("total-trials-on-journal", "tune --data-dir {data} --storage journal.log --total-trials 5",
-     "total_trials needs an RDB storage"),
+    (
+        "storage-unknown-scheme",
+        "tune --data-dir {data} --storage foo://bar",
+        "storage foo://bar: unknown scheme 'foo'",
+    ),
+    (
+        "storage-no-driver-scheme",
+        "tune --data-dir {data} --storage nosuchdb://x/y",
+        "storage nosuchdb://x/y: unknown scheme",
+    ),
+    (
+        "storage-sqlite-missing-folder",
+        "tune --data-dir {data} --storage sqlite:////nonexistent/dir/x.db",
+        "storage sqlite:////nonexistent/dir/x.db: cannot be opened",
+    ),
+    (
+        "storage-sqlite-without-scheme",
+        "tune --data-dir {data} --storage optuna.db",
+        "write sqlite:///optuna.db",
+    ),
+    (
+        "storage-postgres-unreachable",
+        "tune --data-dir {data} --storage postgresql://nouser:pw@127.0.0.1:1/x",
+        "storage postgresql://nouser@127.0.0.1:1/x: cannot be opened",
+    ),
+    (
+        "storage-mysql-unreachable",
+        "tune --data-dir {data} --storage mysql+pymysql://nouser@127.0.0.1:1/x",
+        "storage mysql+pymysql://nouser@127.0.0.1:1/x: cannot be opened",
+    ),
+    (
+        "storage-journal-missing-folder",
+        "tune --data-dir {data} --storage /nonexistent/dir/journal.log",
+        "storage /nonexistent/dir/journal.log: cannot be opened as a journal file",
+    ),
+    (
+        "total-trials-on-journal",
+        "tune --data-dir {data} --storage journal.log --total-trials 5",
+        "total_trials needs an RDB storage",
+    ),
     ("tune-data-dir-is-a-file", "tune --data-dir afile", "afile: is a file, not a folder"),
     # evaluate
-    ("evaluate-no-store", "evaluate --data-dir {data} --model-uri models:/nothing@champion",
-     "model 'models:/nothing@champion' not found: there is no tracking store"),
-    ("evaluate-bad-uri", "evaluate --data-dir {data} --model-uri nothing",
-     "model URI 'nothing' is not runs:/"),
+    (
+        "evaluate-no-store",
+        "evaluate --data-dir {data} --model-uri models:/nothing@champion",
+        "model 'models:/nothing@champion' not found: there is no tracking store",
+    ),
+    (
+        "evaluate-bad-uri",
+        "evaluate --data-dir {data} --model-uri nothing",
+        "model URI 'nothing' is not runs:/",
+    ),
     ("evaluate-data-dir-is-a-file", "evaluate --data-dir afile", "afile: is a file"),
     ("evaluate-unknown-option", "evaluate --bogus", "--bogus"),
     # replicate (--out: tests/test_report.py)
@@ -131,12 +178,17 @@ CASES = [
     ("replicate-workers", "replicate --workers 65", "workers: 65 must be an integer from 0"),
     ("replicate-quick-takes-no-value", "replicate --quick maybe", "unexpected extra argument"),
     ("replicate-data-dir-is-a-file", "replicate --data-dir afile", "afile: is a file"),
-    ("replicate-out-is-a-file", "replicate --data-dir {data} --out afile",
-     "--out afile is a file"),
-    ("replicate-out-holds-a-users-files", "replicate --data-dir {data} --out notes",
-     "--out notes holds files that replicate did not write (mine.txt)"),
-    ("replicate-from-results-into-a-users-folder",
-     "replicate --from-results results.json --out notes", "--out notes holds files"),
+    ("replicate-out-is-a-file", "replicate --data-dir {data} --out afile", "--out afile is a file"),
+    (
+        "replicate-out-holds-a-users-files",
+        "replicate --data-dir {data} --out notes",
+        "--out notes holds files that replicate did not write (mine.txt)",
+    ),
+    (
+        "replicate-from-results-into-a-users-folder",
+        "replicate --from-results results.json --out notes",
+        "--out notes holds files",
+    ),
     # predict (a missing model: tests/test_predict.py)
     ("predict-nothing", "predict", "Missing argument"),
     ("predict-missing", "predict missing.png", "missing.png: no such file"),
@@ -149,29 +201,50 @@ CASES = [
     ("prepare-data-dir-is-a-file", "prepare --data-dir afile", "afile: is a file, not a folder"),
     ("prepare-unknown-option", "prepare --bogus", "--bogus"),
     # dashboard
-    ("dashboard-misspelled-store", "dashboard --storage sqlite:///misspeled.db",
-     "storage sqlite:///misspeled.db: no such file misspeled.db"),
-    ("dashboard-missing-journal", "dashboard --storage nowhere.log",
-     "storage nowhere.log: no such file"),
-    ("dashboard-port-negative", "dashboard --storage sqlite:///studies.db --port -1",
-     "port: -1 must be an integer from 1 to 65535"),
-    ("dashboard-port-huge", "dashboard --storage sqlite:///studies.db --port 70000",
-     "port: 70000 must be an integer from 1 to 65535"),
+    (
+        "dashboard-misspelled-store",
+        "dashboard --storage sqlite:///misspeled.db",
+        "storage sqlite:///misspeled.db: no such file misspeled.db",
+    ),
+    (
+        "dashboard-missing-journal",
+        "dashboard --storage nowhere.log",
+        "storage nowhere.log: no such file",
+    ),
+    (
+        "dashboard-port-negative",
+        "dashboard --storage sqlite:///studies.db --port -1",
+        "port: -1 must be an integer from 1 to 65535",
+    ),
+    (
+        "dashboard-port-huge",
+        "dashboard --storage sqlite:///studies.db --port 70000",
+        "port: 70000 must be an integer from 1 to 65535",
+    ),
     ("dashboard-port-text", "dashboard --port http", "'--port'"),
-    ("dashboard-port-in-use", "dashboard --storage sqlite:///studies.db --port {busy}",
-     "is in use"),
+    (
+        "dashboard-port-in-use",
+        "dashboard --storage sqlite:///studies.db --port {busy}",
+        "is in use",
+    ),
 ]
 
 
 def png_claiming(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height: Pillow judges the size before decoding."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I",
-                                                                      zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture
@@ -237,13 +310,19 @@ def argv(line: str | list[str], **values: object) -> list[str]:
 
 def test_the_list_covers_every_command():
     assert len(CASES) >= 30
-    assert {argv(c[1], data="", busy="")[0] for c in CASES} == {"train", "tune", "evaluate",
-        "replicate", "predict", "prepare", "dashboard"}
+    assert {argv(c[1], data="", busy="")[0] for c in CASES} == {
+        "train",
+        "tune",
+        "evaluate",
+        "replicate",
+        "predict",
+        "prepare",
+        "dashboard",
+    }
 
 
 @pytest.mark.parametrize("line, message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_and_writes_nothing(line, message, workspace, command,
-                                                  request):
+def test_bad_input_is_one_line_and_writes_nothing(line, message, workspace, command, request):
     values = {}
     if "{data}" in str(line):
         values["data"] = request.getfixturevalue("data_dir")

@@ -51,12 +51,16 @@ def test_a_corrupted_data_cache_says_how_to_fix_it(tmp_path, tune):
     assert cache.read_bytes() == b"garbage, not a torch file"
 
 
-@pytest.mark.parametrize("uri, message", [
-    ("http://127.0.0.1:1", "MLflow tracking server http://127.0.0.1:1 does not answer"),
-    ("foo://nowhere", "MLFLOW_TRACKING_URI foo://nowhere: unusable"),
-])
-def test_a_bad_tracking_uri_is_one_line_and_creates_no_study(uri, message, tmp_path, tune,
-                                                             data_dir):
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("http://127.0.0.1:1", "MLflow tracking server http://127.0.0.1:1 does not answer"),
+        ("foo://nowhere", "MLFLOW_TRACKING_URI foo://nowhere: unusable"),
+    ],
+)
+def test_a_bad_tracking_uri_is_one_line_and_creates_no_study(
+    uri, message, tmp_path, tune, data_dir
+):
     mlflow.set_tracking_uri(uri)  # tracking_env set its own store in this process too
     out = tune("--data-dir", str(data_dir), env={"MLFLOW_TRACKING_URI": uri})
     assert_nothing_written(tmp_path, out, message)
@@ -74,8 +78,9 @@ def test_a_database_lost_as_a_trial_reports_is_one_line(tmp_path, tune, data_dir
     set_state, get_trial = RDBStorage.set_trial_state_values, RDBStorage.get_trial
 
     def refuse() -> None:
-        raise StorageInternalError("An exception is raised during the commit.") from \
-            OperationalError("UPDATE trials", {}, ConnectionRefusedError("connection refused"))
+        raise StorageInternalError(
+            "An exception is raised during the commit."
+        ) from OperationalError("UPDATE trials", {}, ConnectionRefusedError("connection refused"))
 
     def set_trial_state_values(self, trial_id, state, values=None):
         nonlocal gone
@@ -88,11 +93,15 @@ def test_a_database_lost_as_a_trial_reports_is_one_line(tmp_path, tune, data_dir
     monkeypatch.setattr(RDBStorage, "set_trial_state_values", set_trial_state_values)
     monkeypatch.setattr(RDBStorage, "get_trial", lost_get_trial)
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    out = tune("--data-dir", str(data_dir), "--storage", storage, "--n-trials", "1",
-               "--epochs", "1")
+    out = tune(
+        "--data-dir", str(data_dir), "--storage", storage, "--n-trials", "1", "--epochs", "1"
+    )
     assert gone
     assert out.returncode == 2, out.stderr
     last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: storage {storage}: lost the database (") and \
-        "connection refused" in last and "run the same command again" in last, out.stderr
+    assert (
+        last.startswith(f"error: storage {storage}: lost the database (")
+        and "connection refused" in last
+        and "run the same command again" in last
+    ), out.stderr
     assert "Traceback" not in out.stderr and "UnboundLocalError" not in out.stderr

@@ -9,27 +9,31 @@ import pytest
 
 from pipeline.core.config import TrainConfig
 from pipeline.core.training import EpochEnd
-from pipeline.tuning.search import budget, sampler
 from pipeline.tuning import summary
 from pipeline.tuning.attrs import EPOCHS_ATTR
+from pipeline.tuning.search import budget, sampler
 from pipeline.tuning.tune_settings import TuneOptions
 
 DIST = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
 
 
-@pytest.mark.parametrize("epoch_s, timeout, most, expected", [
-    (4.0, 540, 20, 20),     # the fast 2-core Xeon: 20 epochs take 80 s, under 37% of 540 s
-    (13.2, 540, 20, 14),    # the slow 2-core EPYC: 14 epochs take 185 s
-    (12.1, 540, 20, 14),    # the emulated one
-    (30.0, 540, 20, 5),
-    (13.2, 2000, 20, 20),   # a longer budget buys the whole length back
-    (1000.0, 540, 20, 1),   # nothing fits: the shortest
-    (4.0, 540, 10, 10),     # never more than the model's own length
-    (4.0, 540, 12, 10),     # a tier, not 12: the same on one machine from run to run
-    (4.0, None, 20, 20),    # no budget: the model's own
-])
+@pytest.mark.parametrize(
+    "epoch_s, timeout, most, expected",
+    [
+        (4.0, 540, 20, 20),  # the fast 2-core Xeon: 20 epochs take 80 s, under 37% of 540 s
+        (13.2, 540, 20, 14),  # the slow 2-core EPYC: 14 epochs take 185 s
+        (12.1, 540, 20, 14),  # the emulated one
+        (30.0, 540, 20, 5),
+        (13.2, 2000, 20, 20),  # a longer budget buys the whole length back
+        (1000.0, 540, 20, 1),  # nothing fits: the shortest
+        (4.0, 540, 10, 10),  # never more than the model's own length
+        (4.0, 540, 12, 10),  # a tier, not 12: the same on one machine from run to run
+        (4.0, None, 20, 20),  # no budget: the model's own
+    ],
+)
 def test_trials_are_the_longest_tier_that_takes_at_most_37_percent_of_the_budget(
-        epoch_s, timeout, most, expected):
+    epoch_s, timeout, most, expected
+):
     assert budget.fitted_epochs(epoch_s, timeout, most) == expected
 
 
@@ -41,8 +45,12 @@ def test_halving_compares_trials_from_epoch_1_without_waiting_for_finished_ones(
     assert sampler.halving_rungs(1) == ()
     study = optuna.create_study(direction="maximize", pruner=sampler.make_pruner("halving", 14))
     verdicts = []
-    for curve in ((0.85, 0.87, 0.88, 0.89), (0.84, 0.9), (0.86, 0.86, 0.87, 0.80),
-                  (0.87, 0.88, 0.89, 0.88)):
+    for curve in (
+        (0.85, 0.87, 0.88, 0.89),
+        (0.84, 0.9),
+        (0.86, 0.86, 0.87, 0.80),
+        (0.87, 0.88, 0.89, 0.88),
+    ):
         trial = study.ask()
         verdict = []
         for epoch, acc in enumerate(curve, 1):
@@ -54,8 +62,8 @@ def test_halving_compares_trials_from_epoch_1_without_waiting_for_finished_ones(
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     assert verdicts == [
         [False, False, False, False],  # the first goes on: nothing to compare with
-        [True],                        # behind it at epoch 1: stopped, no finished trial needed
-        [False, False, True],          # best at epoch 1, behind at epoch 3
+        [True],  # behind it at epoch 1: stopped, no finished trial needed
+        [False, False, True],  # best at epoch 1, behind at epoch 3
         [False, False, False, False],  # best at 1 and 3 (epoch 4 is no rung)
     ]
 
@@ -89,7 +97,8 @@ def test_a_trial_that_would_end_far_past_the_budget_stops(monkeypatch):
 
 
 def test_a_new_study_gets_the_fitted_length_and_a_resumed_one_its_own(
-        tmp_path, monkeypatch, capsys, tiny_data):
+    tmp_path, monkeypatch, capsys, tiny_data
+):
     opts = TuneOptions(storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     settings = opts.resolve()
     storage = optuna.storages.RDBStorage(settings.storage)
@@ -97,19 +106,24 @@ def test_a_new_study_gets_the_fitted_length_and_a_resumed_one_its_own(
     fitted = budget.fit(settings, tiny_data, storage, epochs_given=False)
     line = capsys.readouterr().out
     assert fitted.epochs == 14
-    assert line.startswith("this machine: ~13.2 s per epoch of the 1024-512 FCN (batch 256); "
-                           "trials of 14 epochs fitted to this machine (--epochs to choose); "
-                           "the budget (--timeout 540 s) fits about 3 such trials, or about ")
+    assert line.startswith(
+        "this machine: ~13.2 s per epoch of the 1024-512 FCN (batch 256); "
+        "trials of 14 epochs fitted to this machine (--epochs to choose); "
+        "the budget (--timeout 540 s) fits about 3 such trials, or about "
+    )
     assert line.rstrip().endswith("when the pruner stops them as early as it can")
     sampler.open_study(fitted, storage)
-    assert storage.get_study_user_attrs(storage.get_study_id_from_name("fcn")) == {
-        EPOCHS_ATTR: 14}
+    assert storage.get_study_user_attrs(storage.get_study_id_from_name("fcn")) == {EPOCHS_ATTR: 14}
     monkeypatch.setattr(budget, "epoch_seconds", lambda config, data: 1.0)  # a faster machine
     resumed = budget.fit(settings, tiny_data, storage, epochs_given=False)
     assert resumed.epochs == 14
     assert "trials of 14 epochs as this study began" in capsys.readouterr().out
-    given = budget.fit(dataclasses.replace(settings, study_name="other", epochs=3), tiny_data,
-                       storage, epochs_given=True)
+    given = budget.fit(
+        dataclasses.replace(settings, study_name="other", epochs=3),
+        tiny_data,
+        storage,
+        epochs_given=True,
+    )
     assert given.epochs == 3
 
 
@@ -124,8 +138,11 @@ def finished(study, value, minutes, fixed=None):
     """A trial that ran from `minutes` to `minutes` + 1 (a start point with `fixed`)."""
     start = datetime.datetime(2026, 1, 1) + datetime.timedelta(minutes=minutes)
     trial = optuna.trial.create_trial(
-        value=value, params={"lr": 1e-3}, distributions=DIST,
-        system_attrs={"fixed_params": fixed} if fixed else None)
+        value=value,
+        params={"lr": 1e-3},
+        distributions=DIST,
+        system_attrs={"fixed_params": fixed} if fixed else None,
+    )
     trial.datetime_start, trial.datetime_complete = start, start + datetime.timedelta(minutes=1)
     study.add_trial(trial)
 
@@ -142,11 +159,15 @@ def test_a_study_where_tpe_never_ran_and_nothing_was_pruned_says_so():
         "trials (TPE takes over once 6 have finished); for a real search give the study more "
         "time (--timeout 1080) or shorter trials (--epochs 7)",
         "note: the pruner stopped no trial: all 2 ran their 14 epochs; give the study more "
-        "time (--timeout 1080) or shorter trials (--epochs 7)"]
+        "time (--timeout 1080) or shorter trials (--epochs 7)",
+    ]
     for minute in range(2, 7):  # 5 random start-up trials: 7 finished when the next begins
         finished(study, 0.80, minute)
     finished(study, 0.91, 8)
     kinds = summary.sampled_by(study)
     assert [kinds[n] for n in range(8)] == ["start"] * 2 + ["random"] * 5 + ["tpe"]
-    assert not [ln for ln in summary.summary(study, settings).splitlines()
-                if ln.startswith("note: the search")]
+    assert not [
+        ln
+        for ln in summary.summary(study, settings).splitlines()
+        if ln.startswith("note: the search")
+    ]

@@ -10,16 +10,19 @@ import mlflow
 import optuna
 import pytest
 
-from pipeline.tuning.registry import champion
 from pipeline.tuning.attrs import MODEL_ID_ATTR
+from pipeline.tuning.registry import champion
 from tests.test_logged_models import log_trial_model
 
 NAME = champion.registry_name("fcn")
 
 
 def add_version(client: mlflow.MlflowClient, val_acc: float, trial_number: int = 0):
-    return client.create_model_version(NAME, source="file:///nowhere/model", tags={
-        "study_name": "s", "trial_number": str(trial_number), "val_acc": f"{val_acc:.6g}"})
+    return client.create_model_version(
+        NAME,
+        source="file:///nowhere/model",
+        tags={"study_name": "s", "trial_number": str(trial_number), "val_acc": f"{val_acc:.6g}"},
+    )
 
 
 def alias(client: mlflow.MlflowClient):
@@ -54,8 +57,11 @@ def test_workers_ending_together_leave_the_alias_on_the_best_version(client):
     best = champion.best_version(client, NAME)
     assert best.tags["val_acc"] == "0.8562"
     assert str(alias(client)) == str(best.version)
-    assert best.version == min(int(v.version) for v in client.search_model_versions(
-        f"name = '{NAME}'") if v.tags["val_acc"] == "0.8562")  # the older of two equals
+    assert best.version == min(
+        int(v.version)
+        for v in client.search_model_versions(f"name = '{NAME}'")
+        if v.tags["val_acc"] == "0.8562"
+    )  # the older of two equals
 
 
 def test_an_out_of_date_view_written_last_is_corrected(client, monkeypatch):
@@ -88,7 +94,8 @@ def test_a_conflict_is_retried_and_never_a_traceback(client, monkeypatch, capsys
         if len(conflicts) < 2:
             conflicts.append(1)
             raise mlflow.exceptions.MlflowException(
-                "UNIQUE constraint failed: registered_model_aliases.name")
+                "UNIQUE constraint failed: registered_model_aliases.name"
+            )
         return real(*args)
 
     monkeypatch.setattr(client, "set_registered_model_alias", conflicting)
@@ -119,9 +126,14 @@ def test_the_best_trial_is_read_again_and_registered_once(settings, tiny_data): 
     other = optuna.load_study(study_name="s", storage=s.storage)
     best = other.best_trial
     model_id = log_trial_model(s.tags(), 2, 1.0)
-    other.add_trial(optuna.trial.create_trial(
-        params=best.params, distributions=best.distributions, value=1.0,
-        user_attrs={**best.user_attrs, MODEL_ID_ATTR: model_id}))
+    other.add_trial(
+        optuna.trial.create_trial(
+            params=best.params,
+            distributions=best.distributions,
+            value=1.0,
+            user_attrs={**best.user_attrs, MODEL_ID_ATTR: model_id},
+        )
+    )
     with mlflow.start_run():
         champion.register_champion(study, s, tiny_data)
     assert [v.tags["trial_number"] for v in client_versions()] == [str(best.number), "2"]

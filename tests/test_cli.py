@@ -50,20 +50,32 @@ def test_a_malformed_space_stops_tune_before_any_trial(tmp_path, command, data_d
 HEAVY = ("torch", "mlflow", "optuna", "matplotlib")
 
 
-@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["tune", "--help"],
-                                  ["replicate", "--help"], ["train", "--lr", "-1"],
-                                  ["tune", "--epochs", "-1"], ["train", "--model", "vgg"],
-                                  ["dashboard", "--port", "0"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["train", "--help"],
+        ["tune", "--help"],
+        ["replicate", "--help"],
+        ["train", "--lr", "-1"],
+        ["tune", "--epochs", "-1"],
+        ["train", "--model", "vgg"],
+        ["dashboard", "--port", "0"],
+    ],
+)
 def test_help_and_argument_errors_import_no_heavy_library(args):
     # What keeps `--help` and argument errors instant (the time itself is in the benchmark);
     # a fresh process, since this one has imported them all.
     import subprocess
     import sys
 
-    code = ("import sys\nfrom pipeline.cli.app import main\n"
-            "sys.argv = ['pipeline', *sys.argv[1:]]\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            f"print([m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)")
-    out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60)
+    code = (
+        "import sys\nfrom pipeline.cli.app import main\n"
+        "sys.argv = ['pipeline', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert out.stderr.strip().splitlines()[-1] == "[]", out.stderr

@@ -44,7 +44,7 @@ def test_a_truncated_file_is_an_error_naming_the_file(labels_file):
 
 
 def test_files_in_data_dir_come_first(tmp_path):
-    for name, path in data.find_raw_files(tmp_path / "nowhere").items():
+    for path in data.find_raw_files(tmp_path / "nowhere").values():
         shutil.copy(path, tmp_path / path.name)
     found = data.find_raw_files(tmp_path)
     assert set(found) == set(data.SHA256)

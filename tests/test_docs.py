@@ -14,9 +14,17 @@ import pytest
 from tests.conftest import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-SOURCES = [*DOCS, *sorted(ROOT.glob("pipeline/**/*.py")), *sorted(ROOT.glob("bench/*.py")),
-           *sorted(ROOT.glob("tests/*.py")), *sorted(ROOT.glob("search_spaces/*.yaml")),
-           ROOT / "Makefile", ROOT / "MLproject", ROOT / "pyproject.toml", ROOT / ".ci" / "run"]
+SOURCES = [
+    *DOCS,
+    *sorted(ROOT.glob("pipeline/**/*.py")),
+    *sorted(ROOT.glob("bench/*.py")),
+    *sorted(ROOT.glob("tests/*.py")),
+    *sorted(ROOT.glob("search_spaces/*.yaml")),
+    ROOT / "Makefile",
+    ROOT / "MLproject",
+    ROOT / "pyproject.toml",
+    ROOT / ".ci" / "run",
+]
 SOURCES.remove(Path(__file__).resolve())  # its examples point nowhere on purpose
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 PATH = re.compile(r"(?<![\w/.])((?:pipeline|bench|tests|search_spaces|docs|\.ci)/[\w/.-]*\w)")
@@ -78,9 +86,12 @@ def pointers(source: Path, text: str | None = None) -> list[str]:
         target = target if target.exists() else ROOT / "docs" / page
         wanted = slug(" ".join(section.split()))
         if not target.exists() or not any(a.startswith(wanted) for a in anchors(target)):
-            bad.append(f"{here}: no section \"{section}\" in {page}")
-    bad += [f"{here}: points outside the repository or nowhere: {p}"
-            for p in OUTSIDE.findall(text) if not (source.parent / p).exists()]
+            bad.append(f'{here}: no section "{section}" in {page}')
+    bad += [
+        f"{here}: points outside the repository or nowhere: {p}"
+        for p in OUTSIDE.findall(text)
+        if not (source.parent / p).exists()
+    ]
     return bad
 
 
@@ -88,19 +99,22 @@ def test_every_pointer_in_docs_and_code_leads_somewhere():
     assert [line for source in SOURCES for line in pointers(source)] == []
 
 
-@pytest.mark.parametrize("text, found", [
-    ("see [tuning](tuning.md#running-a-study)", []),
-    ("see [tuning](tuning.md#no-such-section)", ["link to a missing section"]),
-    ("see [gone](gone.md)", ["link to missing gone.md"]),
-    ("in pipeline/tuning/search/budget.py", []),
-    ("in pipeline/tuning/gone.py", ["missing path pipeline/tuning/gone.py"]),
-    ("as pipeline.core.training.train does", []),
-    ("as pipeline.experiments.FAST_CNN says", ["no such name pipeline.experiments.FAST_CNN"]),
-    ('docs/studies.md, "Search that earns its keep"', []),  # a heading's start
-    ('docs/tuning.md, "Running a\n study"', []),
-    ('docs/tuning.md, "What nobody measured"', ['no section "What nobody measured"']),
-    ("the study (../shared/STUDY.md)", ["points outside the repository or nowhere"]),
-])
+@pytest.mark.parametrize(
+    "text, found",
+    [
+        ("see [tuning](tuning.md#running-a-study)", []),
+        ("see [tuning](tuning.md#no-such-section)", ["link to a missing section"]),
+        ("see [gone](gone.md)", ["link to missing gone.md"]),
+        ("in pipeline/tuning/search/budget.py", []),
+        ("in pipeline/tuning/gone.py", ["missing path pipeline/tuning/gone.py"]),
+        ("as pipeline.core.training.train does", []),
+        ("as pipeline.experiments.FAST_CNN says", ["no such name pipeline.experiments.FAST_CNN"]),
+        ('docs/studies.md, "Search that earns its keep"', []),  # a heading's start
+        ('docs/tuning.md, "Running a\n study"', []),
+        ('docs/tuning.md, "What nobody measured"', ['no section "What nobody measured"']),
+        ("the study (../shared/STUDY.md)", ["points outside the repository or nowhere"]),
+    ],
+)
 def test_the_check_finds_what_points_nowhere(text, found):
     bad = pointers(ROOT / "docs" / "page.md", text)  # read as a page of docs/
     assert len(bad) == len(found) and all(f in b for f, b in zip(found, bad)), bad

@@ -26,8 +26,9 @@ def only_run(experiment="tests"):
 
 
 def test_train_logs_metrics_artifacts_dataset_and_a_loadable_model(command, data_dir):
-    out = command("train", "--epochs", "3", "--optimizer", "adam", "--lr", "1e-3",
-                  "--data-dir", str(data_dir))
+    out = command(
+        "train", "--epochs", "3", "--optimizer", "adam", "--lr", "1e-3", "--data-dir", str(data_dir)
+    )
     assert out.returncode == 0, out.stderr
     run = only_run()
     assert run.info.status == "FINISHED"
@@ -57,8 +58,10 @@ def test_train_logs_metrics_artifacts_dataset_and_a_loadable_model(command, data
     assert answer["class_index"].tolist() == predicted
     assert np.stack(answer["probabilities"]).shape == (4, 10)
     # Its final metrics are on the model, each with the split it was measured on.
-    linked = {m.key: m.dataset_name for m in mlflow.get_logged_model(
-        run.outputs.model_outputs[0].model_id).metrics}
+    linked = {
+        m.key: m.dataset_name
+        for m in mlflow.get_logged_model(run.outputs.model_outputs[0].model_id).metrics
+    }
     assert linked["val_acc"] == "fashion-mnist-validation"
     assert linked["test_acc"] == "fashion-mnist-test"
     assert linked["train_loss"] == "fashion-mnist-training"
@@ -68,8 +71,17 @@ def test_train_logs_metrics_artifacts_dataset_and_a_loadable_model(command, data
 def test_train_without_holdout_trains_on_all_60000_and_logs_no_val(command, data_dir):
     """A final model once options are chosen: the validation images join the training split,
     and nothing named val is logged (it would be measured on training images)."""
-    out = command("train", "--epochs", "1", "--hidden", "32", "--holdout", "false",
-                  "--data-dir", str(data_dir))
+    out = command(
+        "train",
+        "--epochs",
+        "1",
+        "--hidden",
+        "32",
+        "--holdout",
+        "false",
+        "--data-dir",
+        str(data_dir),
+    )
     assert out.returncode == 0, out.stderr
     assert "no val split, test_acc 0." in out.stdout
     run = only_run()
@@ -85,10 +97,33 @@ def test_train_without_holdout_trains_on_all_60000_and_logs_no_val(command, data
 
 
 def test_the_fast_cnn_recipe_trains_and_its_logged_model_flip_averages(command, data_dir):
-    out = command("train", "--model", "fast_cnn", "--batch-norm", "true", "--optimizer",
-                  "momentum", "--lr", "0.1", "--weight-decay", "5e-4", "--batch-size", "512",
-                  "--epochs", "1", "--schedule", "onecycle", "--label-smoothing", "0.1",
-                  "--augment", "true", "--max-shift", "0", "--data-dir", str(data_dir))
+    out = command(
+        "train",
+        "--model",
+        "fast_cnn",
+        "--batch-norm",
+        "true",
+        "--optimizer",
+        "momentum",
+        "--lr",
+        "0.1",
+        "--weight-decay",
+        "5e-4",
+        "--batch-size",
+        "512",
+        "--epochs",
+        "1",
+        "--schedule",
+        "onecycle",
+        "--label-smoothing",
+        "0.1",
+        "--augment",
+        "true",
+        "--max-shift",
+        "0",
+        "--data-dir",
+        str(data_dir),
+    )
     assert out.returncode == 0, out.stderr
     run = only_run()
     assert run.data.params["augment"] == "true" and run.data.params["label_smoothing"] == "0.1"
@@ -109,10 +144,33 @@ def test_the_fast_cnn_recipe_trains_and_its_logged_model_flip_averages(command, 
 def test_mlflow_run_train_entry_point(tmp_path, tracking_env, data_dir):
 
     out = subprocess.run(
-        ["mlflow", "run", str(ROOT), "-e", "train", "--env-manager", "local",
-         "--experiment-name", "tests", "-P", "epochs=1", "-P", "lr=1e-3", "-P", "optimizer=adam",
-         "-P", "hidden=64", "-P", f"data_dir={data_dir}"],
-        env=tracking_env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        [
+            "mlflow",
+            "run",
+            str(ROOT),
+            "-e",
+            "train",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "tests",
+            "-P",
+            "epochs=1",
+            "-P",
+            "lr=1e-3",
+            "-P",
+            "optimizer=adam",
+            "-P",
+            "hidden=64",
+            "-P",
+            f"data_dir={data_dir}",
+        ],
+        env=tracking_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     run = only_run()
     assert run.info.status == "FINISHED"
@@ -131,8 +189,9 @@ batch_size: 512
 """
 
 
-def test_mlflow_run_tune_nests_trials_under_the_project_run_and_resumes(tmp_path, tracking_env,
-                                                                        data_dir):
+def test_mlflow_run_tune_nests_trials_under_the_project_run_and_resumes(
+    tmp_path, tracking_env, data_dir
+):
     import optuna
 
     space = tmp_path / "small.yaml"
@@ -141,12 +200,37 @@ def test_mlflow_run_tune_nests_trials_under_the_project_run_and_resumes(tmp_path
 
     def mlflow_run_tune():
         out = subprocess.run(
-            ["mlflow", "run", str(ROOT), "-e", "tune", "--env-manager", "local",
-             "--experiment-name", "tests", "-P", "n_trials=2", "-P", "epochs=2",
-             "-P", "workers=2",  # a helper process too, under `mlflow run`
-             "-P", f"space={space}", "-P", f"storage={storage}", "-P", "study_name=e2e",
-             "-P", f"data_dir={data_dir}"],
-            env=tracking_env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+            [
+                "mlflow",
+                "run",
+                str(ROOT),
+                "-e",
+                "tune",
+                "--env-manager",
+                "local",
+                "--experiment-name",
+                "tests",
+                "-P",
+                "n_trials=2",
+                "-P",
+                "epochs=2",
+                "-P",
+                "workers=2",  # a helper process too, under `mlflow run`
+                "-P",
+                f"space={space}",
+                "-P",
+                f"storage={storage}",
+                "-P",
+                "study_name=e2e",
+                "-P",
+                f"data_dir={data_dir}",
+            ],
+            env=tracking_env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
 
     mlflow_run_tune()
@@ -158,25 +242,46 @@ def test_mlflow_run_tune_nests_trials_under_the_project_run_and_resumes(tmp_path
     assert len(parents) == 2 and {p.info.status for p in parents} == {"FINISHED"}
     children = [r for r in runs if "trial_number" in r.data.tags]
     assert sorted(int(c.data.tags["trial_number"]) for c in children) == [0, 1, 2, 3]
-    assert {c.data.tags["mlflow.parentRunId"] for c in children} == \
-        {p.info.run_id for p in parents}
-    assert all(c.data.metrics["val_acc"] > 0.7 for c in children
-               if c.data.tags["trial_state"] == "COMPLETE")
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {p.info.run_id for p in parents}
+    assert all(
+        c.data.metrics["val_acc"] > 0.7
+        for c in children
+        if c.data.tags["trial_state"] == "COMPLETE"
+    )
     champion = mlflow.MlflowClient().get_model_version_by_alias("fashion-mnist-fcn", "champion")
     assert champion.tags["trial_number"] == str(study.best_trial.number)
     assert float(champion.tags["test_acc"]) > 0.7
 
 
 def test_tune_with_two_workers_shares_one_study_one_parent_run_and_one_champion(
-        tmp_path, tracking_env, data_dir):
+    tmp_path, tracking_env, data_dir
+):
     import optuna
 
     space = tmp_path / "small.yaml"
     space.write_text(SMALL_FCN_SPACE)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    out = cli("tune", "--workers", "2", "--n-trials", "5", "--epochs", "2", "--space",
-              str(space), "--storage", storage, "--study-name", "pair", "--pruner", "none",
-              "--data-dir", str(data_dir), env=tracking_env, cwd=tmp_path)
+    out = cli(
+        "tune",
+        "--workers",
+        "2",
+        "--n-trials",
+        "5",
+        "--epochs",
+        "2",
+        "--space",
+        str(space),
+        "--storage",
+        storage,
+        "--study-name",
+        "pair",
+        "--pruner",
+        "none",
+        "--data-dir",
+        str(data_dir),
+        env=tracking_env,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     trials = optuna.load_study(study_name="pair", storage=storage).trials
     assert [t.state.name for t in trials] == ["COMPLETE"] * 5  # 3 + 2, no more
@@ -193,13 +298,16 @@ def test_tune_with_two_workers_shares_one_study_one_parent_run_and_one_champion(
     client = mlflow.MlflowClient()
     [version] = client.search_model_versions("name='fashion-mnist-fcn'")
     assert version.tags["trial_number"] == str(
-        optuna.load_study(study_name="pair", storage=storage).best_trial.number)
+        optuna.load_study(study_name="pair", storage=storage).best_trial.number
+    )
     assert out.stdout.count("Look at it:") == 1
     # the main worker says what this machine allows, once; its helper got --epochs 2 from it
     [line] = [ln for ln in out.stdout.splitlines() if ln.startswith("this machine: ~")]
     # no start point in the space: the model's defaults, the study's 300-200 FCN
-    assert " s per epoch of the 300-200 FCN (batch 512); trials of 2 epochs (--epochs); the " \
+    assert (
+        " s per epoch of the 300-200 FCN (batch 512); trials of 2 epochs (--epochs); the "
         "budget (--timeout 540 s) fits about " in line
+    )
 
 
 def sigterm_when(proc: subprocess.Popen, ready, timeout: float = 300) -> str:
@@ -215,7 +323,9 @@ def sigterm_when(proc: subprocess.Popen, ready, timeout: float = 300) -> str:
             return proc.communicate(timeout=120)[1]
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            raise AssertionError(f"still running 120 s after SIGTERM: {proc.communicate()[1]}")
+            raise AssertionError(
+                f"still running 120 s after SIGTERM: {proc.communicate()[1]}"
+            ) from None
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -234,18 +344,49 @@ def test_tune_stopped_with_two_workers_leaves_nothing_running(tmp_path, tracking
     optuna.storages.RDBStorage(storage)
     mlflow.MlflowClient().search_experiments()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "tune", "--workers", "2", "--n-trials", "20",
-         "--epochs", "20", "--space", str(space), "--storage", storage, "--study-name", "stop",
-         "--data-dir", str(data_dir)], env=tracking_env, cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "tune",
+            "--workers",
+            "2",
+            "--n-trials",
+            "20",
+            "--epochs",
+            "20",
+            "--space",
+            str(space),
+            "--storage",
+            storage,
+            "--study-name",
+            "stop",
+            "--data-dir",
+            str(data_dir),
+        ],
+        env=tracking_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
     def both_train() -> bool:
         try:
             trials = optuna.load_study(study_name="stop", storage=storage).trials
         except KeyError:  # not created yet
             return False
-        return len({t.user_attrs.get("worker") for t in trials
-                    if t.state.name == "RUNNING" and "worker" in t.user_attrs}) == 2
+        return (
+            len(
+                {
+                    t.user_attrs.get("worker")
+                    for t in trials
+                    if t.state.name == "RUNNING" and "worker" in t.user_attrs
+                }
+            )
+            == 2
+        )
 
     stderr = sigterm_when(proc, both_train)
     assert proc.returncode == 130, stderr
@@ -260,16 +401,34 @@ def test_tune_stopped_with_two_workers_leaves_nothing_running(tmp_path, tracking
     assert helpers.stdout == ""
 
 
-def test_mlflow_run_replicate_quick_writes_every_table_and_claim(tmp_path, tracking_env,
-                                                                 data_dir):
+def test_mlflow_run_replicate_quick_writes_every_table_and_claim(tmp_path, tracking_env, data_dir):
     from pipeline.replication.experiments import CLAIMS, TABLES, variant_keys
     from pipeline.replication.replicate_settings import ReplicateSettings
 
     out = subprocess.run(
-        ["mlflow", "run", str(ROOT), "-e", "replicate", "--env-manager", "local",
-         "--experiment-name", "tests", "-P", "quick=true", "-P", f"out={tmp_path / 'report'}",
-         "-P", f"data_dir={data_dir}"],
-        env=tracking_env, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+        [
+            "mlflow",
+            "run",
+            str(ROOT),
+            "-e",
+            "replicate",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "tests",
+            "-P",
+            "quick=true",
+            "-P",
+            f"out={tmp_path / 'report'}",
+            "-P",
+            f"data_dir={data_dir}",
+        ],
+        env=tracking_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     text = (tmp_path / "report" / "report.md").read_text()
     for table in TABLES:
@@ -285,11 +444,11 @@ def test_mlflow_run_replicate_quick_writes_every_table_and_claim(tmp_path, track
     top = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "replicate"]
     assert len(top) == 1
     tables = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == top[0].info.run_id]
-    assert sorted(int(r.data.tags["replicate_table"]) for r in tables) == \
-        [t.number for t in TABLES]
+    assert sorted(int(r.data.tags["replicate_table"]) for r in tables) == [t.number for t in TABLES]
     seeds = [r for r in runs if "variant" in r.data.tags]
-    assert sorted((r.data.tags["variant"], r.data.tags["seed"]) for r in seeds) == \
-        sorted((k, s) for k in variant_keys() for s in ("0", "1"))
+    assert sorted((r.data.tags["variant"], r.data.tags["seed"]) for r in seeds) == sorted(
+        (k, s) for k in variant_keys() for s in ("0", "1")
+    )
     # Trained in worker processes, each run still hangs under its table's run.
     table_of = {r.info.run_id: r.data.tags["replicate_table"] for r in tables}
     for run in seeds:
@@ -303,39 +462,60 @@ def test_mlflow_run_replicate_quick_writes_every_table_and_claim(tmp_path, track
     assert {r["run_id"] for r in results["runs"]} == set(by_id)
     for entry in results["runs"]:
         assert entry["run_id"] in text
-        assert by_id[entry["run_id"]].data.metrics["test_acc"] == \
-            pytest.approx(entry["final"]["test_acc"])
+        assert by_id[entry["run_id"]].data.metrics["test_acc"] == pytest.approx(
+            entry["final"]["test_acc"]
+        )
     client = mlflow.MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(top[0].info.run_id, "report")}
-    assert {"report/report.md", "report/report.html", "report/results.json",
-            "report/figures"} <= artifacts
+    assert {
+        "report/report.md",
+        "report/report.html",
+        "report/results.json",
+        "report/figures",
+    } <= artifacts
 
 
-def test_replicate_stopped_mid_training_leaves_every_run_killed(tmp_path, tracking_env,
-                                                                 data_dir):
+def test_replicate_stopped_mid_training_leaves_every_run_killed(tmp_path, tracking_env, data_dir):
     """SIGTERM (a CI timeout, `kill`) while the workers train: one line, exit 130, the
     trainings, tables and top run all KILLED, no job started after it, no process left."""
 
     mlflow.MlflowClient().search_experiments()  # the store exists first (see the tune test)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "replicate", "--quick", "--out", "report",
-         "--data-dir", str(data_dir)], env=tracking_env, cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "replicate",
+            "--quick",
+            "--out",
+            "report",
+            "--data-dir",
+            str(data_dir),
+        ],
+        env=tracking_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
     def both_train() -> bool:
         runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
         return len([r for r in runs if "variant" in r.data.tags]) == 2
 
     stderr = sigterm_when(proc, both_train)
     assert proc.returncode == 130, stderr
-    assert stderr.strip().splitlines()[-1] == \
-        "error: interrupted; MLflow runs in progress ended KILLED"
+    assert (
+        stderr.strip().splitlines()[-1]
+        == "error: interrupted; MLflow runs in progress ended KILLED"
+    )
     assert "Traceback" not in stderr, stderr
     runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
     assert {r.info.status for r in runs} == {"KILLED"}
     assert len([r for r in runs if "variant" in r.data.tags]) == 2
     assert not (tmp_path / "report").exists()
-    leftover = subprocess.run(["pgrep", "-a", "-s", str(proc.pid)], capture_output=True,
-                              text=True)
+    leftover = subprocess.run(["pgrep", "-a", "-s", str(proc.pid)], capture_output=True, text=True)
     alive = [line for line in leftover.stdout.splitlines() if "<defunct>" not in line]
     assert alive == []  # (a zombie is an exited process that this container's init keeps)
 
@@ -344,9 +524,25 @@ def test_replicate_bad_quick_value_is_one_line(tmp_path, tracking_env):
     """Under `mlflow run` a bad -P value is our one line; MLflow has made the project's run
     already and ends it FAILED (exit 1): the line is on it as its end_reason."""
     out = subprocess.run(
-        ["mlflow", "run", str(ROOT), "-e", "replicate", "--env-manager", "local",
-         "--experiment-name", "tests", "-P", "quick=maybe"],
-        env=tracking_env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        [
+            "mlflow",
+            "run",
+            str(ROOT),
+            "-e",
+            "replicate",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "tests",
+            "-P",
+            "quick=maybe",
+        ],
+        env=tracking_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 1
     line = "error: No such option: --quick-must-be-true-or-false"
     assert line in out.stderr

@@ -20,8 +20,8 @@ def runs(experiment="tests"):
 @pytest.fixture
 def trained(tracking_env, data_dir):
     """A small FCN trained and logged as `train` does; returns its run id and model."""
-    from pipeline.tracking import store
     from pipeline.tracking import log as tracklog
+    from pipeline.tracking import store
 
     store.configure()
     config = TrainConfig(hidden=(64,), epochs=1, optimizer="adam", lr=1e-3)
@@ -49,10 +49,15 @@ def test_evaluate_matches_an_independent_computation(tmp_path, command, data_dir
         assert f"test_macro_{name}" in run.data.metrics
     client = mlflow.MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"confusion_matrix.png", "misclassified.png", "evaluation.json",
-            "per_class.csv"} <= artifacts
-    figures = json.loads(open(client.download_artifacts(run.info.run_id, "evaluation.json",
-                                                        str(tmp_path))).read())
+    assert {
+        "confusion_matrix.png",
+        "misclassified.png",
+        "evaluation.json",
+        "per_class.csv",
+    } <= artifacts
+    figures = json.loads(
+        open(client.download_artifacts(run.info.run_id, "evaluation.json", str(tmp_path))).read()
+    )
     assert sum(map(sum, figures["confusion_matrix"])) == len(test)
     assert figures["accuracy"] == pytest.approx(expected, abs=1e-6)
     # Linked to the model: the evaluation's metrics are on the logged model's page.
@@ -61,13 +66,16 @@ def test_evaluate_matches_an_independent_computation(tmp_path, command, data_dir
     assert any(m.key == "test_acc" and m.run_id == run.info.run_id for m in logged.metrics)
 
 
-@pytest.mark.parametrize("uri, message", [
-    ("models:/fashion-mnist-fcn@champion", "run `python -m pipeline tune` first"),
-    ("models:/no-such-model/1", "not found"),
-    ("runs:/0123456789abcdef0123456789abcdef/model", "not found"),
-    ("m-0123456789abcdef0123456789abcdef", "not found"),
-    ("just-a-name", "is not runs:/<run id>/model"),
-])
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("models:/fashion-mnist-fcn@champion", "run `python -m pipeline tune` first"),
+        ("models:/no-such-model/1", "not found"),
+        ("runs:/0123456789abcdef0123456789abcdef/model", "not found"),
+        ("m-0123456789abcdef0123456789abcdef", "not found"),
+        ("just-a-name", "is not runs:/<run id>/model"),
+    ],
+)
 def test_a_bad_model_uri_is_one_line_and_writes_nothing(command, data_dir, uri, message):
     mlflow.set_experiment("tests")  # a store exists, with no model in it
     out = command("evaluate", "--model-uri", uri, "--data-dir", str(data_dir))
@@ -92,16 +100,14 @@ def test_a_model_that_is_not_ours_is_refused(command, data_dir):
     mlflow.set_experiment("tests")
     with mlflow.start_run():
         example = np.zeros((2, 3), dtype=np.float32)
-        info = mlflow.pytorch.log_model(torch.nn.Linear(3, 2), name="model",
-                                        input_example=example)
+        info = mlflow.pytorch.log_model(torch.nn.Linear(3, 2), name="model", input_example=example)
     out = command("evaluate", "--model-uri", info.model_uri, "--data-dir", str(data_dir))
     assert out.returncode == 2
     assert "is not a FashionMNIST classifier of this project" in out.stderr
     assert len(runs()) == 1  # only the run that logged the foreign model
 
 
-def test_the_python_function_flavor_answers_class_index_name_and_probabilities(trained,
-                                                                               data_dir):
+def test_the_python_function_flavor_answers_class_index_name_and_probabilities(trained, data_dir):
     """What `mlflow models serve` runs: the same network, answering like a classifier."""
     import numpy as np
 
@@ -120,8 +126,7 @@ def test_the_python_function_flavor_answers_class_index_name_and_probabilities(t
     assert answer["class_name"].tolist() == [data.CLASSES[i] for i in answer["class_index"]]
 
 
-def test_evaluate_and_predict_still_read_a_model_logged_as_bare_logits(tmp_path, command,
-                                                                       data_dir):
+def test_evaluate_and_predict_still_read_a_model_logged_as_bare_logits(tmp_path, command, data_dir):
     """Models logged before the classifier answer (pytorch flavor, 10 logits out) still work."""
     from mlflow.models import infer_signature
     from PIL import Image
@@ -135,8 +140,9 @@ def test_evaluate_and_predict_still_read_a_model_logged_as_bare_logits(tmp_path,
     with torch.inference_mode():
         signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
     with mlflow.start_run():
-        info = mlflow.pytorch.log_model(model, name="model", signature=signature,
-                                        input_example=example)
+        info = mlflow.pytorch.log_model(
+            model, name="model", signature=signature, input_example=example
+        )
     with torch.inference_mode():
         expected = (model(test.images.float()).argmax(1) == test.labels).float().mean().item()
     out = command("evaluate", "--model-uri", info.model_uri, "--data-dir", str(data_dir))

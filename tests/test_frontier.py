@@ -16,8 +16,8 @@ from pipeline.core.config import TrainConfig
 from pipeline.core.training import TRAIN_TIME, VAL_ACC
 from pipeline.replication.report.frontier import frontier_markdown
 from pipeline.tuning import directions, pareto, summary
-from pipeline.tuning.tune_settings import TuneOptions
 from pipeline.tuning.study import tune
+from pipeline.tuning.tune_settings import TuneOptions
 
 # Both families, one epoch each (--epochs 1 caps the space's ranges), tiny FCN widths; the
 # start points make sure each family runs.
@@ -48,17 +48,21 @@ def test_the_objective_names_are_the_training_metrics():
 def small_data(data_dir) -> data.FashionMNIST:
     """Real FashionMNIST, 1000 images per split: a fast CNN epoch takes a second."""
     full = data.load(data_dir)
-    cut = [data.Split(s.images[:1000], s.labels[:1000]) for s in (full.train, full.val,
-                                                                    full.test)]
+    cut = [data.Split(s.images[:1000], s.labels[:1000]) for s in (full.train, full.val, full.test)]
     return data.FashionMNIST(*cut, digest="first-1000")
 
 
 def test_a_tiny_frontier_study_runs_end_to_end(tmp_path, tracking_env, small_data, capsys):
     space = tmp_path / "frontier.yaml"
     space.write_text(TINY_FRONTIER)
-    settings = TuneOptions(objectives=directions.FRONTIER, space=str(space), n_trials=4,
-                           epochs=1, timeout=0,
-                           storage=f"sqlite:///{tmp_path / 'optuna.db'}").resolve()
+    settings = TuneOptions(
+        objectives=directions.FRONTIER,
+        space=str(space),
+        n_trials=4,
+        epochs=1,
+        timeout=0,
+        storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+    ).resolve()
     assert (settings.study_name, settings.pruner, settings.epochs) == ("frontier", "none", 1)
     mlflow.set_experiment("tests")
     study = tune(settings, small_data)
@@ -86,8 +90,9 @@ def test_a_tiny_frontier_study_runs_end_to_end(tmp_path, tracking_env, small_dat
     client = mlflow.MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"trials.csv", "frontier.json", "frontier.yaml", "optuna"} <= artifacts
-    assert [a.path for a in client.list_artifacts(parent.info.run_id, "optuna")] == \
-        ["optuna/pareto_front.png"]
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "optuna")] == [
+        "optuna/pareto_front.png"
+    ]
     assert client.search_registered_models() == []  # a front has no single champion
     out = capsys.readouterr().out
     assert "no champion registered" in out
@@ -98,13 +103,13 @@ def test_a_tiny_frontier_study_runs_end_to_end(tmp_path, tracking_env, small_dat
     assert latest["run_id"] == parent.info.run_id and len(latest["trials"]) == 4
     section = "\n".join(frontier_markdown(latest))
     assert "## Claim 5 along the accuracy-vs-time frontier" in section
-    assert section.count("| fcn") + section.count("| FCN (trial") + \
-        section.count("| fast CNN (trial") == len(study.best_trials)
+    assert section.count("| fcn") + section.count("| FCN (trial") + section.count(
+        "| fast CNN (trial"
+    ) == len(study.best_trials)
     assert "Best model by time budget:" in section
 
 
-def test_a_frontier_study_is_resumed_and_never_mistaken_for_a_val_acc_one(tmp_path,
-                                                                        tracking_env):
+def test_a_frontier_study_is_resumed_and_never_mistaken_for_a_val_acc_one(tmp_path, tracking_env):
     from pipeline.core.errors import UserError
     from pipeline.tuning.search.sampler import open_study
     from pipeline.tuning.workers.storage import check_storage
@@ -112,64 +117,99 @@ def test_a_frontier_study_is_resumed_and_never_mistaken_for_a_val_acc_one(tmp_pa
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     space = tmp_path / "frontier.yaml"
     space.write_text(TINY_FRONTIER)
-    front = TuneOptions(objectives=directions.FRONTIER, space=str(space), storage=storage,
-                        study_name="s").resolve()
+    front = TuneOptions(
+        objectives=directions.FRONTIER, space=str(space), storage=storage, study_name="s"
+    ).resolve()
     study = open_study(front)
     assert [t.system_attrs["fixed_params"] for t in study.trials] == list(front.space.starts(3))
     assert open_study(front).study_name == "s"  # the same command resumes it
     with pytest.raises(UserError, match="multi-objective .* choose another --study-name"):
         check_storage(TuneOptions(storage=storage, study_name="s").resolve())
     optuna.create_study(study_name="fcn-only", storage=storage, direction="maximize")
-    with pytest.raises(UserError, match="exists with objective .* a frontier study optimizes "
-                                        "val_acc,train_time_s"):
-        check_storage(TuneOptions(objectives=directions.FRONTIER, space=str(space),
-                                  storage=storage, study_name="fcn-only").resolve())
+    with pytest.raises(
+        UserError, match="exists with objective .* a frontier study optimizes val_acc,train_time_s"
+    ):
+        check_storage(
+            TuneOptions(
+                objectives=directions.FRONTIER,
+                space=str(space),
+                storage=storage,
+                study_name="fcn-only",
+            ).resolve()
+        )
 
 
 def test_a_frontier_of_one_family_keeps_its_model_and_epochs(tmp_path):
-    settings = TuneOptions(model="fast_cnn", objectives=directions.FRONTIER,
-                           space="search_spaces/cnn.yaml").resolve()
-    assert (settings.model, settings.study_name, settings.epochs, settings.pruner) == \
-        ("fast_cnn", "fast_cnn-frontier", 10, "none")
+    settings = TuneOptions(
+        model="fast_cnn", objectives=directions.FRONTIER, space="search_spaces/cnn.yaml"
+    ).resolve()
+    assert (settings.model, settings.study_name, settings.epochs, settings.pruner) == (
+        "fast_cnn",
+        "fast_cnn-frontier",
+        10,
+        "none",
+    )
     assert TuneOptions().resolve().pruner == "halving"
 
 
 def test_the_shipped_frontier_space_starts_from_each_family_s_recipe():
     settings = TuneOptions(objectives=directions.FRONTIER, epochs=4).resolve()
-    assert settings.space.path.name == "frontier.yaml" and settings.model == \
-        "fcn,fast_cnn"
-    configs = [settings.space.sample(optuna.trial.FixedTrial(start), model="fcn",
-                                     epochs=settings.epochs, seed=0)
-               for start in settings.space.starts(settings.epochs)]
+    assert settings.space.path.name == "frontier.yaml" and settings.model == "fcn,fast_cnn"
+    configs = [
+        settings.space.sample(
+            optuna.trial.FixedTrial(start), model="fcn", epochs=settings.epochs, seed=0
+        )
+        for start in settings.space.starts(settings.epochs)
+    ]
     assert [(c.model, c.epochs) for c in configs] == [("fcn", 4), ("fast_cnn", 4)]
     from pipeline.core.recipes import FAST_CNN
 
-    assert configs[1] == TrainConfig(**{**FAST_CNN.to_dict(), "hidden": FAST_CNN.hidden,
-                                        "epochs": 4})
+    assert configs[1] == TrainConfig(
+        **{**FAST_CNN.to_dict(), "hidden": FAST_CNN.hidden, "epochs": 4}
+    )
 
 
 def trial(number, model, acc, seconds, epochs=1):
-    return {"number": number, "model": model, "epochs": epochs, "val_acc": acc,
-            "train_time_s": seconds, "run_id": f"r{number}"}
+    return {
+        "number": number,
+        "model": model,
+        "epochs": epochs,
+        "val_acc": acc,
+        "train_time_s": seconds,
+        "run_id": f"r{number}",
+    }
 
 
 def test_the_report_answers_claim_5_at_each_budget_of_the_front():
-    study = {"study_name": "frontier", "run_id": "p1", "trials": [
-        trial(0, "fcn", 0.84, 3.0), trial(1, "fcn", 0.87, 20.0, 5), trial(2, "fcn", 0.86, 40.0),
-        trial(3, "fast_cnn", 0.85, 30.0), trial(4, "fast_cnn", 0.91, 60.0, 2),
-        trial(5, "study_cnn", 0.89, 70.0)]}
+    study = {
+        "study_name": "frontier",
+        "run_id": "p1",
+        "trials": [
+            trial(0, "fcn", 0.84, 3.0),
+            trial(1, "fcn", 0.87, 20.0, 5),
+            trial(2, "fcn", 0.86, 40.0),
+            trial(3, "fast_cnn", 0.85, 30.0),
+            trial(4, "fast_cnn", 0.91, 60.0, 2),
+            trial(5, "study_cnn", 0.89, 70.0),
+        ],
+    }
     lines = frontier_markdown(study)
     rows = [line for line in lines if line.startswith("| ") and line[2].isdigit()]
     # budgets where the best accuracy rises: 3 s (FCN), 20 s (FCN), 60 s (fast CNN)
     assert [r.split(" | ")[0] for r in rows] == ["| 3.0", "| 20.0", "| 60.0"]
-    assert rows[0] == "| 3.0 | FCN (trial 0, 1 ep) | 84.00% (1 ep) | none this fast | " \
-                      "none this fast |"
-    assert rows[2] == "| 60.0 | fast CNN (trial 4, 2 ep) | 87.00% (5 ep) | 91.00% (2 ep) | " \
-                      "none this fast |"
-    assert lines[-2] == ("Best model by time budget: the FCN from 3.0 s; the fast CNN from "
-                         "60.0 s. So claim 5 holds from 60.0 s on; below that the FCN gives "
-                         "more accuracy for the time (no CNN trial does better in so little "
-                         "time).")
+    assert (
+        rows[0] == "| 3.0 | FCN (trial 0, 1 ep) | 84.00% (1 ep) | none this fast | none this fast |"
+    )
+    assert (
+        rows[2] == "| 60.0 | fast CNN (trial 4, 2 ep) | 87.00% (5 ep) | 91.00% (2 ep) | "
+        "none this fast |"
+    )
+    assert lines[-2] == (
+        "Best model by time budget: the FCN from 3.0 s; the fast CNN from "
+        "60.0 s. So claim 5 holds from 60.0 s on; below that the FCN gives "
+        "more accuracy for the time (no CNN trial does better in so little "
+        "time)."
+    )
     assert frontier_markdown(None) == []
 
 
@@ -197,11 +237,20 @@ def test_tune_workers_helpers_run_the_same_frontier():
     assert helper[helper.index("--study-name") + 1] == "frontier"
 
 
-@pytest.mark.parametrize("winners, verdict", [
-    (["fcn", "fcn"], "no CNN wins at any budget of this study: claim 5 does not hold"),
-    (["fast_cnn", "fast_cnn"], "a CNN wins at every budget, the fastest included: claim 5 holds"),
-    (["fcn", "fast_cnn", "fcn"], "the FCN wins the largest budget again: claim 5 does not hold"),
-])
+@pytest.mark.parametrize(
+    "winners, verdict",
+    [
+        (["fcn", "fcn"], "no CNN wins at any budget of this study: claim 5 does not hold"),
+        (
+            ["fast_cnn", "fast_cnn"],
+            "a CNN wins at every budget, the fastest included: claim 5 holds",
+        ),
+        (
+            ["fcn", "fast_cnn", "fcn"],
+            "the FCN wins the largest budget again: claim 5 does not hold",
+        ),
+    ],
+)
 def test_the_claim_5_sentence_follows_the_winners(winners, verdict):
     from pipeline.replication.report.frontier import answer
 
@@ -215,12 +264,24 @@ def test_the_command_prints_the_front_and_says_why_no_champion(command, data_dir
         "model:\n  fcn:\n    epochs: 1\n"
         "    hidden: {type: layers, depth: [1, 1], width: {low: 8, high: 16}}\n"
         "    lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n"
-        "optimizer: adam\nbatch_size: 512\n")
-    out = command("tune", "--objectives", directions.FRONTIER, "--space", "front.yaml",
-                  "--n-trials", "2", "--data-dir", str(data_dir))
+        "optimizer: adam\nbatch_size: 512\n"
+    )
+    out = command(
+        "tune",
+        "--objectives",
+        directions.FRONTIER,
+        "--space",
+        "front.yaml",
+        "--n-trials",
+        "2",
+        "--data-dir",
+        str(data_dir),
+    )
     assert out.returncode == 0, out.stderr
     assert "study frontier: 2 trials (2 complete, 0 pruned, 0 fail)" in out.stdout
-    assert re.search(r"Pareto front \((1 trial|2 trials); val_acc up, train_time_s down\):\n"
-                     r"  trial [01]: fcn, 1 epoch, val_acc 0\.\d{4} in \d+\.\d s\n", out.stdout), \
-        out.stdout
+    assert re.search(
+        r"Pareto front \((1 trial|2 trials); val_acc up, train_time_s down\):\n"
+        r"  trial [01]: fcn, 1 epoch, val_acc 0\.\d{4} in \d+\.\d s\n",
+        out.stdout,
+    ), out.stdout
     assert "no champion registered" in out.stdout and "Traceback" not in out.stderr

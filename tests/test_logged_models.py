@@ -14,8 +14,8 @@ import torch
 from pipeline.core.config import TrainConfig
 from pipeline.core.models import build_model
 from pipeline.tracking import log as tracklog
-from pipeline.tuning.registry import logged_models
 from pipeline.tuning.attrs import MODEL_ID_ATTR
+from pipeline.tuning.registry import logged_models
 from pipeline.tuning.study import tune
 
 STUDY = {"study_name": "s", "optuna_storage": "sqlite:///optuna.db"}
@@ -23,12 +23,13 @@ STUDY = {"study_name": "s", "optuna_storage": "sqlite:///optuna.db"}
 
 def log_trial_model(study_tags: dict[str, str], trial: int, val_acc: float) -> str:
     """A tiny network logged as a trial's model, its val_acc linked as train_run links it."""
-    validation = mlflow.data.from_numpy(np.zeros((2, 3), np.float32),
-                                        name=logged_models.VALIDATION)
+    validation = mlflow.data.from_numpy(np.zeros((2, 3), np.float32), name=logged_models.VALIDATION)
     with mlflow.start_run():
-        info = tracklog.save_model(build_model(TrainConfig(hidden=(4,))),
-                                   torch.zeros(2, 1, 28, 28),
-                                   tags=logged_models.model_tags(study_tags, trial))
+        info = tracklog.save_model(
+            build_model(TrainConfig(hidden=(4,))),
+            torch.zeros(2, 1, 28, 28),
+            tags=logged_models.model_tags(study_tags, trial),
+        )
         mlflow.log_metric("val_acc", val_acc, model_id=info.model_id, dataset=validation)
     return info.model_id
 
@@ -44,14 +45,18 @@ def test_keep_best_deletes_the_rest_of_the_study_but_never_a_registered_model(tr
     other = log_trial_model({**STUDY, "study_name": "other"}, 0, 0.10)
     mlflow.register_model(f"models:/{ids[2]}", "kept")  # the worst, but registered
     files = {model_id: files_of(model_id) for model_id in [*ids, other]}
-    assert [m.model_id for m in logged_models.ranked(experiment, STUDY)] == \
-        [ids[1], ids[3], ids[4], ids[0], ids[2]]
+    assert [m.model_id for m in logged_models.ranked(experiment, STUDY)] == [
+        ids[1],
+        ids[3],
+        ids[4],
+        ids[0],
+        ids[2],
+    ]
 
     deleted = logged_models.keep_best(experiment, STUDY, 2)
 
     assert sorted(deleted) == sorted([ids[4], ids[0]])
-    assert [m.model_id for m in logged_models.ranked(experiment, STUDY)] == \
-        [ids[1], ids[3], ids[2]]
+    assert [m.model_id for m in logged_models.ranked(experiment, STUDY)] == [ids[1], ids[3], ids[2]]
     for model_id in deleted:
         with pytest.raises(mlflow.exceptions.MlflowException, match="not found"):
             mlflow.get_logged_model(model_id)  # deleted: hidden from every view
@@ -74,8 +79,9 @@ def test_a_study_keeps_the_models_of_its_best_trials(settings, tiny_data, monkey
 
     monkeypatch.setattr(logged_models, "keep_best", note_files)
     study = tune(s, tiny_data)
-    parent = mlflow.search_runs(experiment_names=["tests"], output_format="list",
-                                filter_string="tags.tune_parent = 'true'")[0]
+    parent = mlflow.search_runs(
+        experiment_names=["tests"], output_format="list", filter_string="tags.tune_parent = 'true'"
+    )[0]
     (kept,) = logged_models.ranked(parent.info.experiment_id, s.tags())
     assert kept.model_id == study.best_trial.user_attrs[MODEL_ID_ATTR]
     assert len(files) == 4

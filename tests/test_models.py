@@ -21,9 +21,18 @@ def expected_std(scheme: str, fan_in: int, fan_out: int) -> float:
     }[scheme]
 
 
-@pytest.mark.parametrize("model", [FCN(), FCN((64,), dropout=0.5, batch_norm=True),
-                                   FCN(()), StudyCNN(), StudyCNN(0.3, True), FastCNN(),
-                                   FastCNN((8, 16), dropout=0.2, batch_norm=False)])
+@pytest.mark.parametrize(
+    "model",
+    [
+        FCN(),
+        FCN((64,), dropout=0.5, batch_norm=True),
+        FCN(()),
+        StudyCNN(),
+        StudyCNN(0.3, True),
+        FastCNN(),
+        FastCNN((8, 16), dropout=0.2, batch_norm=False),
+    ],
+)
 @pytest.mark.parametrize("shape", [(5, 1, 28, 28), (5, 784)])
 def test_raw_pixels_in_ten_logits_out(model, shape):
     x = torch.randint(0, 256, shape, dtype=torch.uint8)
@@ -35,10 +44,15 @@ def test_raw_pixels_in_ten_logits_out(model, shape):
 def test_study_cnn_is_the_study_architecture():
     convs = [m for m in StudyCNN().modules() if isinstance(m, nn.Conv2d)]
     linears = [m for m in StudyCNN().modules() if isinstance(m, nn.Linear)]
-    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == \
-        [(1, 32, (5, 5), (2, 2)), (32, 64, (5, 5), (2, 2))]
-    assert [(lin.in_features, lin.out_features) for lin in linears] == \
-        [(3136, 256), (256, 128), (128, 10)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
+        (1, 32, (5, 5), (2, 2)),
+        (32, 64, (5, 5), (2, 2)),
+    ]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [
+        (3136, 256),
+        (256, 128),
+        (128, 10),
+    ]
 
 
 def test_fast_cnn_averages_each_image_and_its_mirror_in_eval_mode():
@@ -87,8 +101,11 @@ def test_translation_averaging_leaves_a_translation_invariant_model_unchanged():
 def test_fast_cnn_pools_to_seven_pixels_and_keeps_them_for_its_linear_layer():
     model = FastCNN()
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == \
-        [(1, 24, (3, 3)), (24, 48, (3, 3)), (48, 96, (3, 3))]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (1, 24, (3, 3)),
+        (24, 48, (3, 3)),
+        (48, 96, (3, 3)),
+    ]
     assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 2
     assert model.head[-1].in_features == 96 * 7 * 7
     assert model.features(torch.zeros(2, 1, 28, 28)).shape == (2, 96 * 7 * 7)
@@ -100,8 +117,10 @@ def test_fast_cnn_head_hidden_adds_one_hidden_layer_before_the_logits():
 
     model = build_model(TrainConfig(model="fast_cnn", batch_norm=True, head_hidden=128))
     linears = [m for m in model.head if isinstance(m, nn.Linear)]
-    assert [(lin.in_features, lin.out_features) for lin in linears] == \
-        [(96 * 7 * 7, 128), (128, 10)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [
+        (96 * 7 * 7, 128),
+        (128, 10),
+    ]
     assert any(isinstance(m, nn.BatchNorm1d) for m in model.head)
     assert model.eval()(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
 
@@ -120,9 +139,10 @@ def test_init_schemes_give_their_weight_statistics(scheme):
         assert torch.all(first.bias == 0)
 
 
-@pytest.mark.parametrize("model_name, batch_norm", [("fcn", False), ("fcn", True),
-                                                    ("study_cnn", False), ("study_cnn", True),
-                                                    ("fast_cnn", True)])
+@pytest.mark.parametrize(
+    "model_name, batch_norm",
+    [("fcn", False), ("fcn", True), ("study_cnn", False), ("study_cnn", True), ("fast_cnn", True)],
+)
 def test_initial_loss_is_near_ln_10(model_name, batch_norm):
     torch.manual_seed(0)
     model = build_model(TrainConfig(model=model_name, batch_norm=batch_norm)).eval()

@@ -23,8 +23,9 @@ SPEC = yaml.safe_load(Path(ROOT, "MLproject").read_text())["entry_points"]
 
 
 def test_the_checked_in_mlproject_is_what_the_definitions_generate():
-    assert Path(ROOT, "MLproject").read_text() == mlproject.generate(), \
+    assert Path(ROOT, "MLproject").read_text() == mlproject.generate(), (
         "run python -m pipeline.cli.mlproject"
+    )
 
 
 @pytest.mark.parametrize("name", ENTRY_POINTS)
@@ -61,15 +62,15 @@ def test_the_cli_options_are_the_definitions(name):
             continue
         assert param.opts == [option.flag]
         default = param.default.value if hasattr(param.default, "value") else param.default
-        assert str(default) == options.as_text(option, option.default) or \
-            default == option.default
+        assert str(default) == options.as_text(option, option.default) or default == option.default
         if option.kind == "choice":
             assert [c.value for c in type(param.default)] == list(option.choices)
 
 
 def test_tune_help_says_the_epochs_the_code_uses():
-    help_text = options.of(TuneOptions)[[o.name for o in options.of(TuneOptions)]
-                                        .index("epochs")].full_help()
+    help_text = options.of(TuneOptions)[
+        [o.name for o in options.of(TuneOptions)].index("epochs")
+    ].full_help()
     assert f"{DEFAULT_EPOCHS['fast_cnn']} for fast_cnn" in help_text
 
 
@@ -79,8 +80,7 @@ def test_train_logs_every_train_option():
 
 
 def test_tune_logs_its_options_as_resolved():
-    settings = TuneOptions(storage="postgresql://me:secret@db/x", n_trials=0,
-                           timeout=60).resolve()
+    settings = TuneOptions(storage="postgresql://me:secret@db/x", n_trials=0, timeout=60).resolve()
     params = settings.params()
     assert set(params) == {o.param_name for o in options.of(TuneOptions)} - {None}
     assert params["storage"] == "postgresql://me@db/x" and params["n_trials"] is None
@@ -89,14 +89,14 @@ def test_tune_logs_its_options_as_resolved():
 
 def test_replicate_logs_its_options_and_the_threads():
     params = ReplicateSettings.build(seeds=2, workers=1).params()
-    assert set(params) == ({o.param_name for o in options.of(ReplicateOptions)} - {None}) | \
-        {"threads_per_process"}
+    assert set(params) == ({o.param_name for o in options.of(ReplicateOptions)} - {None}) | {
+        "threads_per_process"
+    }
     assert params["train_processes"] == 1 and params["seeds"] == 2
 
 
 def test_tune_helpers_get_the_resolved_settings_and_their_share():
-    opts = TuneOptions(model="fast_cnn", n_trials=5, workers=2, data_dir="elsewhere",
-                       helper_of="")
+    opts = TuneOptions(model="fast_cnn", n_trials=5, workers=2, data_dir="elsewhere", helper_of="")
     settings = opts.resolve()
     [helper] = opts.helper_argv(settings)
     typed = dict(zip(helper[::2], helper[1::2]))
@@ -111,8 +111,10 @@ def test_to_argv_gives_the_options_back():
     opts = TrainOptions(hidden="64,32", batch_norm=True, lr=1e-3, data_dir="d")
     argv = options.to_argv(opts)
     typed = {flag[2:].replace("-", "_"): value for flag, value in zip(argv[::2], argv[1::2])}
-    converted = {o.name: (float if o.kind == "float" else int if o.kind == "int" else str)(
-        typed[o.name]) for o in options.of(TrainOptions)}
+    converted = {
+        o.name: (float if o.kind == "float" else int if o.kind == "int" else str)(typed[o.name])
+        for o in options.of(TrainOptions)
+    }
     assert TrainOptions(**converted) == opts
     assert "--quick" in options.to_argv(ReplicateOptions(quick=True))
     assert "--quick" not in options.to_argv(ReplicateOptions())
@@ -120,9 +122,26 @@ def test_to_argv_gives_the_options_back():
 
 def test_tune_settings_keep_their_contract():
     fields = {f.name for f in dataclasses.fields(TuneSettings)}
-    assert {"model", "space", "study_name", "storage", "n_trials", "timeout", "epochs", "seed",
-            "pruner", "total_trials", "heartbeat", "grace_period", "workers",
-            "helper_of"} <= fields
+    assert {
+        "model",
+        "space",
+        "study_name",
+        "storage",
+        "n_trials",
+        "timeout",
+        "epochs",
+        "seed",
+        "pruner",
+        "total_trials",
+        "heartbeat",
+        "grace_period",
+        "workers",
+        "helper_of",
+    } <= fields
     settings = TuneOptions(n_trials=0, timeout=60, heartbeat=0, total_trials=0).resolve()
-    assert (settings.n_trials, settings.heartbeat, settings.total_trials, settings.own_trials) \
-        == (None, None, None, None)
+    assert (settings.n_trials, settings.heartbeat, settings.total_trials, settings.own_trials) == (
+        None,
+        None,
+        None,
+        None,
+    )

@@ -24,21 +24,27 @@ PRIVATE = re.compile(r"optuna\.\w*\._|\._rng|_get_prepared_new_trial|\b_rdb\b")
 def test_the_private_hook_and_models_are_as_the_adapter_expects():
     hook = optuna.storages.RDBStorage._get_prepared_new_trial
     assert list(inspect.signature(hook).parameters) == [
-        "self", "study_id", "template_trial", "session"]
+        "self",
+        "study_id",
+        "template_trial",
+        "session",
+    ]
     # Optuna calls the hook under the study row's lock, in the trial's transaction.
     source = inspect.getsource(optuna.storages.RDBStorage._create_new_trial)
     assert "for_update=True" in source and "self._get_prepared_new_trial(" in source
     assert {"study_id", "trial_id"} <= set(models.TrialModel.__table__.columns.keys())
-    assert {"trial_id", "key"} <= set(
-        models.TrialSystemAttributeModel.__table__.columns.keys())
+    assert {"trial_id", "key"} <= set(models.TrialSystemAttributeModel.__table__.columns.keys())
     # The retry's mark that the cap does not count (public API, documented).
     assert "failed_trial" in inspect.getsource(optuna.storages.RetryHeartbeatStaleTrialCallback)
 
 
 def test_no_other_module_uses_a_private_optuna_name():
     sources = [*PACKAGE.rglob("*.py"), *(ROOT / "bench").rglob("*.py")]
-    users = [str(p.relative_to(ROOT)) for p in sources
-             if p.name != "optuna_private.py" and PRIVATE.search(p.read_text())]
+    users = [
+        str(p.relative_to(ROOT))
+        for p in sources
+        if p.name != "optuna_private.py" and PRIVATE.search(p.read_text())
+    ]
     assert users == []
 
 
@@ -86,7 +92,10 @@ def test_a_queued_retry_is_never_refused_nor_counted(tmp_path):
     study.tell(study.ask(), 0.5)
     with pytest.raises(StudyFull):
         study.ask()
-    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING,
-                                              system_attrs={"failed_trial": 0}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING, system_attrs={"failed_trial": 0}
+        )
+    )
     study.tell(study.ask(), 0.6)  # the queued retry runs
     assert len(study.trials) == 2

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.serving import predict
 from pipeline.core.data import CLASSES
+from pipeline.serving import predict
 
 
 def garment(height: int = 28, width: int = 28) -> np.ndarray:
@@ -71,8 +71,10 @@ def test_a_model_that_is_not_there_is_one_line(tmp_path, command):
     Image.fromarray(garment()).save(tmp_path / "ok.png")
     out = command("predict", "ok.png", "--model-uri", "models:/no-such-model@champion")
     assert out.returncode == 2, out.stderr
-    assert out.stderr.startswith("error: ") and \
-        "model 'models:/no-such-model@champion' not found" in out.stderr
+    assert (
+        out.stderr.startswith("error: ")
+        and "model 'models:/no-such-model@champion' not found" in out.stderr
+    )
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
 
 
@@ -81,6 +83,8 @@ def test_predict_without_a_store_says_so_and_creates_none(tmp_path, command, mon
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     out = command("predict", "ok.png")
     assert out.returncode == 2
-    assert out.stderr.startswith("error: model 'models:/fashion-mnist-fcn@champion' not found: "
-                                 "there is no tracking store at mlflow.db")
+    assert out.stderr.startswith(
+        "error: model 'models:/fashion-mnist-fcn@champion' not found: "
+        "there is no tracking store at mlflow.db"
+    )
     assert not (tmp_path / "mlflow.db").exists()

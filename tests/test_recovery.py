@@ -15,11 +15,11 @@ import optuna
 import pytest
 
 from pipeline.core import interrupt
-from pipeline.tuning.workers import recovery
 from pipeline.tuning import summary
 from pipeline.tuning.attrs import RUN_ID_ATTR, WORKER_ATTR
 from pipeline.tuning.search.sampler import open_study
 from pipeline.tuning.study import pause, run_trials, tune
+from pipeline.tuning.workers import recovery
 
 # Trials started by hand (study.ask) have no heartbeat thread: Optuna says so, and it is fine.
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
@@ -36,7 +36,8 @@ def running_trial(study: optuna.Study, s, worker: str) -> optuna.Trial:
     trial = study.ask()
     s.space.sample(trial, model=s.model, epochs=s.epochs, seed=s.seed)
     run = mlflow.MlflowClient().create_run(
-        mlflow.get_experiment_by_name("tests").experiment_id, tags={"trial_number": "0"})
+        mlflow.get_experiment_by_name("tests").experiment_id, tags={"trial_number": "0"}
+    )
     trial.set_user_attr(RUN_ID_ATTR, run.info.run_id)
     trial.set_user_attr(WORKER_ATTR, worker)
     return trial
@@ -47,8 +48,7 @@ def no_summary(monkeypatch):
     monkeypatch.setattr(summary, "log_study", lambda *args: None)
 
 
-def test_a_dead_local_worker_s_trial_is_retried_at_once(settings, tiny_data,
-                                                       no_summary):
+def test_a_dead_local_worker_s_trial_is_retried_at_once(settings, tiny_data, no_summary):
     s = settings(n_trials=1)  # heartbeat 60 s, grace period 180 s: far too long to wait for
     study = open_study(s)
     running_trial(study, s, f"{socket.gethostname()}:{dead_pid()}")
@@ -87,8 +87,7 @@ def swallowed_stop_request() -> None:
         pass
 
 
-def test_a_stop_request_ends_the_study_loop_before_the_next_trial(settings,
-                                                                   stop_requests):
+def test_a_stop_request_ends_the_study_loop_before_the_next_trial(settings, stop_requests):
     s = settings(n_trials=3)
     study = open_study(s)
 

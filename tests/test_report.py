@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.replication.report import figures, inputs, page, text
 from pipeline.replication.experiments import CLAIMS, TABLES, VARIANTS, variant_keys
+from pipeline.replication.report import figures, inputs, page, text
 
 
 def fake_runs(test_acc: dict[str, float], noise: float, seeds=(0, 1, 2), epochs=3):
@@ -18,34 +18,66 @@ def fake_runs(test_acc: dict[str, float], noise: float, seeds=(0, 1, 2), epochs=
         runs[key] = []
         for seed in seeds:
             acc = test_acc.get(key, 0.87) + noise * rng.standard_normal()
-            history = [{"train_loss": 0.5 - 0.1 * e, "val_loss": 0.45 - 0.05 * e,
-                        "test_loss": 0.46 - 0.05 * e, "train_acc": acc - 0.02,
-                        "val_acc": acc - 0.03 * (epochs - 1 - e), "test_acc": acc,
-                        "epoch_time_s": 1.5} for e in range(epochs)]
+            history = [
+                {
+                    "train_loss": 0.5 - 0.1 * e,
+                    "val_loss": 0.45 - 0.05 * e,
+                    "test_loss": 0.46 - 0.05 * e,
+                    "train_acc": acc - 0.02,
+                    "val_acc": acc - 0.03 * (epochs - 1 - e),
+                    "test_acc": acc,
+                    "epoch_time_s": 1.5,
+                }
+                for e in range(epochs)
+            ]
             confusion = np.diag(np.full(10, 900)) + rng.integers(0, 20, (10, 10))
-            runs[key].append(inputs.SeedRun(key, seed, f"run-{key}-{seed}", history,
-                                            4.5, confusion))
+            runs[key].append(
+                inputs.SeedRun(key, seed, f"run-{key}-{seed}", history, 4.5, confusion)
+            )
     return runs
 
 
 def make_input(runs, seeds=(0, 1, 2)):
-    return inputs.ReportInput(runs=runs, seeds=list(seeds), epochs=3, cnn_epochs=2, quick=True,
-                              train_size=10_000, machine="test machine", wall_s=60.0,
-                              tuned=[inputs.TunedRow("fcn (fcn trial 3)",
-                                                     "models:/fashion-mnist-fcn@champion",
-                                                     "abc", 0.905, 0.899)],
-                              table_run_ids={t.number: f"table-{t.number}" for t in TABLES})
+    return inputs.ReportInput(
+        runs=runs,
+        seeds=list(seeds),
+        epochs=3,
+        cnn_epochs=2,
+        quick=True,
+        train_size=10_000,
+        machine="test machine",
+        wall_s=60.0,
+        tuned=[
+            inputs.TunedRow(
+                "fcn (fcn trial 3)", "models:/fashion-mnist-fcn@champion", "abc", 0.905, 0.899
+            )
+        ],
+        table_run_ids={t.number: f"table-{t.number}" for t in TABLES},
+    )
 
 
-CLAIMED = {"sgd_0.02": 0.860, "sgd_0.05": 0.870, "rmsprop_1e-4": 0.879, "adam_8e-5": 0.884,
-           "dropout_0.1": 0.865, "dropout_0.5": 0.84, "init_normal": 0.85,
-           "init_xavier_normal": 0.862, "init_kaiming_uniform": 0.873,
-           "batch_norm_0.008": 0.877, "batch_norm_0.02": 0.866, "cnn": 0.93}
+CLAIMED = {
+    "sgd_0.02": 0.860,
+    "sgd_0.05": 0.870,
+    "rmsprop_1e-4": 0.879,
+    "adam_8e-5": 0.884,
+    "dropout_0.1": 0.865,
+    "dropout_0.5": 0.84,
+    "init_normal": 0.85,
+    "init_xavier_normal": 0.862,
+    "init_kaiming_uniform": 0.873,
+    "batch_norm_0.008": 0.877,
+    "batch_norm_0.02": 0.866,
+    "cnn": 0.93,
+}
 
 
 def verdicts(markdown: str) -> list[str]:
-    return [line.split("Verdict: **")[1].split("**")[0] for line in markdown.splitlines()
-            if "Verdict:" in line]
+    return [
+        line.split("Verdict: **")[1].split("**")[0]
+        for line in markdown.splitlines()
+        if "Verdict:" in line
+    ]
 
 
 def test_every_table_and_claim_is_in_the_report():

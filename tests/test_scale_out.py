@@ -48,8 +48,10 @@ MODEL = "fashion-mnist-fcn"  # where every study here registers its champion
 def postgres():
     bin_dir = postgres_bin()
     if bin_dir is None:
-        pytest.skip("PostgreSQL binaries not found in /usr/lib/postgresql/*/bin "
-                    "(apt-get install postgresql; .ci/run installs it)")
+        pytest.skip(
+            "PostgreSQL binaries not found in /usr/lib/postgresql/*/bin "
+            "(apt-get install postgresql; .ci/run installs it)"
+        )
     server = Postgres(bin_dir)
     yield server
     server.stop()
@@ -85,16 +87,28 @@ class Study:
         # A clean MLflow environment: what this process's MLflow exported (MLFLOW_EXPERIMENT_ID
         # of an earlier test's experiment, MLFLOW_RUN_ID, the admin's credentials...) is not
         # the workers' business.
-        clean = {k: v for k, v in os.environ.items()
-                 if not k.startswith("MLFLOW_") and k != "PGPASSWORD"}
-        env = with_this_checkout({**clean, **self.secrets,
-                                  "MLFLOW_TRACKING_URI": self.tracking_uri,
-                                  "MLFLOW_EXPERIMENT_NAME": self.name, "OMP_NUM_THREADS": "1"})
+        clean = {
+            k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k != "PGPASSWORD"
+        }
+        env = with_this_checkout(
+            {
+                **clean,
+                **self.secrets,
+                "MLFLOW_TRACKING_URI": self.tracking_uri,
+                "MLFLOW_EXPERIMENT_NAME": self.name,
+                "OMP_NUM_THREADS": "1",
+            }
+        )
         env.update(changes)
         return {k: v for k, v in env.items() if v is not None}
 
-    def start(self, n: int, *extra: str, env: dict[str, str | None] | None = None,
-              stdout: Path | None = None) -> list[subprocess.Popen]:
+    def start(
+        self,
+        n: int,
+        *extra: str,
+        env: dict[str, str | None] | None = None,
+        stdout: Path | None = None,
+    ) -> list[subprocess.Popen]:
         """N workers, each the same `tune` command a user would start on one machine."""
         env = self.env(**(env or {}))
         workers = []
@@ -102,9 +116,12 @@ class Study:
             err = self.folder / f"worker-{len(self.logs)}.err"
             worker = subprocess.Popen(
                 [sys.executable, "-m", "pipeline", "tune", *self.args, *extra],
-                cwd=self.folder, env=env, stdin=subprocess.DEVNULL,
+                cwd=self.folder,
+                env=env,
+                stdin=subprocess.DEVNULL,
                 stdout=open(stdout, "w") if stdout else subprocess.DEVNULL,
-                stderr=open(err, "w"))
+                stderr=open(err, "w"),
+            )
             self.logs[worker.pid] = err
             workers.append(worker)
         return workers
@@ -121,7 +138,8 @@ class Study:
         # Pre-ping replaces the pool's connections that a server restart has closed.
         if self._storage is None:
             self._storage = optuna.storages.RDBStorage(
-                self.storage, engine_kwargs={"pool_pre_ping": True})
+                self.storage, engine_kwargs={"pool_pre_ping": True}
+            )
         return optuna.load_study(study_name=self.name, storage=self._storage).trials
 
     def runs(self) -> list[mlflow.entities.Run]:
@@ -135,16 +153,46 @@ def study(request, tmp_path, postgres, mlflow_server, data_dir) -> Study:
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
     name = request.node.name.replace("test_", "")[:60]
-    args = ["--model", "fcn", "--space", str(space), "--epochs", "1", "--n-trials", "0",
-            "--timeout", "0", "--study-name", name, "--storage", postgres.url, "--seed", "0",
-            "--pruner", "none", "--heartbeat", str(HEARTBEAT), "--grace-period", str(GRACE),
-            "--data-dir", str(data_dir), "--workers", "1"]  # each a separate worker
+    args = [
+        "--model",
+        "fcn",
+        "--space",
+        str(space),
+        "--epochs",
+        "1",
+        "--n-trials",
+        "0",
+        "--timeout",
+        "0",
+        "--study-name",
+        name,
+        "--storage",
+        postgres.url,
+        "--seed",
+        "0",
+        "--pruner",
+        "none",
+        "--heartbeat",
+        str(HEARTBEAT),
+        "--grace-period",
+        str(GRACE),
+        "--data-dir",
+        str(data_dir),
+        "--workers",
+        "1",
+    ]  # each a separate worker
     # The admin's part (docs/scaling-out.md): the workers' user, and MANAGE for it on the
     # study's experiment and on the registered model.
-    grant_workers(mlflow_server.url, WORKERS["MLFLOW_TRACKING_USERNAME"],
-                  WORKERS["MLFLOW_TRACKING_PASSWORD"], name, MODEL)
-    return Study(name, tmp_path, postgres.secret_url, mlflow_server.url, args,
-                 {**postgres.env(), **WORKERS})
+    grant_workers(
+        mlflow_server.url,
+        WORKERS["MLFLOW_TRACKING_USERNAME"],
+        WORKERS["MLFLOW_TRACKING_PASSWORD"],
+        name,
+        MODEL,
+    )
+    return Study(
+        name, tmp_path, postgres.secret_url, mlflow_server.url, args, {**postgres.env(), **WORKERS}
+    )
 
 
 def assert_one_child_run_per_trial(study: Study) -> list[mlflow.entities.Run]:
@@ -153,8 +201,7 @@ def assert_one_child_run_per_trial(study: Study) -> list[mlflow.entities.Run]:
     parents = {r.info.run_id for r in runs if r.data.tags.get("tune_parent") == "true"}
     children = [r for r in runs if "trial_number" in r.data.tags]
     trials = study.trials()
-    assert sorted(int(c.data.tags["trial_number"]) for c in children) == \
-        [t.number for t in trials]
+    assert sorted(int(c.data.tags["trial_number"]) for c in children) == [t.number for t in trials]
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] in parents
         assert child.data.tags["study_name"] == study.name
@@ -179,8 +226,11 @@ def test_three_workers_share_one_study(study):
     assert len({c.data.tags["mlflow.parentRunId"] for c in children}) >= 2  # work was shared
     # the workers' user registered the study's champion once, though three workers offered it
     client = mlflow.MlflowClient(study.tracking_uri)
-    mine = [v for v in client.search_model_versions(f"name = '{MODEL}'")
-            if v.tags.get("study_name") == study.name]
+    mine = [
+        v
+        for v in client.search_model_versions(f"name = '{MODEL}'")
+        if v.tags.get("study_name") == study.name
+    ]
     assert len(mine) == 1 and mine[0].tags["trial_number"] in {str(t.number) for t in trials}
     assert "champion" in client.get_registered_model(MODEL).aliases
 
@@ -211,8 +261,7 @@ def test_a_killed_worker_s_trial_fails_is_retried_and_its_runs_are_closed(study)
     assert [t.state.name for t in trials].count("COMPLETE") == 4  # the study completed them
 
     runs = assert_one_child_run_per_trial(study)
-    by_number = {int(r.data.tags["trial_number"]): r for r in runs
-                 if "trial_number" in r.data.tags}
+    by_number = {int(r.data.tags["trial_number"]): r for r in runs if "trial_number" in r.data.tags}
     killed_run = by_number[killed.number]
     assert killed_run.info.status == "KILLED"
     assert killed_run.data.tags["trial_state"] == "FAIL"
@@ -239,14 +288,14 @@ def test_a_database_restart_loses_no_completed_trial(study, postgres):
     for worker, code in zip(workers, codes):
         # A worker rides out the restart (pre-ping reconnects) or ends with one clear line.
         last = study.stderr(worker).strip().splitlines()[-1]
-        assert code == 0 or (code == 2 and last.startswith("error: storage")
-                             and "run the same command again" in last), last
+        assert code == 0 or (
+            code == 2 and last.startswith("error: storage") and "run the same command again" in last
+        ), last
     if any(codes):  # resume, as the error says
         [resumed] = study.start(1, "--total-trials", "8")
         assert study.finish([resumed]) == [0], study.stderr(resumed)[-2000:]
     after = {t.number: t for t in study.trials()}
-    assert all(after[n].state.name == "COMPLETE" and after[n].value == v
-               for n, v in before.items())
+    assert all(after[n].state.name == "COMPLETE" and after[n].value == v for n, v in before.items())
     assert {t.state.name for t in after.values()} <= {"COMPLETE", "FAIL"}
     fresh = [t for t in after.values() if "retry_of" not in t.user_attrs]
     assert len(fresh) == 8
@@ -260,8 +309,10 @@ def test_without_the_workers_credentials_nobody_changes_anything(study, mlflow_s
     experiment_id = client.get_experiment_by_name(study.name).experiment_id
 
     def state():
-        runs = {r.info.run_id: (r.info.status, r.info.lifecycle_stage, sorted(r.data.tags))
-                for r in study.runs()}
+        runs = {
+            r.info.run_id: (r.info.status, r.info.lifecycle_stage, sorted(r.data.tags))
+            for r in study.runs()
+        }
         return runs, client.get_registered_model(MODEL).aliases, len(study.trials())
 
     before = state()
@@ -272,26 +323,33 @@ def test_without_the_workers_credentials_nobody_changes_anything(study, mlflow_s
 
     AuthServiceClient(study.tracking_uri).create_user(*reader)  # READ, the server's default
     api = f"{study.tracking_uri}/api/2.0/mlflow"
-    writes = [("POST", "runs/create", {"experiment_id": experiment_id, "run_name": "intruder"}),
-              ("POST", "runs/set-tag", {"run_id": some_run, "key": "intruder", "value": "1"}),
-              ("POST", "runs/delete", {"run_id": some_run}),
-              ("POST", "registered-models/alias",
-               {"name": MODEL, "alias": "champion", "version": "1"}),
-              ("DELETE", "registered-models/alias", {"name": MODEL, "alias": "champion"}),
-              ("POST", "experiments/delete", {"experiment_id": experiment_id})]
-    for auth, status in [(None, 401), ((WORKERS["MLFLOW_TRACKING_USERNAME"], "wrong"), 401),
-                         (reader, 403)]:
+    writes = [
+        ("POST", "runs/create", {"experiment_id": experiment_id, "run_name": "intruder"}),
+        ("POST", "runs/set-tag", {"run_id": some_run, "key": "intruder", "value": "1"}),
+        ("POST", "runs/delete", {"run_id": some_run}),
+        ("POST", "registered-models/alias", {"name": MODEL, "alias": "champion", "version": "1"}),
+        ("DELETE", "registered-models/alias", {"name": MODEL, "alias": "champion"}),
+        ("POST", "experiments/delete", {"experiment_id": experiment_id}),
+    ]
+    for auth, status in [
+        (None, 401),
+        ((WORKERS["MLFLOW_TRACKING_USERNAME"], "wrong"), 401),
+        (reader, 403),
+    ]:
         for method, path, body in writes:
             answer = requests.request(method, f"{api}/{path}", json=body, auth=auth, timeout=60)
             assert answer.status_code == status, (path, auth and auth[0], answer.text[:300])
-    anonymous = requests.get(f"{api}/experiments/get-by-name", timeout=60,
-                             params={"experiment_name": study.name})
+    anonymous = requests.get(
+        f"{api}/experiments/get-by-name", timeout=60, params={"experiment_name": study.name}
+    )
     assert anonymous.status_code == 401  # not even a read
 
     # Workers with a wrong password, or as a user who may only read: one line each, exit 2,
     # before the study or a run is touched.
-    for env, status in [({"MLFLOW_TRACKING_PASSWORD": secrets.token_urlsafe(18)}, "401"),
-                        (credentials(*reader), "403")]:
+    for env, status in [
+        ({"MLFLOW_TRACKING_PASSWORD": secrets.token_urlsafe(18)}, "401"),
+        (credentials(*reader), "403"),
+    ]:
         [intruder] = study.start(1, "--total-trials", "4", env=env)
         assert study.finish([intruder]) == [2]
         last = study.stderr(intruder).strip().splitlines()[-1]
@@ -300,33 +358,75 @@ def test_without_the_workers_credentials_nobody_changes_anything(study, mlflow_s
     assert state() == before
 
 
-def mlflow_run_tune(study: Study, storage: str, data_dir: Path, **env: str | None
-                    ) -> subprocess.CompletedProcess:
+def mlflow_run_tune(
+    study: Study, storage: str, data_dir: Path, **env: str | None
+) -> subprocess.CompletedProcess:
     """`mlflow run . -e tune` as a worker of `study` (its environment and its settings)."""
-    params = {"model": "fcn", "space": study.folder / "space.yaml", "epochs": 1, "n_trials": 0,
-              "timeout": 0, "study_name": study.name, "storage": storage, "pruner": "none",
-              "total_trials": 7, "heartbeat": HEARTBEAT, "grace_period": GRACE,
-              "workers": 1, "data_dir": data_dir}
+    params = {
+        "model": "fcn",
+        "space": study.folder / "space.yaml",
+        "epochs": 1,
+        "n_trials": 0,
+        "timeout": 0,
+        "study_name": study.name,
+        "storage": storage,
+        "pruner": "none",
+        "total_trials": 7,
+        "heartbeat": HEARTBEAT,
+        "grace_period": GRACE,
+        "workers": 1,
+        "data_dir": data_dir,
+    }
     run_env = study.env(MLFLOW_EXPERIMENT_NAME=None, **env)
     run_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{run_env['PATH']}"
     return subprocess.run(
-        ["mlflow", "run", str(ROOT), "-e", "tune", "--env-manager", "local",
-         "--experiment-name", study.name,
-         *[arg for key, value in params.items() for arg in ("-P", f"{key}={value}")]],
-        cwd=study.folder, env=run_env, stdin=subprocess.DEVNULL, capture_output=True,
-        text=True, timeout=600)
+        [
+            "mlflow",
+            "run",
+            str(ROOT),
+            "-e",
+            "tune",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            study.name,
+            *[arg for key, value in params.items() for arg in ("-P", f"{key}={value}")],
+        ],
+        cwd=study.folder,
+        env=run_env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_no_password_anywhere_after_a_study(study, postgres, mlflow_server, data_dir):
     hidden = [postgres.password, WORKERS["MLFLOW_TRACKING_PASSWORD"]]
     inline = {"env": {"PGPASSWORD": None}}  # the password only in the URL, as a user may type it
     # tune with the password in its URL (the command line is the user's own)
-    [first] = study.start(1, "--total-trials", "2", "--storage", postgres.secret_url,
-                          stdout=study.folder / "first.out", **inline)
+    [first] = study.start(
+        1,
+        "--total-trials",
+        "2",
+        "--storage",
+        postgres.secret_url,
+        stdout=study.folder / "first.out",
+        **inline,
+    )
     assert study.finish([first]) == [0], study.stderr(first)[-2000:]
     # tune --workers 2 with it: every other process's command line read while it runs
-    [main] = study.start(1, "--total-trials", "5", "--workers", "2", "--storage",
-                         postgres.secret_url, stdout=study.folder / "main.out", **inline)
+    [main] = study.start(
+        1,
+        "--total-trials",
+        "5",
+        "--workers",
+        "2",
+        "--storage",
+        postgres.secret_url,
+        stdout=study.folder / "main.out",
+        **inline,
+    )
     argv: dict[int, bytes] = {}
 
     def read_every_command_line() -> bool:
@@ -351,8 +451,12 @@ def test_no_password_anywhere_after_a_study(study, postgres, mlflow_server, data
     runs = study.runs()
     parents = [r for r in runs if r.data.tags.get("tune_parent") == "true"]
     assert len(parents) == 3 and {r.data.params["storage"] for r in parents} == {postgres.url}
-    outputs = [run.stdout, run.stderr, *(p.read_text() for p in study.folder.glob("*.out")),
-               *(p.read_text() for p in study.logs.values())]
+    outputs = [
+        run.stdout,
+        run.stderr,
+        *(p.read_text() for p in study.folder.glob("*.out")),
+        *(p.read_text() for p in study.logs.values()),
+    ]
     kept = [p.read_bytes() for p in mlflow_server.folder.rglob("*") if p.is_file()]
     for secret in hidden:
         assert [a for a in argv.values() if secret.encode() in a] == []
@@ -362,8 +466,7 @@ def test_no_password_anywhere_after_a_study(study, postgres, mlflow_server, data
         # every byte the server keeps: its store (runs, logged and registered models) and
         # every artifact
         assert not any(secret.encode() in data for data in kept)
-        assert not any(secret in repr(t.user_attrs) + repr(t.system_attrs)
-                       for t in study.trials())
+        assert not any(secret in repr(t.user_attrs) + repr(t.system_attrs) for t in study.trials())
 
 
 def test_mlflow_run_refuses_a_storage_password_in_one_line(study, postgres, data_dir):

@@ -25,16 +25,28 @@ def measured_study(url: str, seed: int) -> None:
     for number, lr in enumerate([1e-3, *10 ** rng.uniform(-4, -2, 24)]):
         value = accuracy(lr) + rng.normal(0, 5e-4)
         curve = {e: value - 0.002 * (20 - e) for e in range(1, 21)}
-        study.add_trial(optuna.trial.FrozenTrial(
-            number=number, state=optuna.trial.TrialState.COMPLETE, value=value,
-            datetime_start=start, datetime_complete=start + datetime.timedelta(seconds=20),
-            params={"lr": lr}, distributions={"lr": LR}, user_attrs={}, system_attrs={},
-            intermediate_values=curve, trial_id=number))
+        study.add_trial(
+            optuna.trial.FrozenTrial(
+                number=number,
+                state=optuna.trial.TrialState.COMPLETE,
+                value=value,
+                datetime_start=start,
+                datetime_complete=start + datetime.timedelta(seconds=20),
+                params={"lr": lr},
+                distributions={"lr": LR},
+                user_attrs={},
+                system_attrs={},
+                intermediate_values=curve,
+                trial_id=number,
+            )
+        )
 
 
 def space(path, start_lr: float):
-    path.write_text("lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"
-                    f"enqueue:\n  - {{lr: {start_lr}}}\n")
+    path.write_text(
+        "lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"
+        f"enqueue:\n  - {{lr: {start_lr}}}\n"
+    )
     return path
 
 
@@ -48,8 +60,12 @@ def test_the_sampler_beats_a_poor_start_point_and_not_the_best_one(tmp_path):
 
     def gaps(start_lr):
         path = space(tmp_path / f"start{start_lr}.yaml", start_lr)
-        runs = [search_sim.simulate(surrogate, str(path), seed, budget=240, n_trials=30,
-                                    epochs=20, model="fcn") for seed in range(4)]
+        runs = [
+            search_sim.simulate(
+                surrogate, str(path), seed, budget=240, n_trials=30, epochs=20, model="fcn"
+            )
+            for seed in range(4)
+        ]
         assert all(n >= 12 for _, n in runs)  # 240 s of 20 s trials (3 s when pruned)
         return np.array([gap for gap, _ in runs])
 
@@ -63,8 +79,9 @@ def test_the_command_prints_one_line_per_space_and_refuses_an_empty_storage(tmp_
     for seed in (0, 1):
         measured_study(url, seed)
     path = space(tmp_path / "s.yaml", 1e-4)
-    result = CliRunner().invoke(search_sim.app, [url, "--space", str(path), "--runs", "2",
-                                                 "--budget", "100"])
+    result = CliRunner().invoke(
+        search_sim.app, [url, "--space", str(path), "--runs", "2", "--budget", "100"]
+    )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("50 measured trials; seed-to-seed spread")

@@ -15,8 +15,8 @@ import pytest
 from pipeline.core.credentials import password, with_password, without_password
 from pipeline.core.errors import UserError
 from pipeline.tracking import store
-from pipeline.tuning.workers import processes
 from pipeline.tuning.tune_settings import TuneOptions
+from pipeline.tuning.workers import processes
 from pipeline.tuning.workers.storage import refuse_logged_password
 from tests.conftest import cli
 
@@ -32,19 +32,31 @@ def quoted(secret: str = SECRET) -> str:
 # (URL as typed, its password, the URL shown everywhere)
 URLS = [
     (f"postgresql://tuner:{quoted()}@db:5432/optuna", SECRET, "postgresql://tuner@db:5432/optuna"),
-    (f"postgresql+psycopg://tuner:{quoted()}@10.0.0.5/optuna?connect_timeout=5", SECRET,
-     "postgresql+psycopg://tuner@10.0.0.5/optuna?connect_timeout=5"),
-    ("postgresql:///optuna?host=/run/postgresql&password=pw1", "pw1",
-     "postgresql:///optuna?host=%2Frun%2Fpostgresql"),
-    (f"mysql+pymysql://tuner:{quoted()}@db:3306/optuna?charset=utf8mb4", SECRET,
-     "mysql+pymysql://tuner@db:3306/optuna?charset=utf8mb4"),
+    (
+        f"postgresql+psycopg://tuner:{quoted()}@10.0.0.5/optuna?connect_timeout=5",
+        SECRET,
+        "postgresql+psycopg://tuner@10.0.0.5/optuna?connect_timeout=5",
+    ),
+    (
+        "postgresql:///optuna?host=/run/postgresql&password=pw1",
+        "pw1",
+        "postgresql:///optuna?host=%2Frun%2Fpostgresql",
+    ),
+    (
+        f"mysql+pymysql://tuner:{quoted()}@db:3306/optuna?charset=utf8mb4",
+        SECRET,
+        "mysql+pymysql://tuner@db:3306/optuna?charset=utf8mb4",
+    ),
     ("mysql+pymysql://tuner@db/optuna?passwd=pw2", "pw2", "mysql+pymysql://tuner@db/optuna"),
     (f"http://workers:{quoted()}@mlflow.lan:5000", SECRET, "http://workers@mlflow.lan:5000"),
     (f"https://workers:{quoted()}@mlflow.lan/mlflow", SECRET, "https://workers@mlflow.lan/mlflow"),
     # no password: shown as written
     ("postgresql://tuner@db/optuna", None, "postgresql://tuner@db/optuna"),
-    ("mysql+pymysql://tuner@db/optuna?read_default_file=/home/t/.my.cnf", None,
-     "mysql+pymysql://tuner@db/optuna?read_default_file=/home/t/.my.cnf"),
+    (
+        "mysql+pymysql://tuner@db/optuna?read_default_file=/home/t/.my.cnf",
+        None,
+        "mysql+pymysql://tuner@db/optuna?read_default_file=/home/t/.my.cnf",
+    ),
     ("sqlite:///optuna.db", None, "sqlite:///optuna.db"),
     ("http://127.0.0.1:5000", None, "http://127.0.0.1:5000"),
     ("runs/journal.log", None, "runs/journal.log"),
@@ -60,31 +72,38 @@ def test_a_url_is_shown_without_its_password(url, secret, shown):
     assert quoted() not in shown and (secret is None or secret not in shown)
 
 
-@pytest.mark.parametrize("url", [u for u, secret, _ in URLS if secret and "://" in u
-                                 and not u.startswith("http")])
+@pytest.mark.parametrize(
+    "url", [u for u, secret, _ in URLS if secret and "://" in u and not u.startswith("http")]
+)
 def test_a_password_put_back_gives_the_same_connection(url):
     from sqlalchemy.engine import make_url
 
     back = with_password(without_password(url), password(url))
     assert password(back) == password(url)
     again = make_url(back)
-    assert (again.host, again.port, again.database, again.username) == \
-        (make_url(url).host, make_url(url).port, make_url(url).database, make_url(url).username)
+    assert (again.host, again.port, again.database, again.username) == (
+        make_url(url).host,
+        make_url(url).port,
+        make_url(url).database,
+        make_url(url).username,
+    )
 
 
 def test_the_study_s_parameters_and_tags_hold_no_password():
-    settings = TuneOptions(storage=f"postgresql://tuner:{quoted()}@db/optuna", n_trials=0,
-                           timeout=60).resolve()
+    settings = TuneOptions(
+        storage=f"postgresql://tuner:{quoted()}@db/optuna", n_trials=0, timeout=60
+    ).resolve()
     assert settings.params()["storage"] == "postgresql://tuner@db/optuna"
     assert settings.tags()["optuna_storage"] == "postgresql://tuner@db/optuna"
     # the same tag whichever way the password came: workers of one study find each other's models
-    assert TuneOptions(storage="postgresql://tuner@db/optuna", n_trials=0,
-                       timeout=60).resolve().tags() == settings.tags()
+    assert (
+        TuneOptions(storage="postgresql://tuner@db/optuna", n_trials=0, timeout=60).resolve().tags()
+        == settings.tags()
+    )
 
 
 def test_helpers_get_the_password_in_their_environment_not_their_command_line(monkeypatch):
-    opts = TuneOptions(storage=f"postgresql://tuner:{quoted()}@db/optuna", n_trials=4,
-                       workers=2)
+    opts = TuneOptions(storage=f"postgresql://tuner:{quoted()}@db/optuna", n_trials=4, workers=2)
     [argv] = opts.helper_argv(opts.resolve())
     assert argv[argv.index("--storage") + 1] == "postgresql://tuner@db/optuna"
     assert not any(SECRET in a or quoted() in a for a in argv)
@@ -115,8 +134,14 @@ def test_under_mlflow_run_a_storage_password_is_refused(url, remedy, monkeypatch
     assert quoted() not in line and SECRET not in line and "pw2" not in line
 
 
-@pytest.mark.parametrize("url", ["postgresql://tuner@db/optuna", "sqlite:///optuna.db",
-                                 "mysql+pymysql://tuner@db/optuna?read_default_file=~/.my.cnf"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://tuner@db/optuna",
+        "sqlite:///optuna.db",
+        "mysql+pymysql://tuner@db/optuna?read_default_file=~/.my.cnf",
+    ],
+)
 def test_under_mlflow_run_a_storage_without_password_is_fine(url, monkeypatch):
     monkeypatch.setenv("MLFLOW_RUN_ID", "abc123")
     refuse_logged_password(url)
@@ -130,9 +155,18 @@ def test_outside_mlflow_run_an_inline_password_still_works(monkeypatch):
 def test_mlflow_run_s_tune_refuses_it_in_one_line_before_anything(tracking_env, tmp_path):
     # A process of its own: under MLFLOW_RUN_ID, main() asks Linux to stop it with its parent.
     storage = f"postgresql://tuner:{quoted()}@127.0.0.1:1/optuna"
-    out = cli("tune", "--storage", storage, "--n-trials", "1", "--data-dir",
-              str(tmp_path / "no-data"), env={**tracking_env, "MLFLOW_RUN_ID": "abc123"},
-              cwd=tmp_path, timeout=120)
+    out = cli(
+        "tune",
+        "--storage",
+        storage,
+        "--n-trials",
+        "1",
+        "--data-dir",
+        str(tmp_path / "no-data"),
+        env={**tracking_env, "MLFLOW_RUN_ID": "abc123"},
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert out.returncode == 2
     [line] = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert line.startswith("error: storage postgresql://tuner@127.0.0.1:1/optuna: ")
@@ -152,8 +186,9 @@ TRACKING_URIS = [
 
 
 @pytest.mark.parametrize("uri, refused", TRACKING_URIS)
-def test_a_tracking_uri_is_refused_with_a_server_password_and_never_shown(uri, refused,
-                                                                          tracking_env):
+def test_a_tracking_uri_is_refused_with_a_server_password_and_never_shown(
+    uri, refused, tracking_env
+):
     if refused:
         with pytest.raises(UserError) as error:
             store.check_credentials(uri)
@@ -171,8 +206,9 @@ def test_a_tracking_uri_is_refused_with_a_server_password_and_never_shown(uri, r
         mlflow.set_tracking_uri(before)
 
 
-def test_configure_refuses_a_server_uri_with_a_password_before_any_request(tracking_env,
-                                                                           monkeypatch):
+def test_configure_refuses_a_server_uri_with_a_password_before_any_request(
+    tracking_env, monkeypatch
+):
     uri = f"http://workers:{quoted()}@127.0.0.1:1"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)

@@ -73,17 +73,32 @@ def zeros(*shape: int, dtype=np.float32):
     return lambda: np.zeros(shape, dtype)
 
 
-@pytest.mark.parametrize("make_input, message", [
-    (zeros(1, 784), "images must have shape (N, 1, 28, 28); got (1, 784)"),
-    (zeros(1, 28, 28), "got (1, 28, 28)"),
-    (zeros(1, 1, 28, 27), "got (1, 1, 28, 27)"),
-    (zeros(1, 3, 28, 28), "got (1, 3, 28, 28)"),
-    (zeros(0, 1, 28, 28), "0 images; a request holds 1 to 10000"),
-    (zeros(pyfunc.MAX_IMAGES + 1, 1, 28, 28), "10001 images; a request holds 1 to 10000: split"),
-    (lambda: np.full((1, 1, 28, 28), "dark", dtype=object), "pixels must be numbers"),
-    (lambda: [[[[0.0] * 28] * 27 + [[0.0] * 27]]], "pixels must be numbers"),  # ragged
-], ids=["flat", "no channel", "27 columns", "3 channels", "empty", "oversized", "strings",
-        "ragged"])
+@pytest.mark.parametrize(
+    "make_input, message",
+    [
+        (zeros(1, 784), "images must have shape (N, 1, 28, 28); got (1, 784)"),
+        (zeros(1, 28, 28), "got (1, 28, 28)"),
+        (zeros(1, 1, 28, 27), "got (1, 1, 28, 27)"),
+        (zeros(1, 3, 28, 28), "got (1, 3, 28, 28)"),
+        (zeros(0, 1, 28, 28), "0 images; a request holds 1 to 10000"),
+        (
+            zeros(pyfunc.MAX_IMAGES + 1, 1, 28, 28),
+            "10001 images; a request holds 1 to 10000: split",
+        ),
+        (lambda: np.full((1, 1, 28, 28), "dark", dtype=object), "pixels must be numbers"),
+        (lambda: [[[[0.0] * 28] * 27 + [[0.0] * 27]]], "pixels must be numbers"),  # ragged
+    ],
+    ids=[
+        "flat",
+        "no channel",
+        "27 columns",
+        "3 channels",
+        "empty",
+        "oversized",
+        "strings",
+        "ragged",
+    ],
+)
 def test_a_malformed_batch_is_refused_with_400_saying_why(make_input, message):
     with pytest.raises(MlflowException) as e:
         pyfunc.checked(make_input())
@@ -91,10 +106,16 @@ def test_a_malformed_batch_is_refused_with_400_saying_why(make_input, message):
     assert message in e.value.message
 
 
-@pytest.mark.parametrize("make_input", [
-    zeros(1, 1, 28, 28), lambda: np.full((1, 1, 28, 28), 255, dtype=np.uint8),
-    lambda: np.full((3, 1, 28, 28), 127.5), zeros(pyfunc.MAX_IMAGES, 1, 28, 28)],
-    ids=["zeros", "uint8 255", "halves", "the most images"])
+@pytest.mark.parametrize(
+    "make_input",
+    [
+        zeros(1, 1, 28, 28),
+        lambda: np.full((1, 1, 28, 28), 255, dtype=np.uint8),
+        lambda: np.full((3, 1, 28, 28), 127.5),
+        zeros(pyfunc.MAX_IMAGES, 1, 28, 28),
+    ],
+    ids=["zeros", "uint8 255", "halves", "the most images"],
+)
 def test_raw_pixels_in_range_pass_as_float32(make_input):
     model_input = make_input()
     pixels = pyfunc.checked(model_input)
@@ -115,40 +136,59 @@ def test_a_diverged_network_is_a_server_error_not_a_nan_answer():
 
 
 # The load driver's judge: the concurrency test below passes only if it catches each of these.
-@pytest.mark.parametrize("status, body, classes, verdict", [
-    (200, b'{"predictions": [{"class_index": 3}, {"class_index": 1}]}', (3, 1), None),
-    (200, b'{"predictions": [{"class_index": 3}, {"class_index": 1}]}', (1, 3), "wrong classes"),
-    (200, b'{"predictions": [{"class_index": 3}]}', (3, 1), "wrong classes"),
-    (200, b'{"predictions": [{"class_index": 0, "probabilities": [NaN]}]}', (0,),
-     "malformed answer"),
-    (200, b'{"predictions": [{"class_index": 0, "probabilities": [-Infinity]}]}', (0,),
-     "malformed answer"),
-    (200, b"<html>", (0,), "malformed answer"),
-    (200, b'{"answers": []}', (0,), "malformed answer"),
-    (400, b'{"error_code": "INVALID_PARAMETER_VALUE"}', (0,), "HTTP 400"),
-    (504, b"Request processing time exceeded limit", (0,), "HTTP 504"),
-])
+@pytest.mark.parametrize(
+    "status, body, classes, verdict",
+    [
+        (200, b'{"predictions": [{"class_index": 3}, {"class_index": 1}]}', (3, 1), None),
+        (
+            200,
+            b'{"predictions": [{"class_index": 3}, {"class_index": 1}]}',
+            (1, 3),
+            "wrong classes",
+        ),
+        (200, b'{"predictions": [{"class_index": 3}]}', (3, 1), "wrong classes"),
+        (
+            200,
+            b'{"predictions": [{"class_index": 0, "probabilities": [NaN]}]}',
+            (0,),
+            "malformed answer",
+        ),
+        (
+            200,
+            b'{"predictions": [{"class_index": 0, "probabilities": [-Infinity]}]}',
+            (0,),
+            "malformed answer",
+        ),
+        (200, b"<html>", (0,), "malformed answer"),
+        (200, b'{"answers": []}', (0,), "malformed answer"),
+        (400, b'{"error_code": "INVALID_PARAMETER_VALUE"}', (0,), "HTTP 400"),
+        (504, b"Request processing time exceeded limit", (0,), "HTTP 504"),
+    ],
+)
 def test_the_load_driver_counts_every_wrong_answer(status, body, classes, verdict):
     assert serve.wrong_answer(status, body, classes) == verdict
 
 
 def test_load_figures_are_strict_json_even_with_no_answer():
-    none = serve.Load(clients=2, images_per_request=64, wall_s=2.0,
-                      errors=Counter({"HTTP 500": 3})).figures()
+    none = serve.Load(
+        clients=2, images_per_request=64, wall_s=2.0, errors=Counter({"HTTP 500": 3})
+    ).figures()
     assert none["requests"] == 0 and none["p50_ms"] is None and none["errors"] == {"HTTP 500": 3}
     json.dumps(none, allow_nan=False)
-    some = serve.Load(clients=1, images_per_request=64, wall_s=2.0,
-                      latencies_s=[0.001, 0.003, 0.002]).figures()
+    some = serve.Load(
+        clients=1, images_per_request=64, wall_s=2.0, latencies_s=[0.001, 0.003, 0.002]
+    ).figures()
     assert some["p50_ms"] == pytest.approx(2.0) and some["images_per_s"] == pytest.approx(96)
 
 
 # --- a real server ---------------------------------------------------------------------------
 
+
 class Logged(NamedTuple):
-    uri: str                  # models:/m-...
-    env: dict[str, str]       # its private store for `mlflow models serve`
+    uri: str  # models:/m-...
+    env: dict[str, str]  # its private store for `mlflow models serve`
     folder: Path
-    module: torch.nn.Module   # the same model, bare
+    module: torch.nn.Module  # the same model, bare
 
 
 @pytest.fixture(scope="module")
@@ -156,10 +196,24 @@ def logged(tmp_path_factory, data_dir) -> Logged:
     """A small FCN logged by `train` in a private store."""
     folder = tmp_path_factory.mktemp("serving")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}",
-               MLFLOW_EXPERIMENT_NAME="serving")
-    out = cli("train", "--epochs", "1", "--hidden", "64", "--optimizer", "adam", "--lr", "1e-3",
-              "--data-dir", str(data_dir), env=env, cwd=folder)
+    env.update(
+        MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}", MLFLOW_EXPERIMENT_NAME="serving"
+    )
+    out = cli(
+        "train",
+        "--epochs",
+        "1",
+        "--hidden",
+        "64",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "1e-3",
+        "--data-dir",
+        str(data_dir),
+        env=env,
+        cwd=folder,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("serving").experiment_id
@@ -178,8 +232,9 @@ def port(logged):
 def requests(logged, data_dir) -> list[serve.Request]:
     """16 one-image and 8 64-image requests of distinct test images, with their classes."""
     images = data.load(data_dir).test.images
-    return (serve.requests_for(logged.module, images[:1000], 1, 16)
-            + serve.requests_for(logged.module, images[1000:], 64, 8))
+    return serve.requests_for(logged.module, images[:1000], 1, 16) + serve.requests_for(
+        logged.module, images[1000:], 64, 8
+    )
 
 
 def post(port: int, body: bytes, content_type: str = "application/json") -> tuple[int, bytes]:
@@ -203,8 +258,9 @@ def test_sixteen_concurrent_clients_get_every_answer_right(port, requests):
 
 def inputs(pixels, **dumps):
     """The request body of `pixels`, made when a test runs (the oversized one is 16 MB)."""
-    return lambda: json.dumps({"inputs": pixels.tolist() if hasattr(pixels, "tolist")
-                               else pixels}, **dumps).encode()
+    return lambda: json.dumps(
+        {"inputs": pixels.tolist() if hasattr(pixels, "tolist") else pixels}, **dumps
+    ).encode()
 
 
 def first_zero_as_null() -> bytes:
@@ -221,10 +277,16 @@ BAD_REQUESTS = [
     ("1e30", inputs(with_pixel(1e30)), "the first 1e+30 (image 0"),
     ("1e39", inputs(with_pixel(1e39)), "the first inf (image 0"),
     ("null pixel", first_zero_as_null, "the first nan (image 0, row 0, column 0)"),
-    ("nan in image 2 of 3", inputs(with_pixel(float("nan"), image=2, n=3)),
-     "(image 2, row 3, column 5)"),
-    ("nan under instances", lambda: json.dumps({"instances": with_pixel(np.nan).tolist()}).encode(),
-     "the first nan (image 0, row 3, column 5)"),
+    (
+        "nan in image 2 of 3",
+        inputs(with_pixel(float("nan"), image=2, n=3)),
+        "(image 2, row 3, column 5)",
+    ),
+    (
+        "nan under instances",
+        lambda: json.dumps({"instances": with_pixel(np.nan).tolist()}).encode(),
+        "the first nan (image 0, row 3, column 5)",
+    ),
     # Shapes and types
     ("flat", inputs([[0] * 784]), "does not match expected shape (-1, 1, 28, 28)"),
     ("27 columns", inputs([[[[0] * 27] * 28]]), "does not match expected shape"),
@@ -234,9 +296,13 @@ BAD_REQUESTS = [
     ("one empty image", inputs([[]]), "Shape of input (1, 0) does not match"),
     ("a number", inputs(5), "Shape of input () does not match"),
     ("null", inputs(None), "an input of type <class 'NoneType'> was found"),
-    ("oversized", lambda: inputs(zeros(pyfunc.MAX_IMAGES + 1, 1, 28, 28, dtype=np.uint8)(),
-                                 separators=(",", ":"))(),
-     "10001 images; a request holds 1 to 10000"),
+    (
+        "oversized",
+        lambda: inputs(
+            zeros(pyfunc.MAX_IMAGES + 1, 1, 28, 28, dtype=np.uint8)(), separators=(",", ":")
+        )(),
+        "10001 images; a request holds 1 to 10000",
+    ),
     # Not the scoring protocol at all
     ("not JSON", lambda: b"pixels please", "valid JSON"),
     ("cut short", lambda: inputs(ZERO)()[:-7], "valid JSON"),
@@ -247,7 +313,8 @@ BAD_REQUESTS = [
 @pytest.mark.slow
 @pytest.mark.parametrize("name, body, message", BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
 def test_a_bad_request_gets_a_400_with_its_reason_and_the_server_serves_on(
-        port, requests, name, body, message):
+    port, requests, name, body, message
+):
     got, answer = post(port, body())
     assert got == 400, answer[:2000]
     reason = serve.strict_json(answer)["message"]  # valid JSON, no bare NaN
@@ -260,12 +327,17 @@ CSV_NAN = ",".join(["nan"] + ["0"] * 783).encode()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("body, content_type, status, message", [
-    (b"0,0,0", "text/plain", 415, b"only supports the following content types"),
-    (CSV_NAN, "text/csv", 400, b"TensorSpec only supports numpy types"),  # MLflow's limit
-], ids=["text", "CSV with a NaN"])
-def test_other_content_types_get_a_4xx_and_the_server_serves_on(port, requests, body,
-                                                                content_type, status, message):
+@pytest.mark.parametrize(
+    "body, content_type, status, message",
+    [
+        (b"0,0,0", "text/plain", 415, b"only supports the following content types"),
+        (CSV_NAN, "text/csv", 400, b"TensorSpec only supports numpy types"),  # MLflow's limit
+    ],
+    ids=["text", "CSV with a NaN"],
+)
+def test_other_content_types_get_a_4xx_and_the_server_serves_on(
+    port, requests, body, content_type, status, message
+):
     got, answer = post(port, body, content_type)
     assert got == status and message in answer, answer[-2000:]
     good = requests[0]

@@ -63,7 +63,8 @@ def real_handlers():
 
 
 def test_a_signal_during_a_database_write_is_raised_once_the_write_has_ended(
-        tmp_path, tracking_env, real_handlers):
+    tmp_path, tracking_env, real_handlers
+):
     """SIGTERM while MLflow inserts a run's metrics into SQLite. Raised there (as before), the
     exception left that transaction's lock on the file: no process could end its runs, and
     `tune --workers 2` hung after SIGTERM (CI, clean clone of eb71d5f). Now the write ends
@@ -81,16 +82,19 @@ def test_a_signal_during_a_database_write_is_raised_once_the_write_has_ended(
             sent.append(statement)
             os.kill(os.getpid(), signal.SIGTERM)  # handled here, under SQLAlchemy's frames
 
-    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute",
-                            sigterm_mid_insert)
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", sigterm_mid_insert)
     try:
-        client.log_batch(run.info.run_id, metrics=[
-            Metric("val_acc", 0.9, 0, 1), Metric("val_loss", 0.3, 0, 1)], synchronous=True)
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric("val_acc", 0.9, 0, 1), Metric("val_loss", 0.3, 0, 1)],
+            synchronous=True,
+        )
     except KeyboardInterrupt as e:  # caught: else it would stop pytest itself
         pytest.fail(f"raised inside the database write: {e!r}")
     finally:
-        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute",
-                                sigterm_mid_insert)
+        sqlalchemy.event.remove(
+            sqlalchemy.engine.Engine, "before_cursor_execute", sigterm_mid_insert
+        )
     assert sent and interrupt.requested()
     with pytest.raises(interrupt.Interrupted, match="SIGTERM"):
         for _ in range(100):  # the deferred raise comes within 50 ms, not after these 10 s
@@ -125,19 +129,39 @@ def wait_for_metric(experiment: str, name: str, proc: subprocess.Popen, timeout:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["parent", "group"])
-def test_a_signal_to_mlflow_run_ends_the_training_and_its_run_killed(target, tmp_path,
-                                                                     tracking_env, data_dir):
+def test_a_signal_to_mlflow_run_ends_the_training_and_its_run_killed(
+    target, tmp_path, tracking_env, data_dir
+):
     """SIGTERM to the `mlflow run` process alone (its child follows it), or Ctrl-C to the whole
     process group (the terminal's way)."""
     # The store and experiment first: this process polls the store while `mlflow run` starts,
     # and two processes creating MLflow's tables at once collide (MLflow's own race, not ours).
     mlflow.set_experiment("tests")
     proc = subprocess.Popen(
-        ["mlflow", "run", str(ROOT), "-e", "train", "--env-manager", "local",
-         "--experiment-name", "tests", "-P", "epochs=500", "-P", "hidden=32",
-         "-P", f"data_dir={data_dir}"],
-        env=tracking_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True)
+        [
+            "mlflow",
+            "run",
+            str(ROOT),
+            "-e",
+            "train",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "tests",
+            "-P",
+            "epochs=500",
+            "-P",
+            "hidden=32",
+            "-P",
+            f"data_dir={data_dir}",
+        ],
+        env=tracking_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         run = wait_for_metric("tests", "val_acc", proc)
         if target == "parent":
@@ -171,8 +195,9 @@ def living_in_session(sid: int, within: float) -> list[str]:
     dead already."""
     deadline = time.monotonic() + within
     while True:
-        ps = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-s", str(sid)],
-                            capture_output=True, text=True).stdout.splitlines()
+        ps = subprocess.run(
+            ["ps", "-o", "pid=,stat=,args=", "-s", str(sid)], capture_output=True, text=True
+        ).stdout.splitlines()
         alive = [line for line in ps if line.split()[1][0] != "Z"]
         if not alive or time.monotonic() > deadline:
             return alive

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.core import stats
+
+
 def test_per_class_scores_from_a_confusion_matrix():
     counts = np.array([[8, 2, 0], [1, 9, 0], [0, 0, 0]])  # class 2: never seen, never predicted
     s = stats.per_class(counts)
@@ -40,8 +42,17 @@ def samples_with(t: float, df: int) -> tuple[np.ndarray, np.ndarray]:
     return z + t / math.sqrt(n), np.zeros(2)
 
 
-@pytest.mark.parametrize("t, df, p", [(12.706, 1, 0.05), (2.776, 4, 0.05), (2.228, 10, 0.05),
-                                      (2.0, 10, 0.0734), (0.0, 5, 1.0), (1.96, 10 ** 6, 0.05)])
+@pytest.mark.parametrize(
+    "t, df, p",
+    [
+        (12.706, 1, 0.05),
+        (2.776, 4, 0.05),
+        (2.228, 10, 0.05),
+        (2.0, 10, 0.0734),
+        (0.0, 5, 1.0),
+        (1.96, 10**6, 0.05),
+    ],
+)
 def test_welch_p_matches_the_printed_t_tables(t, df, p):
     a, b = samples_with(t, df)
     c = stats.welch(a, b)
@@ -56,7 +67,7 @@ def test_welch_by_hand():
     # diff -3, variances 2.5/5 and 10/5: se = sqrt(2.5), t = -1.8974, df = 5.882 (Satterthwaite)
     assert c.diff == -3.0
     assert c.t == pytest.approx(-3 / math.sqrt(2.5))
-    assert c.df == pytest.approx(2.5 ** 2 / (0.25 / 4 + 4 / 4))
+    assert c.df == pytest.approx(2.5**2 / (0.25 / 4 + 4 / 4))
     assert c.p == pytest.approx(0.1073, abs=5e-4)
     assert not c.significant()
     assert stats.welch([1, 1.1, 0.9], [5, 5.1, 4.9]).significant()
@@ -70,8 +81,12 @@ def test_welch_edge_cases():
 
 
 def test_time_to_accuracy_sums_epoch_times_until_the_first_epoch_at_the_mark():
-    history = [{"val_acc": 0.80, "epoch_time_s": 2.0}, {"val_acc": 0.86, "epoch_time_s": 3.0},
-               {"val_acc": 0.84, "epoch_time_s": 1.0}, {"val_acc": 0.89, "epoch_time_s": 1.0}]
+    history = [
+        {"val_acc": 0.80, "epoch_time_s": 2.0},
+        {"val_acc": 0.86, "epoch_time_s": 3.0},
+        {"val_acc": 0.84, "epoch_time_s": 1.0},
+        {"val_acc": 0.89, "epoch_time_s": 1.0},
+    ]
     assert stats.time_to_accuracy(history, 0.85) == 5.0
     assert stats.time_to_accuracy(history, 0.88) == 7.0
     assert stats.time_to_accuracy(history, 0.95) is None

@@ -18,10 +18,12 @@ def fake_study(space_file, model, n_trials, name="fake", starts=()):
     """Trials sampled from a real space, after its start points and `starts`; a made-up val_acc
     per epoch; the median pruner stops some, so intermediate values and pruned trials exist."""
     space = load_space(space_file)
-    study = optuna.create_study(direction="maximize", study_name=name,
-                                sampler=optuna.samplers.TPESampler(seed=1),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=5,
-                                                                   n_warmup_steps=2))
+    study = optuna.create_study(
+        direction="maximize",
+        study_name=name,
+        sampler=optuna.samplers.TPESampler(seed=1),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+    )
     for start in (*space.enqueue, *starts):
         study.enqueue_trial(start)
 
@@ -43,8 +45,12 @@ def fake_study(space_file, model, n_trials, name="fake", starts=()):
 def fcn_figures():
     # the FCN space with every choice of the study; one 3-layer trial for sure: every width
     # axis is drawn
-    study = fake_study("search_spaces/fcn_study.yaml", "fcn", 30,
-                       starts=[{"n_layers": 3, "width_1": 1024, "width_2": 512, "width_3": 256}])
+    study = fake_study(
+        "search_spaces/fcn_study.yaml",
+        "fcn",
+        30,
+        starts=[{"n_layers": 3, "width_1": 1024, "width_2": 512, "width_3": 256}],
+    )
     assert {t.state.name for t in study.trials} == {"COMPLETE", "PRUNED"}
     figs = plots.figures(study)
     for fig in figs.values():
@@ -63,8 +69,11 @@ def axes_of(fig):
 def drawn(axis):
     """The tick labels the figure shows: a locator also returns ticks just outside the view."""
     low, high = sorted(axis.get_view_interval())
-    return [label for loc, label in zip(axis.get_majorticklocs(), axis.get_ticklabels())
-            if low <= loc <= high and label.get_text()]
+    return [
+        label
+        for loc, label in zip(axis.get_majorticklocs(), axis.get_ticklabels())
+        if low <= loc <= high and label.get_text()
+    ]
 
 
 def tick_texts(ax):
@@ -76,7 +85,7 @@ def boxes(labels):
 
 
 def overlapping(boxes_):
-    return [(a, b) for i, a in enumerate(boxes_) for b in boxes_[i + 1:] if a.overlaps(b)]
+    return [(a, b) for i, a in enumerate(boxes_) for b in boxes_[i + 1 :] if a.overlaps(b)]
 
 
 def test_categorical_axes_show_every_choice_by_name(fcn_figures):
@@ -85,7 +94,12 @@ def test_categorical_axes_show_every_choice_by_name(fcn_figures):
     assert tick_texts(axes["optimizer"]) == ["sgd", "momentum", "rmsprop", "adam", "adamw"]
     assert tick_texts(axes["batch_norm"]) == ["false", "true"]
     assert [t.replace("\n", "_") for t in tick_texts(axes["init"])] == [
-        "default", "xavier_normal", "xavier_uniform", "kaiming_uniform", "kaiming_normal"]
+        "default",
+        "xavier_normal",
+        "xavier_uniform",
+        "kaiming_uniform",
+        "kaiming_normal",
+    ]
 
 
 def test_integer_parameters_have_integer_ticks(fcn_figures):
@@ -98,9 +112,15 @@ def test_integer_parameters_have_integer_ticks(fcn_figures):
 
 def test_integers_come_from_the_distributions_not_from_names():
     study = optuna.create_study(direction="maximize")
-    study.optimize(lambda t: t.suggest_int("units", 10, 200) / 200 + t.suggest_int("depth", 1, 3)
-                   + t.suggest_float("depth_f", 1.0, 3.0)
-                   + t.suggest_int("batch", 128, 512, step=128) / 512, n_trials=8)
+    study.optimize(
+        lambda t: (
+            t.suggest_int("units", 10, 200) / 200
+            + t.suggest_int("depth", 1, 3)
+            + t.suggest_float("depth_f", 1.0, 3.0)
+            + t.suggest_int("batch", 128, 512, step=128) / 512
+        ),
+        n_trials=8,
+    )
     fig = plots.parallel_coordinate(study)
     fig.canvas.draw()
     axes = axes_of(fig)
@@ -116,8 +136,11 @@ def test_log_axes_have_a_few_plain_ticks(fcn_figures):
     lr = axes_of(figs["parallel_coordinate"])["lr"]
     assert lr.get_yscale() == "log"
     assert tick_texts(lr) == ["1e-4", "0.001", "0.01", "0.1"]
-    assert [label.get_text() for label in lr.yaxis.get_ticklabels(minor=True)
-            if label.get_visible() and label.get_text()] == []
+    assert [
+        label.get_text()
+        for label in lr.yaxis.get_ticklabels(minor=True)
+        if label.get_visible() and label.get_text()
+    ] == []
 
 
 def test_a_narrow_log_range_still_gets_several_ticks():
@@ -152,13 +175,15 @@ def test_no_tick_labels_overlap_at_the_logged_size(fcn_figures):
 def test_the_best_trial_is_highlighted(fcn_figures):
     study, figs = fcn_figures
     host = figs["parallel_coordinate"].axes[0]
-    red = [line for line in host.get_lines()
-           if matplotlib.colors.same_color(line.get_color(), plots.BEST["color"])]
+    red = [
+        line
+        for line in host.get_lines()
+        if matplotlib.colors.same_color(line.get_color(), plots.BEST["color"])
+    ]
     assert len(red) == 1
     assert red[0].get_ydata()[0] == max(line.get_ydata()[0] for line in host.get_lines())
     legend = [t.get_text() for t in host.get_legend().get_texts()]
-    assert legend == [f"best: trial {study.best_trial.number}, val_acc "
-                      f"{study.best_value:.4f}"]
+    assert legend == [f"best: trial {study.best_trial.number}, val_acc {study.best_value:.4f}"]
 
 
 def test_intermediate_values_are_coloured_by_state_not_listed_by_trial(fcn_figures):
@@ -166,10 +191,15 @@ def test_intermediate_values_are_coloured_by_state_not_listed_by_trial(fcn_figur
     ax = figs["intermediate_values"].axes[0]
     pruned = sum(t.state.name == "PRUNED" for t in study.trials)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-        f"completed ({len(study.trials) - pruned})", f"pruned ({pruned})",
-        f"best: trial {study.best_trial.number}"]
-    grey = [line for line in ax.get_lines() if matplotlib.colors.same_color(
-        line.get_color(), plots.STATE_COLOURS["PRUNED"])]
+        f"completed ({len(study.trials) - pruned})",
+        f"pruned ({pruned})",
+        f"best: trial {study.best_trial.number}",
+    ]
+    grey = [
+        line
+        for line in ax.get_lines()
+        if matplotlib.colors.same_color(line.get_color(), plots.STATE_COLOURS["PRUNED"])
+    ]
     assert len(grey) == pruned
 
 
@@ -179,8 +209,7 @@ def test_a_single_completed_trial_still_gives_its_figures(capsys):
     assert set(figs) == set(plots.PLOTS)
     epochs = figs["intermediate_values"].axes[0]
     figs["intermediate_values"].canvas.draw()
-    assert all(float(t.get_text()).is_integer() for t in epochs.get_xticklabels()
-               if t.get_text())
+    assert all(float(t.get_text()).is_integer() for t in epochs.get_xticklabels() if t.get_text())
     for fig in figs.values():
         plots.close(fig)
 

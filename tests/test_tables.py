@@ -10,15 +10,23 @@ from pipeline.replication.replicate_settings import ReplicateSettings
 from pipeline.replication.tables import TableRuns
 
 
-@pytest.mark.parametrize("error, status, reason", [
-    (interrupt.Interrupted("stopped by signal SIGTERM"), "KILLED", "stopped by signal SIGTERM"),
-    (RuntimeError("disk full\nmore"), "FAILED", "RuntimeError: disk full"),
-])
+@pytest.mark.parametrize(
+    "error, status, reason",
+    [
+        (interrupt.Interrupted("stopped by signal SIGTERM"), "KILLED", "stopped by signal SIGTERM"),
+        (RuntimeError("disk full\nmore"), "FAILED", "RuntimeError: disk full"),
+    ],
+)
 def test_open_tables_end_with_the_reason(tracking_env, error, status, reason):
     mlflow.set_experiment("tests")
     with mlflow.start_run() as top:
-        tables = TableRuns(ReplicateSettings.build(quick=True), top.info.experiment_id,
-                           top.info.run_id, [0, 1], 100)
+        tables = TableRuns(
+            ReplicateSettings.build(quick=True),
+            top.info.experiment_id,
+            top.info.run_id,
+            [0, 1],
+            100,
+        )
         with pytest.raises(type(error)), tables.ending():
             raise error
     client = mlflow.MlflowClient()

@@ -17,17 +17,21 @@ from tests.conftest import ROOT, with_this_checkout
 
 
 def the_run(name: str):
-    (run,) = mlflow.search_runs(experiment_names=["tests"], filter_string=f"run_name = '{name}'",
-                                output_format="list")
+    (run,) = mlflow.search_runs(
+        experiment_names=["tests"], filter_string=f"run_name = '{name}'", output_format="list"
+    )
     return run
 
 
-@pytest.mark.parametrize("error, status, reason", [
-    (None, "FINISHED", None),
-    (ValueError("bad\nsecond line"), "FAILED", "ValueError: bad"),
-    (KeyboardInterrupt(), "KILLED", "interrupted (Ctrl-C)"),
-    (interrupt.Interrupted("stopped by signal SIGTERM"), "KILLED", "stopped by signal SIGTERM"),
-])
+@pytest.mark.parametrize(
+    "error, status, reason",
+    [
+        (None, "FINISHED", None),
+        (ValueError("bad\nsecond line"), "FAILED", "ValueError: bad"),
+        (KeyboardInterrupt(), "KILLED", "interrupted (Ctrl-C)"),
+        (interrupt.Interrupted("stopped by signal SIGTERM"), "KILLED", "stopped by signal SIGTERM"),
+    ],
+)
 def test_a_tracked_run_ends_with_its_status_and_reason(error, status, reason, tracking_env):
     store.configure()
 
@@ -60,11 +64,18 @@ def test_an_expected_exception_ends_the_run_finished(tracking_env):
 
 def test_a_run_left_running_by_a_killed_process_is_closed_by_the_next_command(tracking_env):
     store.configure()
-    code = ("import sys, time\nfrom pipeline.tracking import lifecycle, store\nstore.configure()\n"
-            "with lifecycle.tracked_run('orphan'):\n    print('started', flush=True)\n"
-            "    time.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
-                            text=True, env=with_this_checkout(tracking_env))
+    code = (
+        "import sys, time\nfrom pipeline.tracking import lifecycle, store\nstore.configure()\n"
+        "with lifecycle.tracked_run('orphan'):\n    print('started', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=with_this_checkout(tracking_env),
+    )
     try:
         assert proc.stdout.readline().strip() == "started"
     finally:
@@ -83,19 +94,24 @@ def test_runs_of_other_hosts_or_reused_pids_are_judged_correctly(tracking_env):
     store.configure()
     client = mlflow.MlflowClient()
     experiment = mlflow.get_experiment_by_name("tests").experiment_id
-    other_host = client.create_run(experiment, tags={
-        orphans.HOST_TAG: "another-machine", orphans.PID_TAG: "1"}).info.run_id
-    reused = client.create_run(experiment, tags={
-        orphans.HOST_TAG: os.uname().nodename, orphans.PID_TAG: str(os.getpid()),
-        orphans.START_TAG: "1"}).info.run_id  # this pid, but started at another time
+    other_host = client.create_run(
+        experiment, tags={orphans.HOST_TAG: "another-machine", orphans.PID_TAG: "1"}
+    ).info.run_id
+    reused = client.create_run(
+        experiment,
+        tags={
+            orphans.HOST_TAG: os.uname().nodename,
+            orphans.PID_TAG: str(os.getpid()),
+            orphans.START_TAG: "1",
+        },
+    ).info.run_id  # this pid, but started at another time
     assert orphans.alive(os.getpid(), orphans.process_start(os.getpid()))
     closed = orphans.close_orphans()
     assert closed == [reused]
     assert client.get_run(other_host).info.status == "RUNNING"
 
 
-def test_commands_starting_together_close_the_same_orphans_without_an_error(tracking_env,
-                                                                            capfd):
+def test_commands_starting_together_close_the_same_orphans_without_an_error(tracking_env, capfd):
     # Tune workers started together all close a dead worker's runs at once; MLflow's set_tag
     # then failed the later writers of end_reason with a UNIQUE constraint (CI, stop 18).
     store.configure()
@@ -153,14 +169,14 @@ def test_every_experiment_we_run_in_opens_on_training_runs(tracking_env):
         mlflow.set_experiment(experiment_id=experiment_id)
         with lifecycle.tracked_run("a run"):
             pass
-    kinds = {e.name: e.tags.get(lifecycle.EXPERIMENT_KIND_TAG)
-             for e in client.search_experiments()}
+    kinds = {e.name: e.tags.get(lifecycle.EXPERIMENT_KIND_TAG) for e in client.search_experiments()}
     assert kinds["made-before"] == kinds["tests"] == "custom_model_development"
     assert kinds["chosen"] == "other"
 
 
-def test_a_training_run_has_mlflow_system_metrics_unless_turned_off(tracking_env, tiny_data,
-                                                                    tiny_config, monkeypatch):
+def test_a_training_run_has_mlflow_system_metrics_unless_turned_off(
+    tracking_env, tiny_data, tiny_config, monkeypatch
+):
     import time
 
     from pipeline.tracking import log as tracklog
@@ -179,11 +195,13 @@ def test_a_training_run_has_mlflow_system_metrics_unless_turned_off(tracking_env
                 return
             time.sleep(0.1)
 
-    sampled = tracklog.train_run(tiny_config, tiny_data, confusion=False,
-                                 callbacks=(until_sampled,))
+    sampled = tracklog.train_run(
+        tiny_config, tiny_data, confusion=False, callbacks=(until_sampled,)
+    )
     metrics = mlflow.get_run(sampled.run_id).data.metrics
-    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} \
-        <= set(metrics)
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(
+        metrics
+    )
     monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
     sampling = []
 

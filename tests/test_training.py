@@ -5,8 +5,15 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from pipeline.core.config import TrainConfig
-from pipeline.core.training import (EPOCH_METRICS, EVAL_BATCH, Diverged, make_optimizer,
-                               make_schedule, predict, train)
+from pipeline.core.training import (
+    EPOCH_METRICS,
+    EVAL_BATCH,
+    Diverged,
+    make_optimizer,
+    make_schedule,
+    predict,
+    train,
+)
 
 
 def without_times(history):
@@ -23,8 +30,9 @@ def test_history_has_every_metric_every_epoch(tiny_data, tiny_config):
     assert result.train_time_s >= sum(h["epoch_time_s"] for h in result.history)
 
 
-def test_without_holdout_it_trains_on_every_training_image_and_reports_no_val(tiny_data,
-                                                                              tiny_config):
+def test_without_holdout_it_trains_on_every_training_image_and_reports_no_val(
+    tiny_data, tiny_config
+):
     merged = tiny_data.without_holdout()
     assert len(merged.train) == 96 and len(merged.val) == 0 and merged.test is tiny_data.test
     assert torch.equal(merged.train.images[64:], tiny_data.val.images)
@@ -38,8 +46,13 @@ def test_without_holdout_it_trains_on_every_training_image_and_reports_no_val(ti
     finally:
         hook.remove()
     assert len(steps) == 6
-    assert tuple(result.final) == ("train_loss", "train_acc", "test_loss", "test_acc",
-                                   "epoch_time_s")
+    assert tuple(result.final) == (
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "epoch_time_s",
+    )
     held = train(dataclasses.replace(config, holdout=True), tiny_data)
     assert tuple(held.final) == EPOCH_METRICS
 
@@ -47,8 +60,9 @@ def test_without_holdout_it_trains_on_every_training_image_and_reports_no_val(ti
 @pytest.mark.parametrize("model", ["fcn", "study_cnn", "fast_cnn"])
 def test_a_model_overfits_one_batch(tiny_data, model):
     # 64 training images and batch 64: every step sees the same single batch.
-    config = TrainConfig(model=model, hidden=(128,), optimizer="adam", lr=2e-3,
-                         epochs=60, batch_size=64)
+    config = TrainConfig(
+        model=model, hidden=(128,), optimizer="adam", lr=2e-3, epochs=60, batch_size=64
+    )
     result = train(config, tiny_data)
     assert result.final["train_loss"] < 0.05
     assert result.final["train_acc"] == 1.0
@@ -85,9 +99,16 @@ def test_a_diverging_run_raises(tiny_data):
         train(config, tiny_data)
 
 
-@pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("momentum", torch.optim.SGD),
-                                       ("rmsprop", torch.optim.RMSprop),
-                                       ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+@pytest.mark.parametrize(
+    "name, cls",
+    [
+        ("sgd", torch.optim.SGD),
+        ("momentum", torch.optim.SGD),
+        ("rmsprop", torch.optim.RMSprop),
+        ("adam", torch.optim.Adam),
+        ("adamw", torch.optim.AdamW),
+    ],
+)
 def test_optimizers(name, cls):
     params = [torch.nn.Parameter(torch.zeros(2))]
     opt = make_optimizer(TrainConfig(optimizer=name, lr=0.1, weight_decay=1e-4), params)
@@ -137,8 +158,13 @@ def test_augmentation_flips_and_shifts_each_image_reproducibly():
     for original, moved in zip(images, out):
         # A 2-pixel black border: every shift of up to 2 keeps all pixels, just moved.
         views = [original, original.flip(2)]
-        matches = [(v, dy, dx) for v in views for dy in range(-2, 3) for dx in range(-2, 3)
-                   if torch.equal(torch.roll(v, (dy, dx), (1, 2)), moved)]
+        matches = [
+            (v, dy, dx)
+            for v in views
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if torch.equal(torch.roll(v, (dy, dx), (1, 2)), moved)
+        ]
         assert len(matches) >= 1
     assert not torch.equal(out, images)
 
@@ -164,7 +190,8 @@ def test_label_smoothing_changes_only_the_training_loss(tiny_data, tiny_config):
     val_loss = smoothed.final["val_loss"]
     assert val_loss == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
     assert val_loss != pytest.approx(
-        F.cross_entropy(logits, labels, label_smoothing=0.2).item(), rel=1e-3)
+        F.cross_entropy(logits, labels, label_smoothing=0.2).item(), rel=1e-3
+    )
 
 
 def test_constant_schedule_keeps_the_learning_rate():
@@ -208,7 +235,7 @@ def test_cutout_blanks_one_square_per_image_reproducibly():
     assert blanked.max() == 36 and blanked.min() >= 9  # whole inside; a corner at the border
     for image in out[:20, 0]:
         rows, cols = (image == 0).nonzero().unbind(1)
-        square = image[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        square = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
         assert (square == 0).all()  # one solid rectangle, the rest kept
     assert torch.equal(cutout(images, torch.Generator(), size=0), images)
 
@@ -218,9 +245,12 @@ def test_ema_evaluates_the_moving_average_of_the_weights(tiny_data, tiny_config)
     config = dataclasses.replace(tiny_config, optimizer="sgd", lr=0.1, epochs=2, ema=0.9)
     steps = []
     from torch.optim.optimizer import register_optimizer_step_post_hook
+
     hook = register_optimizer_step_post_hook(
-        lambda opt, args, kwargs: steps.append([p.detach().clone() for p in
-                                                opt.param_groups[0]["params"]]))
+        lambda opt, args, kwargs: steps.append(
+            [p.detach().clone() for p in opt.param_groups[0]["params"]]
+        )
+    )
     try:
         result = train(config, tiny_data)
     finally:

@@ -5,14 +5,15 @@ import optuna
 import pytest
 
 from pipeline.core.errors import UserError
-from pipeline.tuning.search import objective, sampler
-from pipeline.tuning.workers import storage
 from pipeline.tuning import summary
-from pipeline.tuning.registry import logged_models
 from pipeline.tuning.attrs import MODEL_ID_ATTR, RETRY_OF_ATTR
+from pipeline.tuning.registry import logged_models
+from pipeline.tuning.search import objective, sampler
 from pipeline.tuning.search.sampler import open_study
 from pipeline.tuning.study import tune
 from pipeline.tuning.tune_settings import TuneSettings
+from pipeline.tuning.workers import storage
+
 
 def runs():
     return mlflow.search_runs(experiment_names=["tests"], output_format="list")
@@ -37,8 +38,12 @@ def test_a_study_leaves_one_parent_and_a_child_run_per_trial(settings, tiny_data
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"trials.csv", "space.yaml", "optuna", "confusion_matrix.png"} <= artifacts
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "optuna")}
-    assert {"optuna/optimization_history.png", "optuna/intermediate_values.png",
-            "optuna/param_importances.png", "optuna/parallel_coordinate.png"} <= plots
+    assert {
+        "optuna/optimization_history.png",
+        "optuna/intermediate_values.png",
+        "optuna/param_importances.png",
+        "optuna/parallel_coordinate.png",
+    } <= plots
 
     children = children_of(parent.info.run_id)
     assert sorted(int(c.data.tags["trial_number"]) for c in children) == [0, 1, 2]
@@ -64,7 +69,8 @@ def test_a_study_leaves_one_parent_and_a_child_run_per_trial(settings, tiny_data
         assert linked["test_acc"][1:] == ("fashion-mnist-test", 2)
         assert linked["train_loss"][1] == "fashion-mnist-training"
     assert [logged_models.val_acc(m) for m in models] == sorted(
-        (t.value for t in study.trials), reverse=True)
+        (t.value for t in study.trials), reverse=True
+    )
 
     # The champion is the best trial's own logged model, registered as it is.
     champion = client.get_model_version_by_alias("fashion-mnist-fcn", "champion")
@@ -85,8 +91,9 @@ def test_the_same_name_resumes_the_study_with_new_configs(settings, tiny_data):
 
 
 def test_pruned_trials_are_visible_as_pruned(settings, tiny_data, monkeypatch):
-    monkeypatch.setattr(sampler, "make_pruner",
-                        lambda name, epochs: optuna.pruners.ThresholdPruner(lower=1.01))
+    monkeypatch.setattr(
+        sampler, "make_pruner", lambda name, epochs: optuna.pruners.ThresholdPruner(lower=1.01)
+    )
     study = tune(settings(n_trials=2), tiny_data)
     assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
     children = [r for r in runs() if "trial_number" in r.data.tags]
@@ -108,8 +115,7 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(settings,
     assert parent.info.status == "FINISHED" and parent.data.metrics["trials_fail"] == 2
 
 
-def test_ctrl_c_leaves_nothing_running_and_the_next_call_resumes(settings, tiny_data,
-                                                                 monkeypatch):
+def test_ctrl_c_leaves_nothing_running_and_the_next_call_resumes(settings, tiny_data, monkeypatch):
     s = settings(n_trials=3)
 
     def interrupt(self, end):
@@ -137,8 +143,9 @@ def test_an_existing_study_with_another_direction_is_refused(settings):
 def test_an_existing_multi_objective_study_is_refused_in_one_line(settings):
     s = settings()
     optuna.create_study(study_name="s", storage=s.storage, directions=["maximize"] * 2)
-    with pytest.raises(UserError, match="study 's' .* multi-objective .* choose another "
-                                        "--study-name"):
+    with pytest.raises(
+        UserError, match="study 's' .* multi-objective .* choose another --study-name"
+    ):
         open_study(s)
 
 
@@ -150,16 +157,15 @@ def no_summary(monkeypatch):
 
 def history(study):
     """What a study did: each trial's params, value and per-epoch validation accuracy."""
-    return [(t.number, t.state.name, t.params, t.value, t.intermediate_values)
-            for t in study.trials]
+    return [
+        (t.number, t.state.name, t.params, t.value, t.intermediate_values) for t in study.trials
+    ]
 
 
-def test_the_same_seed_and_config_give_the_same_study(settings, tiny_data, tmp_path,
-                                                      no_summary):
+def test_the_same_seed_and_config_give_the_same_study(settings, tiny_data, tmp_path, no_summary):
     first = tune(settings(n_trials=2), tiny_data)
     again = settings(n_trials=2)
-    again = TuneSettings(**{**again.__dict__,
-                                   "storage": f"sqlite:///{tmp_path / 'again.db'}"})
+    again = TuneSettings(**{**again.__dict__, "storage": f"sqlite:///{tmp_path / 'again.db'}"})
     assert history(tune(again, tiny_data)) == history(first)
 
 
@@ -183,8 +189,9 @@ def test_the_study_wide_cap_counts_every_worker_s_trials(settings, tiny_data, no
 def duplicate_table():
     from sqlalchemy.exc import ProgrammingError
 
-    return ProgrammingError("CREATE TABLE studies", {},
-                            Exception('relation "studies" already exists'))
+    return ProgrammingError(
+        "CREATE TABLE studies", {}, Exception('relation "studies" already exists')
+    )
 
 
 def duplicate_version():
@@ -250,16 +257,20 @@ def test_the_per_trial_sampler_is_multivariate_group_tpe_and_repeatable(monkeypa
     assert all(second[k] != first[k + 1] for k in range(5))
 
 
-@pytest.mark.parametrize("name, prunes", [("percentile", [False, True]),
-                                          ("median", [True, True])])
+@pytest.mark.parametrize("name, prunes", [("percentile", [False, True]), ("median", [True, True])])
 def test_the_default_pruner_stops_only_the_bottom_quarter_from_epoch_3(name, prunes):
     # Completed trials' val_acc at epoch 3, as in a default FCN study (docs/tuning.md): good
     # configurations are within half a point there, and their order says little about epoch 20.
     study = optuna.create_study(direction="maximize", pruner=sampler.make_pruner(name))
     for acc in (0.73, 0.824, 0.864, 0.866, 0.867, 0.869, 0.869):
-        study.add_trial(optuna.trial.create_trial(
-            value=acc + 0.04, intermediate_values={1: acc - 0.05, 2: acc - 0.02, 3: acc},
-            params={}, distributions={}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=acc + 0.04,
+                intermediate_values={1: acc - 0.05, 2: acc - 0.02, 3: acc},
+                params={},
+                distributions={},
+            )
+        )
     verdicts = []
     for acc in (0.864, 0.80):  # a good configuration a little behind; a poor one
         trial = study.ask()
@@ -300,12 +311,16 @@ def test_the_summary_says_how_the_sampler_s_own_trials_fared_against_the_start_p
         trial = study.ask(dist)
         study.tell(trial, value)
     # a dead worker's start point run again counts as a start point (tuning/workers/recovery.py)
-    study.add_trial(optuna.trial.create_trial(value=0.95, params={"lr": 1e-3}, distributions=dist,
-                                              user_attrs={RETRY_OF_ATTR: 0}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=0.95, params={"lr": 1e-3}, distributions=dist, user_attrs={RETRY_OF_ATTR: 0}
+        )
+    )
     start, own = summary.best_of_each_kind(study)
     assert (start.number, own.number) == (4, 3)
     assert summary.search_vs_start(study) == [
         "search vs start points: the sampler's best trial 3 (val_acc 0.9071) is 4.29 points "
-        "behind the best start point, trial 4 (0.9500)"]
+        "behind the best start point, trial 4 (0.9500)"
+    ]
     study.add_trial(optuna.trial.create_trial(value=0.96, params={"lr": 2e-3}, distributions=dist))
     assert "trial 5 (val_acc 0.9600) is 1.00 points ahead of" in summary.search_vs_start(study)[0]

@@ -34,9 +34,16 @@ pytestmark = pytest.mark.slow
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"  # Debian's; never a downloaded browser
 # Root in a closed network: no sandbox, no GPU, nothing that phones home.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 STUDY = "browser"
 MODEL_URI = "models:/fashion-mnist-fcn@champion"
 SPACE = """
@@ -66,24 +73,47 @@ def study(tmp_path_factory, data_dir) -> Study:
     # None of the MLFLOW_* settings that earlier tests or `mlflow run` may have left behind
     # (MLFLOW_RUN_ID, MLFLOW_EXPERIMENT_ID, ...): these stores and names only.
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME="fashion-mnist",
-               # a trial of this tiny study lasts seconds: MLflow's sampler every 0.5 s
-               MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="0.5",
-               PYTHONPATH=str(ROOT),  # this checkout, whatever the venv's editable install says
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.update(
+        MLFLOW_TRACKING_URI=uri,
+        MLFLOW_EXPERIMENT_NAME="fashion-mnist",
+        # a trial of this tiny study lasts seconds: MLflow's sampler every 0.5 s
+        MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="0.5",
+        PYTHONPATH=str(ROOT),  # this checkout, whatever the venv's editable install says
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    )
     (folder / "space.yaml").write_text(SPACE)
     storage = f"sqlite:///{folder / 'optuna.db'}"
     # --pruner none: every trial completes, so each has a logged model and system metrics to
     # show (the default, halving, would stop those behind the first at epoch 1)
-    out = cli("tune", "--space", "space.yaml", "--n-trials", "3", "--epochs", "2", "--timeout",
-              "0", "--pruner", "none", "--storage", storage, "--study-name", STUDY,
-              "--data-dir", str(data_dir), env=env, cwd=folder)
+    out = cli(
+        "tune",
+        "--space",
+        "space.yaml",
+        "--n-trials",
+        "3",
+        "--epochs",
+        "2",
+        "--timeout",
+        "0",
+        "--pruner",
+        "none",
+        "--storage",
+        storage,
+        "--study-name",
+        STUDY,
+        "--data-dir",
+        str(data_dir),
+        env=env,
+        cwd=folder,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["fashion-mnist"], output_format="list")
     parent = next(r for r in runs if r.data.tags.get("tune_parent") == "true")
-    trials = sorted((r for r in runs if "trial_number" in r.data.tags),
-                    key=lambda r: int(r.data.tags["trial_number"]))
+    trials = sorted(
+        (r for r in runs if "trial_number" in r.data.tags),
+        key=lambda r: int(r.data.tags["trial_number"]),
+    )
     assert len(trials) == 3
     link = re.search(r"http://127\.0\.0\.1:5000/(#/experiments/\S+)", out.stdout).group(1)
     return Study(folder, env, storage, parent.info.experiment_id, parent, trials, link)
@@ -96,14 +126,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(command: list[str], ready_path: str, port: int, study: Study, name: str,
-           **env: str):
+def server(command: list[str], ready_path: str, port: int, study: Study, name: str, **env: str):
     """Start a server in its own process group; yield its URL once `ready_path` answers 200."""
     url = f"http://127.0.0.1:{port}"
     log = study.folder / f"{name}.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(command, env={**study.env, **env}, cwd=study.folder, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            command,
+            env={**study.env, **env},
+            cwd=study.folder,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         for _ in range(600):  # up to ~3 minutes on a busy machine
             try:
@@ -132,19 +167,48 @@ def server(command: list[str], ready_path: str, port: int, study: Study, name: s
 @pytest.fixture(scope="module")
 def mlflow_ui(study):
     port = free_port()
-    with server(["mlflow", "server", "--backend-store-uri", study.env["MLFLOW_TRACKING_URI"],
-                 "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                "/health", port, study, "mlflow-server",
-                # no background job workers (a dozen processes) for a UI that only reads
-                MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false") as url:
+    with server(
+        [
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            study.env["MLFLOW_TRACKING_URI"],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        "/health",
+        port,
+        study,
+        "mlflow-server",
+        # no background job workers (a dozen processes) for a UI that only reads
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+    ) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def dashboard(study):
     port = free_port()
-    with server([sys.executable, "-m", "pipeline", "dashboard", "--storage", study.storage,
-                 "--port", str(port)], "/api/studies", port, study, "optuna-dashboard") as url:
+    with server(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "dashboard",
+            "--storage",
+            study.storage,
+            "--port",
+            str(port),
+        ],
+        "/api/studies",
+        port,
+        study,
+        "optuna-dashboard",
+    ) as url:
         yield url
 
 
@@ -187,8 +251,10 @@ def test_mlflow_ui_lists_the_tune_run_its_trials_and_their_val_acc(study, mlflow
     page.goto(f"{mlflow_ui}/{study.link}")
     page.get_by_text(f"tune {STUDY}").wait_for()
     assert "/runs" in page.url, page.url
-    assert mlflow.get_experiment(study.experiment_id).tags["mlflow.experimentKind"] == \
-        "custom_model_development"
+    assert (
+        mlflow.get_experiment(study.experiment_id).tags["mlflow.experimentKind"]
+        == "custom_model_development"
+    )
     close = page.get_by_role("button", name="Close")  # the MLflow Assistant's side panel
     if close.count():
         close.first.click()
@@ -199,7 +265,8 @@ def test_mlflow_ui_lists_the_tune_run_its_trials_and_their_val_acc(study, mlflow
     page.get_by_role("button", name="Columns", exact=True).click()
     page.get_by_placeholder("Search columns").fill("val_acc")
     page.get_by_role("dialog").locator("span[title]").filter(
-        has_text=re.compile(r"^val_acc$")).click()
+        has_text=re.compile(r"^val_acc$")
+    ).click()
     page.keyboard.press("Escape")
     page.get_by_role("columnheader", name="val_acc").first.wait_for()
     for trial in study.trials:
@@ -221,15 +288,19 @@ def test_mlflow_ui_shows_a_trials_metrics_and_curves(study, mlflow_ui, page):
         page.get_by_text(shown(trial.data.metrics[name]), exact=True).first.wait_for()
     page.get_by_role("tab", name="Artifacts").click()
     page.get_by_text("curves.png", exact=True).click()
-    page.wait_for_function("() => Array.from(document.images).some(i => "
-                           "i.alt === 'curves.png' && i.complete && i.naturalWidth > 500)")
+    page.wait_for_function(
+        "() => Array.from(document.images).some(i => "
+        "i.alt === 'curves.png' && i.complete && i.naturalWidth > 500)"
+    )
     screenshot(page, "mlflow-trial-curves.png")
 
 
 def test_mlflow_ui_shows_a_trials_system_metrics(study, mlflow_ui, page):
     trial = study.trials[-1]
-    page.goto(f"{mlflow_ui}/#/experiments/{study.experiment_id}/runs/{trial.info.run_id}"
-              "?workflowType=machine_learning")
+    page.goto(
+        f"{mlflow_ui}/#/experiments/{study.experiment_id}/runs/{trial.info.run_id}"
+        "?workflowType=machine_learning"
+    )
     page.get_by_role("tab", name="System metrics").click()
     page.get_by_text("cpu_utilization_percentage").first.wait_for()
     page.get_by_text("disk_usage_megabytes", exact=True).first.wait_for()
@@ -239,13 +310,15 @@ def test_mlflow_ui_shows_a_trials_system_metrics(study, mlflow_ui, page):
 def test_mlflow_ui_models_view_lists_every_trial_model_with_its_val_acc(study, mlflow_ui, page):
     page.set_viewport_size({"width": 2600, "height": 860})  # the grid draws visible columns only
     try:
-        page.goto(f"{mlflow_ui}/#/experiments/{study.experiment_id}/models"
-                  "?workflowType=machine_learning")
+        page.goto(
+            f"{mlflow_ui}/#/experiments/{study.experiment_id}/models?workflowType=machine_learning"
+        )
         page.get_by_text("fashion-mnist-validation", exact=False).first.wait_for()
         page.get_by_role("columnheader", name="val_acc").first.wait_for()
         for trial in study.trials:  # each model: the run it came from and its val_acc
             row(page, trial.info.run_name).filter(
-                has_text=shown(trial.data.metrics["val_acc"])).first.wait_for()
+                has_text=shown(trial.data.metrics["val_acc"])
+            ).first.wait_for()
         screenshot(page, "mlflow-models.png")
     finally:
         page.set_viewport_size({"width": 1440, "height": 860})
@@ -293,14 +366,32 @@ def confident(champion, data_dir):
 @pytest.fixture(scope="module")
 def model_server(study):
     port = free_port()
-    with server(["mlflow", "models", "serve", "-m", MODEL_URI, "--env-manager", "local",
-                 "-h", "127.0.0.1", "-p", str(port)], "/ping", port, study, "models-serve") as url:
+    with server(
+        [
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            MODEL_URI,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        "/ping",
+        port,
+        study,
+        "models-serve",
+    ) as url:
         yield url
 
 
 def post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:
-    request = urllib.request.Request(f"{url}/invocations", data=body,
-                                     headers={"Content-Type": content_type})
+    request = urllib.request.Request(
+        f"{url}/invocations", data=body, headers={"Content-Type": content_type}
+    )
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             return response.status, json.loads(response.read())
@@ -309,18 +400,22 @@ def post(url: str, body: bytes, content_type: str = "application/json") -> tuple
 
 
 def test_served_champion_answers_class_and_probabilities_as_accurately_as_its_run(
-        model_server, champion, study, data_dir):
+    model_server, champion, study, data_dir
+):
     """Every test image through `mlflow models serve`: the answers' accuracy is the champion
     run's test_acc, and each answer is its class index, name and ten probabilities."""
     test = data.load(data_dir).test
     correct = 0
     for start in range(0, len(test), 2500):
-        images = test.images[start:start + 2500]
+        images = test.images[start : start + 2500]
         status, answer = post(model_server, json.dumps({"inputs": images.tolist()}).encode())
         assert status == 200, answer
         rows = answer["predictions"]
-        assert len(rows) == len(images) and set(rows[0]) == {"class_index", "class_name",
-                                                               "probabilities"}
+        assert len(rows) == len(images) and set(rows[0]) == {
+            "class_index",
+            "class_name",
+            "probabilities",
+        }
         index = np.array([row["class_index"] for row in rows])
         assert [row["class_name"] for row in rows] == [data.CLASSES[i] for i in index]
         probs = np.array([row["probabilities"] for row in rows])
@@ -330,24 +425,35 @@ def test_served_champion_answers_class_and_probabilities_as_accurately_as_its_ru
             with torch.inference_mode():
                 expected = champion(images[:100].float()).softmax(1).numpy()
             np.testing.assert_allclose(probs[:100], expected, rtol=1e-4, atol=1e-6)
-        correct += int((index == test.labels[start:start + 2500].numpy()).sum())
+        correct += int((index == test.labels[start : start + 2500].numpy()).sum())
     client = mlflow.MlflowClient()
     version = client.get_model_version_by_alias("fashion-mnist-fcn", "champion")
     run_id = client.get_logged_model(version.source.removeprefix("models:/")).source_run_id
-    assert correct / len(test) == pytest.approx(client.get_run(run_id).data.metrics["test_acc"],
-                                                abs=1e-9)
+    assert correct / len(test) == pytest.approx(
+        client.get_run(run_id).data.metrics["test_acc"], abs=1e-9
+    )
 
 
-@pytest.mark.parametrize("body, content_type, message", [
-    (json.dumps({"inputs": [[0.0] * 784]}).encode(), "application/json",
-     "does not match expected shape (-1, 1, 28, 28)"),
-    (json.dumps({"inputs": [[[["dark"] * 28] * 28]]}).encode(), "application/json",
-     "could not convert string to float"),
-    (b"pixels please", "application/json", "valid JSON"),
-    (json.dumps({"pixels": []}).encode(), "application/json", "'inputs'"),
-])
-def test_served_champion_answers_a_malformed_request_with_400(model_server, body, content_type,
-                                                              message):
+@pytest.mark.parametrize(
+    "body, content_type, message",
+    [
+        (
+            json.dumps({"inputs": [[0.0] * 784]}).encode(),
+            "application/json",
+            "does not match expected shape (-1, 1, 28, 28)",
+        ),
+        (
+            json.dumps({"inputs": [[[["dark"] * 28] * 28]]}).encode(),
+            "application/json",
+            "could not convert string to float",
+        ),
+        (b"pixels please", "application/json", "valid JSON"),
+        (json.dumps({"pixels": []}).encode(), "application/json", "'inputs'"),
+    ],
+)
+def test_served_champion_answers_a_malformed_request_with_400(
+    model_server, body, content_type, message
+):
     status, answer = post(model_server, body, content_type)
     assert status == 400, answer
     assert message in answer["message"]
@@ -361,8 +467,7 @@ def save_as_files(images: torch.Tensor, labels: torch.Tensor, folder: Path) -> d
         name = f"test_{i}.png"
         Image.fromarray(image).save(folder / name)
         expected[name] = data.CLASSES[label]
-    photo = Image.fromarray(255 - images[0, 0].numpy()).resize((336, 336),
-                                                                Image.Resampling.BICUBIC)
+    photo = Image.fromarray(255 - images[0, 0].numpy()).resize((336, 336), Image.Resampling.BICUBIC)
     photo.convert("RGB").save(folder / "photo.png")
     expected["photo.png"] = data.CLASSES[labels[0].item()]
     return expected
@@ -371,8 +476,10 @@ def save_as_files(images: torch.Tensor, labels: torch.Tensor, folder: Path) -> d
 def top_classes(stdout: str) -> dict[str, str]:
     """'folder/x.png: Sneaker 97.1%, Sandal 2.4%' -> {'x.png': 'Sneaker'}."""
     lines = [line.rsplit(": ", 1) for line in stdout.strip().splitlines()]
-    return {Path(path).name: re.match(r"(.+) [\d.]+%", top.split(", ")[0]).group(1)
-            for path, top in lines}
+    return {
+        Path(path).name: re.match(r"(.+) [\d.]+%", top.split(", ")[0]).group(1)
+        for path, top in lines
+    }
 
 
 def test_predict_names_the_class_of_real_images_in_any_format(study, confident):
@@ -387,9 +494,23 @@ def test_mlflow_run_predict_entry_point(study, confident):
     images, labels = confident
     folder = study.folder / "entry-point-images"
     expected = save_as_files(images[:2], labels[:2], folder)
-    out = subprocess.run(["mlflow", "run", str(ROOT), "-e", "predict", "--env-manager", "local",
-                          "-P", f"images={folder}"], env=study.env, cwd=study.folder,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            "mlflow",
+            "run",
+            str(ROOT),
+            "-e",
+            "predict",
+            "--env-manager",
+            "local",
+            "-P",
+            f"images={folder}",
+        ],
+        env=study.env,
+        cwd=study.folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert top_classes(out.stdout) == expected
-

@@ -14,11 +14,11 @@ def test_the_filters_whiten_the_patches_they_come_from():
     """Applied to correlated patches, the filters give outputs of covariance ~ identity.
 
     The patches' covariance has a condition number of 260, as FashionMNIST's 3 x 3 patches do
-    (their strongest direction holds 78% of the variance, the weakest 0.3%). The filters come back in float32: rounding
-    them (relative error 6e-8) moves the whitened covariance by about 2 x 6e-8 x 260 = 3e-5, so
-    atol 1e-4 holds on any CPU's kernels. (A random 9 x 9 mixing can have a condition number of
-    1e4 or more; there float32 rounding alone moves it by 1e-3, and the test depended on the
-    CPU.) The check itself is computed in float64."""
+    (their strongest direction holds 78% of the variance, the weakest 0.3%). The filters come
+    back in float32: rounding them (relative error 6e-8) moves the whitened covariance by about
+    2 x 6e-8 x 260 = 3e-5, so atol 1e-4 holds on any CPU's kernels. (A random 9 x 9 mixing can
+    have a condition number of 1e4 or more; there float32 rounding alone moves it by 1e-3, and
+    the test depended on the CPU.) The check itself is computed in float64."""
     torch.manual_seed(0)
     rotation, _ = torch.linalg.qr(torch.randn(9, 9, dtype=torch.float64))
     scales = torch.logspace(0, 0.5 * math.log10(260), 9, dtype=torch.float64)

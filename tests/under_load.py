@@ -15,11 +15,16 @@ import sys
 import time
 
 E2E = "tests/test_end_to_end.py::test_"
-CONCURRENCY_TESTS = ["tests/test_scale_out.py", "tests/test_champion.py",
-                     "tests/test_recovery.py", "tests/test_signals.py",
-                     "tests/test_optuna_adapter.py", "tests/test_serving.py",
-                     f"{E2E}tune_stopped_with_two_workers_leaves_nothing_running",
-                     f"{E2E}replicate_stopped_mid_training_leaves_every_run_killed"]
+CONCURRENCY_TESTS = [
+    "tests/test_scale_out.py",
+    "tests/test_champion.py",
+    "tests/test_recovery.py",
+    "tests/test_signals.py",
+    "tests/test_optuna_adapter.py",
+    "tests/test_serving.py",
+    f"{E2E}tune_stopped_with_two_workers_leaves_nothing_running",
+    f"{E2E}replicate_stopped_mid_training_leaves_every_run_killed",
+]
 
 
 def burn() -> None:
@@ -37,10 +42,13 @@ def main() -> int:
     try:
         for n in range(1, rounds + 1):
             t0 = time.monotonic()
-            code = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p",
-                                    "no:cacheprovider", *tests])
-            print(f"round {n}/{rounds} under load: exit {code}, {time.monotonic() - t0:.0f} s",
-                  flush=True)
+            code = subprocess.call(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
+            )
+            print(
+                f"round {n}/{rounds} under load: exit {code}, {time.monotonic() - t0:.0f} s",
+                flush=True,
+            )
             failed += code != 0
     finally:
         for b in burners:

@@ -16,18 +16,26 @@ import typer
 
 from pipeline.cli import commands
 from pipeline.cli.build import add_command
-from pipeline.cli.dashboard import dashboard
 from pipeline.cli.command_settings import COMMANDS
+from pipeline.cli.dashboard import dashboard
 from pipeline.cli.tune import tune
 from pipeline.core.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Train, tune and compare PyTorch networks on FashionMNIST, "
-                       "tracked in MLflow.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Train, tune and compare PyTorch networks on FashionMNIST, tracked in MLflow.",
+)
 
-RUN = {"prepare": commands.prepare, "train": commands.train, "tune": tune,
-       "evaluate": commands.evaluate, "replicate": commands.replicate,
-       "dashboard": dashboard, "predict": commands.predict}
+RUN = {
+    "prepare": commands.prepare,
+    "train": commands.train,
+    "tune": tune,
+    "evaluate": commands.evaluate,
+    "replicate": commands.replicate,
+    "dashboard": dashboard,
+    "predict": commands.predict,
+}
 for _name, _options in COMMANDS.items():
     add_command(app, _name, _options, RUN[_name])
 

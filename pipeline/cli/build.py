@@ -19,16 +19,31 @@ import typer
 from pipeline.core import options
 from pipeline.core.options import Option
 
-TYPES = {"int": int, "float": float, "str": str, "path": Path, "switch": str, "flag": bool,
-         "widths": str, "paths": list[Path]}
+TYPES = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "path": Path,
+    "switch": str,
+    "flag": bool,
+    "widths": str,
+    "paths": list[Path],
+}
 
 
 def add_command(app: typer.Typer, name: str, cls: type, run: Callable[[Any], None]) -> None:
     """Register `name` on `app`: its options are `cls`'s fields; `run(cls(...))` does the
     work and its docstring is the command's help."""
+
     def command(**typed: Any) -> None:
-        run(cls(**{key: value.value if isinstance(value, Enum) else value
-                   for key, value in typed.items()}))
+        run(
+            cls(
+                **{
+                    key: value.value if isinstance(value, Enum) else value
+                    for key, value in typed.items()
+                }
+            )
+        )
 
     command.__signature__ = inspect.Signature([parameter(o) for o in options.of(cls)])
     command.__doc__, command.__name__ = run.__doc__, name
@@ -39,8 +54,9 @@ def parameter(option: Option) -> inspect.Parameter:
     """One typer parameter from one option definition."""
     kind, default = option.kind, option.default
     if kind == "choice":
-        annotation: Any = StrEnum(option.name.title().replace("_", ""),
-                                  {c: c for c in option.choices})
+        annotation: Any = StrEnum(
+            option.name.title().replace("_", ""), {c: c for c in option.choices}
+        )
         default = annotation(default)
         info = typer.Option(help=option.full_help())
     elif kind == "paths":
@@ -53,5 +69,9 @@ def parameter(option: Option) -> inspect.Parameter:
         default = options.as_text(option, default) if kind in ("switch", "widths") else default
         metavar = "true|false" if kind == "switch" else None
         info = typer.Option(help=option.full_help(), metavar=metavar, hidden=option.hidden)
-    return inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                             annotation=Annotated[annotation, info])
+    return inspect.Parameter(
+        option.name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=default,
+        annotation=Annotated[annotation, info],
+    )

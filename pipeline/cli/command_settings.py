@@ -30,8 +30,10 @@ class PrepareOptions:
 @dataclass(frozen=True)
 class EvaluateOptions:
     model_uri: str = options.text(
-        DEFAULT_MODEL_URI, "runs:/<run id>/model, models:/<name>@<alias>, "
-        "models:/<name>/<version> or a logged model id m-...")
+        DEFAULT_MODEL_URI,
+        "runs:/<run id>/model, models:/<name>@<alias>, "
+        "models:/<name>/<version> or a logged model id m-...",
+    )
     data_dir: Path = data_dir()
 
     def __post_init__(self):
@@ -41,12 +43,15 @@ class EvaluateOptions:
 @dataclass(frozen=True)
 class PredictOptions:
     images: tuple[Path, ...] = options.paths(
-        "PNG or JPEG files (any size or colour), or folders of them.")
+        "PNG or JPEG files (any size or colour), or folders of them."
+    )
     model_uri: str = options.text(
-        DEFAULT_MODEL_URI, "A logged PyTorch model: models:/NAME@ALIAS, models:/NAME/VERSION "
-        "or runs:/RUN_ID/model.")
-    top: int = options.integer(3, "How many classes to print per image.", low=1,
-                               high=10)  # FashionMNIST's classes
+        DEFAULT_MODEL_URI,
+        "A logged PyTorch model: models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model.",
+    )
+    top: int = options.integer(
+        3, "How many classes to print per image.", low=1, high=10
+    )  # FashionMNIST's classes
 
     def __post_init__(self):
         options.check(self)
@@ -64,7 +69,11 @@ class DashboardOptions:
 
 # MLproject's entry points, in its order; the dashboard is a server, not a project run
 ENTRY_POINTS: dict[str, type] = {
-    "prepare": PrepareOptions, "train": TrainOptions, "tune": TuneOptions,
-    "evaluate": EvaluateOptions, "replicate": ReplicateOptions, "predict": PredictOptions,
+    "prepare": PrepareOptions,
+    "train": TrainOptions,
+    "tune": TuneOptions,
+    "evaluate": EvaluateOptions,
+    "replicate": ReplicateOptions,
+    "predict": PredictOptions,
 }
 COMMANDS: dict[str, type] = {**ENTRY_POINTS, "dashboard": DashboardOptions}

@@ -20,14 +20,17 @@ def prepare(opts: PrepareOptions) -> None:
     from pipeline.core import data, plots
 
     dataset = data.load(opts.data_dir)
-    paths = plots.save_sample_grids(dataset.train.images, dataset.train.labels,
-                                    opts.data_dir / "samples")
+    paths = plots.save_sample_grids(
+        dataset.train.images, dataset.train.labels, opts.data_dir / "samples"
+    )
     if os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run -e prepare`: show them in the run
         from pipeline.tracking import store
 
         store.log_files(paths, "samples")
-    print(f"FashionMNIST verified and cached in {opts.data_dir / data.CACHE_NAME}; "
-          f"sample grids: {', '.join(str(p) for p in paths)}")
+    print(
+        f"FashionMNIST verified and cached in {opts.data_dir / data.CACHE_NAME}; "
+        f"sample grids: {', '.join(str(p) for p in paths)}"
+    )
 
 
 def train(opts: TrainOptions) -> None:
@@ -41,9 +44,11 @@ def train(opts: TrainOptions) -> None:
     trained = tracklog.train_run(opts.config, dataset, log_model=True)
     final, result = trained.result.final, trained.result
     val = f"val_acc {final['val_acc']:.4f}, " if "val_acc" in final else "no val split, "
-    print(f"run {trained.run_id}: {val}test_acc "
-          f"{final['test_acc']:.4f}, {result.train_time_s:.1f} s; model models:/"
-          f"{trained.model_id}. {store.look_at_it()}")
+    print(
+        f"run {trained.run_id}: {val}test_acc "
+        f"{final['test_acc']:.4f}, {result.train_time_s:.1f} s; model models:/"
+        f"{trained.model_id}. {store.look_at_it()}"
+    )
 
 
 def evaluate(opts: EvaluateOptions) -> None:
@@ -82,8 +87,10 @@ def replicate(opts: ReplicateOptions) -> None:
     dataset = data.load(opts.data_dir)
     store.configure()
     run_id, path = replication.replicate(settings, dataset)
-    print(f"report: {path} and {path.with_suffix('.html')} (also in run {run_id}, folder "
-          f"report/). {store.look_at_it()}")
+    print(
+        f"report: {path} and {path.with_suffix('.html')} (also in run {run_id}, folder "
+        f"report/). {store.look_at_it()}"
+    )
 
 
 def predict(opts: PredictOptions) -> None:

@@ -26,8 +26,11 @@ def dashboard(opts: DashboardOptions) -> None:
     from pipeline.tuning.workers.storage import make_storage
 
     storage = make_storage(opts.storage)
-    print(f"optuna-dashboard on http://{opts.host}:{opts.port} for "
-          f"{without_password(opts.storage)} (Ctrl-C stops it)", flush=True)
+    print(
+        f"optuna-dashboard on http://{opts.host}:{opts.port} for "
+        f"{without_password(opts.storage)} (Ctrl-C stops it)",
+        flush=True,
+    )
     try:
         run_server(storage, host=opts.host, port=opts.port)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (pipeline/core/interrupt.py)
@@ -40,11 +43,15 @@ def check_exists(url: str) -> None:
         return  # a database server: make_storage reports what is wrong with it
     path = url.split("://", 1)[1].removeprefix("/").split("?")[0] if "://" in url else url
     if path in ("", ":memory:"):
-        raise UserError(f"storage {url}: an in-memory database holds no study; give the "
-                        f"storage tune used (its default: {DEFAULT_STORAGE})")
+        raise UserError(
+            f"storage {url}: an in-memory database holds no study; give the "
+            f"storage tune used (its default: {DEFAULT_STORAGE})"
+        )
     if not Path(path).is_file():
-        raise UserError(f"storage {url}: no such file {path} (a dashboard does not create "
-                        f"one); give the storage tune used (its default: {DEFAULT_STORAGE})")
+        raise UserError(
+            f"storage {url}: no such file {path} (a dashboard does not create "
+            f"one); give the storage tune used (its default: {DEFAULT_STORAGE})"
+        )
 
 
 def check_free(host: str, port: int) -> None:
@@ -55,7 +62,9 @@ def check_free(host: str, port: int) -> None:
             probe.bind((host, port))
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            raise UserError(f"port {port} on {host} is in use (another dashboard?); choose "
-                            "another --port") from None
-        raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); check --host "
-                        "and --port") from None
+            raise UserError(
+                f"port {port} on {host} is in use (another dashboard?); choose another --port"
+            ) from None
+        raise UserError(
+            f"cannot listen on {host}:{port} ({e.strerror or e}); check --host and --port"
+        ) from None

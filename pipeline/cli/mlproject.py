@@ -39,8 +39,10 @@ entry_points:
 """
 # a --flag option's parameter: bash turns true into the flag, and any other value than
 # true/false into an unknown option, which the CLI reports in one line
-FLAG = ("$(case {{{name}}} in true) echo {flag};; false) ;; "
-        "*) echo {flag}-must-be-true-or-false;; esac)")
+FLAG = (
+    "$(case {{{name}}} in true) echo {flag};; false) ;; "
+    "*) echo {flag}-must-be-true-or-false;; esac)"
+)
 
 
 def parameter(option: Option) -> str:
@@ -79,16 +81,26 @@ def entry_point(name: str, cls: type) -> str:
     if own_lines:
         lines += [f"    # {line}" for line in textwrap.wrap(FLAG_NOTE, WIDTH - 6)]
     lines.append("    command: >-")
-    lines += [line.replace(NBSP, " ") for line in textwrap.wrap(
-        " ".join(words), WIDTH, initial_indent=" " * 6, subsequent_indent=" " * 6,
-        break_long_words=False, break_on_hyphens=False)]
+    lines += [
+        line.replace(NBSP, " ")
+        for line in textwrap.wrap(
+            " ".join(words),
+            WIDTH,
+            initial_indent=" " * 6,
+            subsequent_indent=" " * 6,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+    ]
     lines += [f"      {line}" for line in own_lines]
     return "\n".join(lines) + "\n"
 
 
-FLAG_NOTE = ("bash runs the command: a true/false parameter such as `quick=true` becomes "
-             "the CLI's --quick flag; any other value than true/false becomes an unknown "
-             "option, which the CLI reports in one line.")
+FLAG_NOTE = (
+    "bash runs the command: a true/false parameter such as `quick=true` becomes "
+    "the CLI's --quick flag; any other value than true/false becomes an unknown "
+    "option, which the CLI reports in one line."
+)
 
 
 def generate() -> str:
@@ -101,8 +113,11 @@ def main(argv: list[str]) -> int:
     if argv == ["--check"]:
         same = PATH.exists() and PATH.read_text() == text
         if not same:
-            print(f"{PATH} differs from the options' definitions: run "
-                  "python -m pipeline.cli.mlproject", file=sys.stderr)
+            print(
+                f"{PATH} differs from the options' definitions: run "
+                "python -m pipeline.cli.mlproject",
+                file=sys.stderr,
+            )
         return 0 if same else 1
     if argv:
         print("usage: python -m pipeline.cli.mlproject [--check]", file=sys.stderr)

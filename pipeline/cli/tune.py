@@ -27,13 +27,13 @@ def tune(opts: TuneOptions) -> None:
         opts = dataclasses.replace(opts, storage=helper_storage(opts.storage))
     settings = opts.resolve()
     from pipeline.core import data
+    from pipeline.core.errors import first_line
     from pipeline.tracking import store
     from pipeline.tuning.search import budget
-    from pipeline.core.errors import first_line
     from pipeline.tuning.search.sampler import open_study
-    from pipeline.tuning.workers.storage import check_storage, lost_storage, refuse_logged_password
     from pipeline.tuning.study import tune as run_study
     from pipeline.tuning.summary import summary
+    from pipeline.tuning.workers.storage import check_storage, lost_storage, refuse_logged_password
 
     refuse_logged_password(opts.storage)  # mlflow run has logged it: before anything of ours
     dataset = data.load(opts.data_dir)
@@ -44,20 +44,26 @@ def tune(opts: TuneOptions) -> None:
     try:
         study = run_study(settings, dataset, open_study(settings, storage), team)
     except KeyboardInterrupt:
-        raise Stopped("interrupted: the running trial ends FAIL and its MLflow run KILLED; "
-                        "run the same command again to resume the study") from None
+        raise Stopped(
+            "interrupted: the running trial ends FAIL and its MLflow run KILLED; "
+            "run the same command again to resume the study"
+        ) from None
     except Exception as e:
         lost = lost_storage(e)  # the database went away mid-study
         if lost is None:
             raise
-        raise UserError(f"storage {without_password(opts.storage)}: lost the database "
-                        f"({first_line(lost.__cause__ or lost)}); completed trials are "
-                        "kept: run the same command again to resume") from None
+        raise UserError(
+            f"storage {without_password(opts.storage)}: lost the database "
+            f"({first_line(lost.__cause__ or lost)}); completed trials are "
+            "kept: run the same command again to resume"
+        ) from None
     if settings.helper_of:
         return  # the main worker prints the summary
     print(summary(study, settings))
-    print(f"{store.look_at_it()}; and python -m pipeline dashboard --storage "
-          f"{without_password(opts.storage)}")
+    print(
+        f"{store.look_at_it()}; and python -m pipeline dashboard --storage "
+        f"{without_password(opts.storage)}"
+    )
 
 
 def helpers(opts: TuneOptions, settings):
@@ -70,6 +76,8 @@ def helpers(opts: TuneOptions, settings):
     from pipeline.core.credentials import password
     from pipeline.core.training import share_threads
     from pipeline.tuning.workers import processes
+
     torch.set_num_threads(share_threads(settings.workers))
-    return processes.Helpers(opts.helper_argv(settings), torch.get_num_threads(),
-                           password(opts.storage))
+    return processes.Helpers(
+        opts.helper_argv(settings), torch.get_num_threads(), password(opts.storage)
+    )

@@ -41,6 +41,7 @@ def cutout(images: torch.Tensor, generator: torch.Generator, size: int) -> torch
     top, left = cy - size // 2, cx - size // 2
     rows = torch.arange(h, device=device)[None, :] - top[:, None]  # (N, H)
     cols = torch.arange(w, device=device)[None, :] - left[:, None]  # (N, W)
-    inside = (((rows >= 0) & (rows < size))[:, :, None]
-              & ((cols >= 0) & (cols < size))[:, None, :])  # (N, H, W)
+    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[
+        :, None, :
+    ]  # (N, H, W)
     return images.masked_fill(inside[:, None], 0)

@@ -48,15 +48,20 @@ def without_password(url: str) -> str:
     if password(url) is None:
         return url
     # URL.set(password=None) would keep the password: None means "unchanged" there.
-    return URL.create(parsed.drivername, parsed.username, None, parsed.host, parsed.port,
-                      parsed.database, parsed.difference_update_query(QUERY_KEYS).query
-                      ).render_as_string(hide_password=False)
+    return URL.create(
+        parsed.drivername,
+        parsed.username,
+        None,
+        parsed.host,
+        parsed.port,
+        parsed.database,
+        parsed.difference_update_query(QUERY_KEYS).query,
+    ).render_as_string(hide_password=False)
 
 
 def with_password(url: str, secret: str) -> str:
     """`url` (without a password) with `secret` as its password, for this process only."""
     parsed = make_url(url)
     if parsed.username is None:  # a URL shows no password without a user: as a query argument
-        return parsed.update_query_dict({"password": secret}).render_as_string(
-            hide_password=False)
+        return parsed.update_query_dict({"password": secret}).render_as_string(hide_password=False)
     return parsed.set(password=secret).render_as_string(hide_password=False)

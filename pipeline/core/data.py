@@ -23,8 +23,18 @@ import torch
 
 from pipeline.core.errors import UserError
 
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 VAL_SIZE = 10_000
 SPLIT_SEED = 20_240_601  # fixed forever: changing it changes every validation metric
 CACHE_NAME = "fashion_mnist.pt"
@@ -53,7 +63,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def to(self, device: torch.device | str) -> "Split":
+    def to(self, device: torch.device | str) -> Split:
         return Split(self.images.to(device), self.labels.to(device))
 
 
@@ -64,21 +74,25 @@ class FashionMNIST:
     test: Split
     digest: str  # SHA-256 over the four verified source files: names this exact dataset version
 
-    def to(self, device: torch.device | str) -> "FashionMNIST":
-        return FashionMNIST(self.train.to(device), self.val.to(device), self.test.to(device),
-                            self.digest)
+    def to(self, device: torch.device | str) -> FashionMNIST:
+        return FashionMNIST(
+            self.train.to(device), self.val.to(device), self.test.to(device), self.digest
+        )
 
-    def without_holdout(self) -> "FashionMNIST":
+    def without_holdout(self) -> FashionMNIST:
         """All 60,000 training images in `train` (the validation images after the others) and
         an empty `val`; the same object when `val` is empty already."""
         if not len(self.val):
             return self
-        train = Split(torch.cat([self.train.images, self.val.images]),
-                      torch.cat([self.train.labels, self.val.labels]))
-        return FashionMNIST(train, Split(self.val.images[:0], self.val.labels[:0]), self.test,
-                            self.digest)
+        train = Split(
+            torch.cat([self.train.images, self.val.images]),
+            torch.cat([self.train.labels, self.val.labels]),
+        )
+        return FashionMNIST(
+            train, Split(self.val.images[:0], self.val.labels[:0]), self.test, self.digest
+        )
 
-    def training_splits(self, holdout: bool) -> "FashionMNIST":
+    def training_splits(self, holdout: bool) -> FashionMNIST:
         """What a run with TrainConfig.holdout trains and reports on."""
         return self if holdout else self.without_holdout()
 
@@ -116,7 +130,8 @@ def _download(data_dir: Path) -> None:
         raise DataError(
             f"FashionMNIST is not in {data_dir} nor in {DEBIAN_DIR}, and the download failed "
             f"({type(e).__name__}); run `apt-get install dataset-fashion-mnist` or put the four "
-            f"IDX files into {data_dir}") from None
+            f"IDX files into {data_dir}"
+        ) from None
 
 
 def read_idx(name: str, path: Path) -> np.ndarray:
@@ -124,14 +139,18 @@ def read_idx(name: str, path: Path) -> np.ndarray:
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: cannot be read or decompressed ({e}); the file is truncated "
-                        "or corrupt: delete it and run prepare again") from None
+        raise DataError(
+            f"{path}: cannot be read or decompressed ({e}); the file is truncated "
+            "or corrupt: delete it and run prepare again"
+        ) from None
     digest = hashlib.sha256(raw).hexdigest()
     if digest != SHA256[name]:
-        raise DataError(f"{path}: SHA-256 of its decompressed bytes is {digest[:12]}..., not the "
-                        f"original FashionMNIST's {SHA256[name][:12]}...: replace or delete it")
+        raise DataError(
+            f"{path}: SHA-256 of its decompressed bytes is {digest[:12]}..., not the "
+            f"original FashionMNIST's {SHA256[name][:12]}...: replace or delete it"
+        )
     ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -139,8 +158,10 @@ def prepare(data_dir: str | os.PathLike) -> dict:
     """Verify the raw files and write the tensor cache once; return the cache's contents."""
     data_dir = Path(data_dir)
     if data_dir.exists() and not data_dir.is_dir():
-        raise DataError(f"{data_dir}: is a file, not a folder; give --data-dir a folder (it is "
-                        "created if missing)")
+        raise DataError(
+            f"{data_dir}: is a file, not a folder; give --data-dir a folder (it is "
+            "created if missing)"
+        )
     cache = data_dir / CACHE_NAME
     if cache.is_file():
         return _read_cache(cache)  # a corrupt cache is an error, never silently rebuilt over
@@ -158,8 +179,10 @@ def prepare(data_dir: str | os.PathLike) -> dict:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file on the way, no permission
-        raise DataError(f"{data_dir}: cannot create the folder ({e.strerror or e}); give "
-                        "--data-dir a folder you can write") from None
+        raise DataError(
+            f"{data_dir}: cannot create the folder ({e.strerror or e}); give "
+            "--data-dir a folder you can write"
+        ) from None
     tmp = cache.with_suffix(".tmp")
     torch.save(payload, tmp)
     tmp.replace(cache)  # atomic: a crash never leaves a half-written cache behind
@@ -192,11 +215,13 @@ def _read_cache(cache: Path) -> dict:
     hint = f"delete {cache} and run `python -m pipeline prepare` again"
     try:
         payload = torch.load(cache, weights_only=True)
-        ok = (payload["format"] == CACHE_FORMAT
-              and payload["train_images"].shape == (60_000, 28, 28)
-              and payload["test_images"].shape == (10_000, 28, 28)
-              and payload["train_images"].dtype == torch.uint8
-              and payload["checksum"] == _checksum(payload))
+        ok = (
+            payload["format"] == CACHE_FORMAT
+            and payload["train_images"].shape == (60_000, 28, 28)
+            and payload["test_images"].shape == (10_000, 28, 28)
+            and payload["train_images"].dtype == torch.uint8
+            and payload["checksum"] == _checksum(payload)
+        )
     except Exception:  # torch.load raises many types on a damaged zip / pickle
         ok = False
     if not ok:

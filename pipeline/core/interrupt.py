@@ -28,8 +28,16 @@ _raised: list[bool] = []  # non-empty once Interrupted was raised for them
 
 # Where a raise would interrupt a database write: the store libraries and MLflow's / Optuna's
 # store layers (paths as in a frame's co_filename).
-STORE_CODE = ("/sqlalchemy/", "<sqlalchemy ", "/sqlite3/", "/alembic/", "/pymysql/",
-              "/psycopg", "/mlflow/store/", "/optuna/storages/")
+STORE_CODE = (
+    "/sqlalchemy/",
+    "<sqlalchemy ",
+    "/sqlite3/",
+    "/alembic/",
+    "/pymysql/",
+    "/psycopg",
+    "/mlflow/store/",
+    "/optuna/storages/",
+)
 RETRY_S = 0.05
 
 

@@ -32,7 +32,7 @@ class Option:
     default: Any = dataclasses.MISSING  # MISSING: required (a positional argument)
     low: float | None = None
     high: float | None = None
-    low_open: bool = False   # low itself excluded (lr > 0)
+    low_open: bool = False  # low itself excluded (lr > 0)
     high_open: bool = False  # high itself excluded (dropout < 1)
     choices: tuple[str, ...] = ()
     zero: str = ""  # what 0 stands for ("no limit", "3 seeds"): said in help and errors
@@ -64,8 +64,10 @@ class Option:
         if self.low is not None and self.high is not None:
             if self.kind == "int":
                 return f"{what} from {low} to {high}"
-            return f"{what} in {'(' if self.low_open else '['}{low}, {high}" \
-                   f"{')' if self.high_open else ']'}"
+            return (
+                f"{what} in {'(' if self.low_open else '['}{low}, {high}"
+                f"{')' if self.high_open else ']'}"
+            )
         if self.low is not None:
             return f"{what} {'>' if self.low_open else '>='} {low}"
         if self.high is not None:
@@ -76,8 +78,9 @@ class Option:
         """The help text with the accepted values and the meaning of 0, as --help shows it (no
         square brackets: typer's rich help reads them as markup)."""
         accepted = self.accepted() if self.kind in ("int", "float", "widths") else ""
-        notes = "; ".join(n for n in (accepted and f"Accepts {accepted}",
-                                      self.zero and f"0: {self.zero}") if n)
+        notes = "; ".join(
+            n for n in (accepted and f"Accepts {accepted}", self.zero and f"0: {self.zero}") if n
+        )
         return f"{self.help} {notes}." if notes else self.help
 
 
@@ -88,18 +91,43 @@ def _field(kind: str, default: Any, help: str, **spec: Any) -> Any:
     return dataclasses.field(default=default, metadata={"option": option})
 
 
-def integer(default: int, help: str, *, low: int, high: int, zero: str = "",
-            hidden: bool = False, log: bool | str = True) -> Any:
+def integer(
+    default: int,
+    help: str,
+    *,
+    low: int,
+    high: int,
+    zero: str = "",
+    hidden: bool = False,
+    log: bool | str = True,
+) -> Any:
     """An integer option within [low, high]; `zero`: what 0 means, when it means something."""
     return _field("int", default, help, low=low, high=high, zero=zero, hidden=hidden, log=log)
 
 
-def number(default: float, help: str, *, low: float | None = None, high: float | None = None,
-           low_open: bool = False, high_open: bool = False, zero: str = "",
-           log: bool | str = True) -> Any:
+def number(
+    default: float,
+    help: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    zero: str = "",
+    log: bool | str = True,
+) -> Any:
     """A finite float option within its bounds (open or closed)."""
-    return _field("float", default, help, low=low, high=high, low_open=low_open,
-                  high_open=high_open, zero=zero, log=log)
+    return _field(
+        "float",
+        default,
+        help,
+        low=low,
+        high=high,
+        low_open=low_open,
+        high_open=high_open,
+        zero=zero,
+        log=log,
+    )
 
 
 def choice(default: str, help: str, choices: tuple[str, ...], log: bool | str = True) -> Any:
@@ -136,8 +164,11 @@ def paths(help: str) -> Any:
 
 def of(cls: type) -> tuple[Option, ...]:
     """The options of a settings class (or instance), in field order."""
-    return tuple(dataclasses.replace(f.metadata["option"], name=f.name)
-                 for f in dataclasses.fields(cls) if "option" in f.metadata)
+    return tuple(
+        dataclasses.replace(f.metadata["option"], name=f.name)
+        for f in dataclasses.fields(cls)
+        if "option" in f.metadata
+    )
 
 
 def as_text(option: Option, value: Any) -> str:
@@ -208,8 +239,11 @@ def _check(option: Option, value: Any) -> Any:
         if not isinstance(value, str) or (kind == "choice" and value not in option.choices):
             raise ConfigError(f"{name}: {value!r} is not {option.accepted() or 'a string'}")
         return value
-    ok = isinstance(value, int) if kind == "int" else (isinstance(value, (int, float))
-                                                       and math.isfinite(value))
+    ok = (
+        isinstance(value, int)
+        if kind == "int"
+        else (isinstance(value, (int, float)) and math.isfinite(value))
+    )
     ok = ok and not isinstance(value, bool) and _within(option, value)
     if not ok:
         zero = f" (0: {option.zero})" if option.zero else ""
@@ -219,8 +253,9 @@ def _check(option: Option, value: Any) -> Any:
 
 def _within(option: Option, value: float) -> bool:
     low, high = option.low, option.high
-    return ((low is None or (value > low if option.low_open else value >= low))
-            and (high is None or (value < high if option.high_open else value <= high)))
+    return (low is None or (value > low if option.low_open else value >= low)) and (
+        high is None or (value < high if option.high_open else value <= high)
+    )
 
 
 def parse_bool(value: str | bool, name: str) -> bool:
@@ -238,8 +273,7 @@ def parse_bool(value: str | bool, name: str) -> bool:
 def parse_widths(value: str | list | tuple, name: str, high: float | None) -> tuple[int, ...]:
     """'300,200' (or [300, 200]) -> (300, 200); empty, or an empty entry, is refused: an FCN
     without hidden layers is not what anyone typing --hidden meant."""
-    parts = value if isinstance(value, (list, tuple)) else \
-        str(value).replace(" ", "").split(",")
+    parts = value if isinstance(value, (list, tuple)) else str(value).replace(" ", "").split(",")
     example = "use comma-separated integers such as 300,200"
     if not parts or parts == [""]:
         raise ConfigError(f"{name}: {value!r} is empty; give at least one layer size; {example}")
@@ -252,6 +286,7 @@ def parse_widths(value: str | list | tuple, name: str, high: float | None) -> tu
     if not sizes or any(isinstance(p, (bool, float)) for p in parts):
         raise ConfigError(f"{name}: {value!r} is not a list of positive layer sizes; {example}")
     if not all(1 <= s <= (high or math.inf) for s in sizes):
-        raise ConfigError(f"{name}: {value!r} is not a list of positive layer sizes up to "
-                          f"{high}; {example}")
+        raise ConfigError(
+            f"{name}: {value!r} is not a list of positive layer sizes up to {high}; {example}"
+        )
     return sizes

@@ -15,15 +15,21 @@ from scipy import stats as scipy_stats
 from sklearn.metrics import precision_recall_fscore_support
 
 
-def class_scores(true: np.ndarray, predicted: np.ndarray, n_classes: int,
-                 weight: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def class_scores(
+    true: np.ndarray, predicted: np.ndarray, n_classes: int, weight: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Precision, recall (= per-class accuracy), F1 and support of every class 0..n_classes-1
     from true and predicted labels (`weight`: how many samples each pair stands for). A class
     never predicted has precision 0, one never seen recall 0."""
     precision, recall, f1, support = precision_recall_fscore_support(
-        true, predicted, labels=np.arange(n_classes), sample_weight=weight, zero_division=0)
-    return {"precision": precision, "recall": recall, "f1": f1,
-            "support": np.asarray(support, dtype=np.int64)}
+        true, predicted, labels=np.arange(n_classes), sample_weight=weight, zero_division=0
+    )
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "support": np.asarray(support, dtype=np.int64),
+    }
 
 
 def per_class(counts: np.ndarray) -> dict[str, np.ndarray]:
@@ -82,8 +88,12 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Comparison:
     return Comparison(diff, float(result.statistic), float(result.df), float(result.pvalue))
 
 
-def time_to_accuracy(history: Sequence[dict[str, float]], threshold: float,
-                     metric: str = "val_acc", clock: str = "epoch_time_s") -> float | None:
+def time_to_accuracy(
+    history: Sequence[dict[str, float]],
+    threshold: float,
+    metric: str = "val_acc",
+    clock: str = "epoch_time_s",
+) -> float | None:
     """Wall seconds (summed per-epoch times, evaluation included) until `metric` first reaches
     `threshold`; None when it never does."""
     elapsed = 0.0

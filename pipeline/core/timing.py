@@ -19,16 +19,19 @@ import torch
 from pipeline.core.config import TrainConfig
 from pipeline.core.data import FashionMNIST
 from pipeline.core.models import build_model
-from pipeline.core.training import (EVAL_BATCH, make_optimizer, pick_device, predict,
-                                     train_step)
+from pipeline.core.training import EVAL_BATCH, make_optimizer, pick_device, predict, train_step
 
 WARMUP_STEPS = 3  # the first steps allocate buffers and pick kernels
 MIN_STEPS = 3  # per window
 WINDOWS = 3
 
 
-def epoch_seconds(config: TrainConfig, data: FashionMNIST, seconds: float = 1.2,
-                  device: torch.device | None = None) -> float:
+def epoch_seconds(
+    config: TrainConfig,
+    data: FashionMNIST,
+    seconds: float = 1.2,
+    device: torch.device | None = None,
+) -> float:
     """Estimated wall seconds of one epoch of `config` (training steps, then the val and test
     passes), from about `seconds` of timed training steps and one evaluation batch."""
     device = device or pick_device()

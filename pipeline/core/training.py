@@ -24,10 +24,19 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from pipeline.core import interrupt
 from pipeline.core.augment import cutout, flip_and_shift
 from pipeline.core.config import TrainConfig
-from pipeline.core.errors import UserError
-from pipeline.core.metrics import (EPOCH_METRICS, EPOCH_TIME, TEST_ACC, TEST_LOSS,  # noqa: F401
-                                   TRAIN_ACC, TRAIN_LOSS, TRAIN_TIME, VAL_ACC, VAL_LOSS)
 from pipeline.core.data import FashionMNIST, Split
+from pipeline.core.errors import UserError
+from pipeline.core.metrics import (  # noqa: F401
+    EPOCH_METRICS,
+    EPOCH_TIME,
+    TEST_ACC,
+    TEST_LOSS,
+    TRAIN_ACC,
+    TRAIN_LOSS,
+    TRAIN_TIME,
+    VAL_ACC,
+    VAL_LOSS,
+)
 from pipeline.core.models import build_model
 from pipeline.core.whitening import init_whitening
 
@@ -41,8 +50,10 @@ class Diverged(UserError):
     """The training loss became NaN or infinite."""
 
     def __init__(self, epoch: int, loss: float):
-        super().__init__(f"training diverged at epoch {epoch}: train_loss is {loss}; "
-                         "lower --lr or add batch norm")
+        super().__init__(
+            f"training diverged at epoch {epoch}: train_loss is {loss}; "
+            "lower --lr or add batch norm"
+        )
         self.epoch, self.loss = epoch, loss
 
 
@@ -96,8 +107,9 @@ def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=wd, fused=True)
     if config.optimizer == "momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd,
-                               fused=True)
+        return torch.optim.SGD(
+            params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd, fused=True
+        )
     if config.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, weight_decay=wd)
     if config.optimizer == "adam":
@@ -105,8 +117,9 @@ def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=lr, weight_decay=wd, fused=True)
 
 
-def make_schedule(config: TrainConfig, optimizer: torch.optim.Optimizer,
-                  steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+def make_schedule(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     """A per-step learning-rate factor: constant; or linear warm-up for one epoch (large early
     steps of adaptive optimizers are the usual divergence) then cosine decay to zero; or one
     cycle: a linear rise to the peak over 20% of the steps, then a linear fall to zero."""
@@ -145,8 +158,9 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int | None = Non
     batch_size = batch_size or getattr(model, "eval_batch", EVAL_BATCH)
     model.eval()
     with autocast(images.device):
-        return torch.cat([model(images[i:i + batch_size]).float()
-                          for i in range(0, len(images), batch_size)])
+        return torch.cat(
+            [model(images[i : i + batch_size]).float() for i in range(0, len(images), batch_size)]
+        )
 
 
 def _loss_and_correct(model: nn.Module, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,8 +169,13 @@ def _loss_and_correct(model: nn.Module, split: Split) -> tuple[torch.Tensor, tor
     return loss, (logits.argmax(1) == split.labels).sum()
 
 
-def train(config: TrainConfig, data: FashionMNIST, callbacks: Sequence[Callback] = (),
-          device: torch.device | None = None, progress: bool | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    data: FashionMNIST,
+    callbacks: Sequence[Callback] = (),
+    device: torch.device | None = None,
+    progress: bool | None = None,
+) -> TrainResult:
     """Train one model; `progress=None` shows a bar only when stderr is a terminal."""
     start = time.perf_counter()
     device = device or pick_device()
@@ -173,20 +192,29 @@ def train(config: TrainConfig, data: FashionMNIST, callbacks: Sequence[Callback]
     schedule = make_schedule(config, optimizer, n_batches)
     # The average copies the model at its first update; buffers too, so its batch-norm
     # statistics belong to its own weights rather than to the last raw step's.
-    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema),
-                            use_buffers=True) if config.ema else None
+    average = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+        if config.ema
+        else None
+    )
     evaluated = average.module if average else model
     result = TrainResult(evaluated)
 
     from tqdm import tqdm  # a progress bar on terminals, silent in CI and under MLflow's capture
 
     show = sys.stderr.isatty() if progress is None else progress
-    epochs = tqdm(range(1, config.epochs + 1), desc=f"{config.model} {config.optimizer}",
-                  unit="epoch", disable=not show, leave=False)
+    epochs = tqdm(
+        range(1, config.epochs + 1),
+        desc=f"{config.model} {config.optimizer}",
+        unit="epoch",
+        disable=not show,
+        leave=False,
+    )
     for epoch in epochs:
         t0 = time.perf_counter()
-        loss_sum, correct = _train_epoch(config, model, data.train, optimizer, schedule, order,
-                                         n_batches, average)
+        loss_sum, correct = _train_epoch(
+            config, model, data.train, optimizer, schedule, order, n_batches, average
+        )
         seen = min(len(data.train), n_batches * config.batch_size)
         metrics = _epoch_metrics(evaluated, data, loss_sum, correct, seen)
         metrics[EPOCH_TIME] = time.perf_counter() - t0
@@ -201,8 +229,13 @@ def train(config: TrainConfig, data: FashionMNIST, callbacks: Sequence[Callback]
     return result
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               y: torch.Tensor, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    label_smoothing: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on the batch (x, y); its logits and loss. Also what
     core/timing.py times."""
     with autocast(x.device):
@@ -214,10 +247,16 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
     return logits, loss
 
 
-def _train_epoch(config: TrainConfig, model: nn.Module, train_split: Split,
-                 optimizer: torch.optim.Optimizer, schedule, order: torch.Generator,
-                 n_batches: int, average: AveragedModel | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def _train_epoch(
+    config: TrainConfig,
+    model: nn.Module,
+    train_split: Split,
+    optimizer: torch.optim.Optimizer,
+    schedule,
+    order: torch.Generator,
+    n_batches: int,
+    average: AveragedModel | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass over a fresh permutation; the summed loss and the correct count, on the device
     (no .item() sync per batch). `average`, if any, is updated after every step."""
     model.train()
@@ -233,7 +272,7 @@ def _train_epoch(config: TrainConfig, model: nn.Module, train_split: Split,
     correct = torch.zeros((), device=device)
     size = config.batch_size
     for b in range(n_batches):
-        x, y = images[b * size:(b + 1) * size], labels[b * size:(b + 1) * size]
+        x, y = images[b * size : (b + 1) * size], labels[b * size : (b + 1) * size]
         logits, loss = train_step(model, optimizer, x, y, config.label_smoothing)
         schedule.step()
         if average is not None:
@@ -244,8 +283,9 @@ def _train_epoch(config: TrainConfig, model: nn.Module, train_split: Split,
     return loss_sum, correct
 
 
-def _epoch_metrics(model: nn.Module, data: FashionMNIST, loss_sum: torch.Tensor,
-                   correct: torch.Tensor, seen: int) -> dict[str, float]:
+def _epoch_metrics(
+    model: nn.Module, data: FashionMNIST, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int
+) -> dict[str, float]:
     """Train figures of the epoch just run, then val (unless no images are held out) and test
     after it, with one sync. Accuracies are divided here, in float64, from exact counts: 8623 /
     10000 reads 0.8623 in the MLflow UI and optuna-dashboard, not float32's 0.8622999787."""

@@ -67,5 +67,5 @@ def init_whitening(model: nn.Module, images: torch.Tensor) -> None:
     filters = whitening_filters(patches)
     half = min(len(filters), conv.out_channels // 2)
     both = torch.cat([filters[:half], -filters[:half]]).reshape(2 * half, 1, kh, kw)
-    replaced = conv.weight[:2 * half]
-    conv.weight[:2 * half] = both * (replaced.norm() / both.norm())
+    replaced = conv.weight[: 2 * half]
+    conv.weight[: 2 * half] = both * (replaced.norm() / both.norm())

@@ -27,10 +27,10 @@ from mlflow.entities import Metric
 from pipeline.core import data as datasets
 from pipeline.core import interrupt
 from pipeline.core.data import CLASSES, FashionMNIST, Split
-from pipeline.replication.experiments import TABLES, VARIANTS
-from pipeline.replication.report.inputs import SeedRun
-from pipeline.replication.replicate_settings import ReplicateSettings
 from pipeline.core.stats import per_class
+from pipeline.replication.experiments import TABLES, VARIANTS
+from pipeline.replication.replicate_settings import ReplicateSettings
+from pipeline.replication.report.inputs import SeedRun
 from pipeline.serving.evaluate import slug
 from pipeline.tracking import log as tracklog
 
@@ -46,8 +46,9 @@ class Job:
     top_run_id: str
 
 
-def plan(settings: ReplicateSettings, seeds: list[int], table_runs: dict[int, str],
-         top_run_id: str) -> list[Job]:
+def plan(
+    settings: ReplicateSettings, seeds: list[int], table_runs: dict[int, str], top_run_id: str
+) -> list[Job]:
     """Every variant x seed once, under the first table that needs it; longest first (the CNN),
     so that the last minutes are not one long training on one worker."""
     jobs, seen = [], set()
@@ -55,8 +56,10 @@ def plan(settings: ReplicateSettings, seeds: list[int], table_runs: dict[int, st
         for key in table.variants:
             if key not in seen:
                 seen.add(key)
-                jobs += [Job(key, seed, table.number, table_runs[table.number], top_run_id)
-                         for seed in seeds]
+                jobs += [
+                    Job(key, seed, table.number, table_runs[table.number], top_run_id)
+                    for seed in seeds
+                ]
     return sorted(jobs, key=lambda job: settings.config(job.key, 0).model == "fcn")
 
 
@@ -64,8 +67,9 @@ def subset(data: FashionMNIST, n: int | None) -> FashionMNIST:
     """The first `n` training images (all with None); validation and test stay whole."""
     if n is None or n >= len(data.train):
         return data
-    return FashionMNIST(Split(data.train.images[:n], data.train.labels[:n]), data.val, data.test,
-                        data.digest)
+    return FashionMNIST(
+        Split(data.train.images[:n], data.train.labels[:n]), data.val, data.test, data.digest
+    )
 
 
 def train_seed(settings: ReplicateSettings, job: Job, data: FashionMNIST) -> SeedRun:
@@ -73,19 +77,35 @@ def train_seed(settings: ReplicateSettings, job: Job, data: FashionMNIST) -> See
     config = settings.config(job.key, job.seed)
     variant = VARIANTS[job.key]
     trained = tracklog.train_run(
-        config, data, nested=True, parent_run_id=job.table_run_id, confusion=False,
+        config,
+        data,
+        nested=True,
+        parent_run_id=job.table_run_id,
+        confusion=False,
         run_name=f"{variant.label}, seed {job.seed}",
-        tags={"replicate_run": job.top_run_id, "variant": job.key, "seed": str(job.seed),
-              "replicate_table": str(job.table)})
+        tags={
+            "replicate_run": job.top_run_id,
+            "variant": job.key,
+            "seed": str(job.seed),
+            "replicate_table": str(job.table),
+        },
+    )
     run_id, result = trained.run_id, trained.result
     counts = tracklog.confusion_counts(result.model, data.test)
     recall = per_class(counts)["recall"]
     client = mlflow.MlflowClient()
     now = int(1000 * time.time())
-    client.log_batch(run_id, metrics=[Metric(f"test_acc_{slug(c)}", float(r), now, config.epochs)
-                                      for c, r in zip(CLASSES, recall)], synchronous=True)
-    client.log_dict(run_id, {"classes": list(CLASSES), "counts": counts.tolist()},
-                    "test_confusion_counts.json")
+    client.log_batch(
+        run_id,
+        metrics=[
+            Metric(f"test_acc_{slug(c)}", float(r), now, config.epochs)
+            for c, r in zip(CLASSES, recall)
+        ],
+        synchronous=True,
+    )
+    client.log_dict(
+        run_id, {"classes": list(CLASSES), "counts": counts.tolist()}, "test_confusion_counts.json"
+    )
     return SeedRun(job.key, job.seed, run_id, result.history, result.train_time_s, counts)
 
 
@@ -118,22 +138,31 @@ def _train_job(settings: ReplicateSettings, job: Job) -> SeedRun:
     interrupt.install()  # first, so that no signal falls between the check and the training
     try:
         if _stopped_between_jobs:
-            raise interrupt.Interrupted("not started: stopped by signal "
-                                        f"{signal.Signals(_stopped_between_jobs[0]).name}")
+            raise interrupt.Interrupted(
+                f"not started: stopped by signal {signal.Signals(_stopped_between_jobs[0]).name}"
+            )
         interrupt.check()  # stopped during an earlier job of this worker
         return train_seed(settings, job, _WORKER_DATA)
     finally:
         _hold_signals()
 
 
-def train_all(settings: ReplicateSettings, jobs: list[Job], experiment_id: str,
-              done: Callable[[Job, SeedRun], None]) -> None:
+def train_all(
+    settings: ReplicateSettings,
+    jobs: list[Job],
+    experiment_id: str,
+    done: Callable[[Job, SeedRun], None],
+) -> None:
     """Train `jobs` in `settings.workers` processes; `done(job, run)` as each one ends.
     On any exception (Ctrl-C included) the waiting jobs are dropped and the running ones
     stopped (their runs end KILLED) before it propagates."""
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(settings.workers, mp_context=context, initializer=_start_worker,
-                               initargs=(settings, mlflow.get_tracking_uri(), experiment_id))
+    pool = ProcessPoolExecutor(
+        settings.workers,
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(settings, mlflow.get_tracking_uri(), experiment_id),
+    )
     pending: dict[Future, Job] = {}
     try:
         pending = {pool.submit(_train_job, settings, job): job for job in jobs}

@@ -25,15 +25,14 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from pipeline.core.config import MODELS
-
-from pipeline.core.errors import UserError
 from pipeline.core.data import FashionMNIST
+from pipeline.core.errors import UserError
 from pipeline.core.training import pick_device
 from pipeline.replication.experiments import VARIANTS, variant_keys
 from pipeline.replication.pool import Job, plan, subset, train_all
+from pipeline.replication.replicate_settings import ReplicateSettings
 from pipeline.replication.report.folder import check_out_dir, write_report
 from pipeline.replication.report.inputs import ReportInput, SeedRun, TunedRow, from_json
-from pipeline.replication.replicate_settings import ReplicateSettings
 from pipeline.replication.tables import TableRuns, summary_metrics
 from pipeline.tracking import lifecycle
 from pipeline.tuning.pareto import read_latest
@@ -52,12 +51,16 @@ def machine(settings: ReplicateSettings | None = None) -> str:
     device = pick_device()
     name = torch.cuda.get_device_name() if device.type == "cuda" else cpu
     if settings is None:
-        return (f"{os.cpu_count()} cores, {name}, torch {torch.__version__} with "
-                f"{torch.get_num_threads()} threads on {device.type}")
-    return (f"{os.cpu_count()} cores, {name}, torch {torch.__version__} on {device.type}, "
-            f"{settings.workers} training process{'es' if settings.workers > 1 else ''} of "
-            f"{settings.threads} thread{'s' if settings.threads > 1 else ''} at once (times "
-            "per run are under that sharing)")
+        return (
+            f"{os.cpu_count()} cores, {name}, torch {torch.__version__} with "
+            f"{torch.get_num_threads()} threads on {device.type}"
+        )
+    return (
+        f"{os.cpu_count()} cores, {name}, torch {torch.__version__} on {device.type}, "
+        f"{settings.workers} training process{'es' if settings.workers > 1 else ''} of "
+        f"{settings.threads} thread{'s' if settings.threads > 1 else ''} at once (times "
+        "per run are under that sharing)"
+    )
 
 
 class Progress:
@@ -69,9 +72,12 @@ class Progress:
     def __call__(self, label: str, seed: int, run: SeedRun) -> None:
         self.done += 1
         f = run.final
-        print(f"[{self.done}/{self.total}, {(time.perf_counter() - self.start) / 60:.1f} min] "
-              f"{label}, seed {seed}: val {100 * f['val_acc']:.2f}%, test "
-              f"{100 * f['test_acc']:.2f}%, {run.train_time_s:.0f} s", flush=True)
+        print(
+            f"[{self.done}/{self.total}, {(time.perf_counter() - self.start) / 60:.1f} min] "
+            f"{label}, seed {seed}: val {100 * f['val_acc']:.2f}%, test "
+            f"{100 * f['test_acc']:.2f}%, {run.train_time_s:.0f} s",
+            flush=True,
+        )
 
 
 def tuned_champions() -> list[TunedRow]:
@@ -85,11 +91,16 @@ def tuned_champions() -> list[TunedRow]:
         except MlflowException:
             continue
         try:
-            rows.append(TunedRow(
-                f"{model} ({version.tags.get('study_name', '?')} trial "
-                f"{version.tags.get('trial_number', '?')})", f"models:/{name}@champion",
-                version.run_id or "", float(version.tags["val_acc"]),
-                float(version.tags["test_acc"])))
+            rows.append(
+                TunedRow(
+                    f"{model} ({version.tags.get('study_name', '?')} trial "
+                    f"{version.tags.get('trial_number', '?')})",
+                    f"models:/{name}@champion",
+                    version.run_id or "",
+                    float(version.tags["val_acc"]),
+                    float(version.tags["test_acc"]),
+                )
+            )
         except (KeyError, ValueError):
             continue  # a version registered by hand, without our tags
     return rows
@@ -114,23 +125,33 @@ def replicate(settings: ReplicateSettings, data: FashionMNIST) -> tuple[str, Pat
     seeds = list(range(settings.seeds))
     with lifecycle.tracked_run("replicate", tags={"replicate": "true"}) as top:
         lifecycle.log_new_params({**settings.params(), "train_size": len(data.train)})
-        tables = TableRuns(settings, top.info.experiment_id, top.info.run_id, seeds,
-                           len(data.train))
+        tables = TableRuns(
+            settings, top.info.experiment_id, top.info.run_id, seeds, len(data.train)
+        )
         with tables.ending():
             runs = train_every_seed(settings, tables, seeds)
         report = ReportInput(
-            runs=runs, seeds=seeds, epochs=settings.epochs, cnn_epochs=settings.cnn_epochs,
-            quick=settings.quick, train_size=len(data.train), machine=machine(settings),
-            wall_s=time.perf_counter() - start, tuned=tuned_champions(),
-            table_run_ids=tables.run_ids, frontier=latest_frontier())
+            runs=runs,
+            seeds=seeds,
+            epochs=settings.epochs,
+            cnn_epochs=settings.cnn_epochs,
+            quick=settings.quick,
+            train_size=len(data.train),
+            machine=machine(settings),
+            wall_s=time.perf_counter() - start,
+            tuned=tuned_champions(),
+            table_run_ids=tables.run_ids,
+            frontier=latest_frontier(),
+        )
         path = write_report(report, settings.out_dir)
         mlflow.log_artifacts(str(settings.out_dir), "report")
         mlflow.log_metrics({"wall_time_s": report.wall_s, **summary_metrics(runs, runs)})
         return top.info.run_id, path
 
 
-def train_every_seed(settings: ReplicateSettings, tables: TableRuns,
-                     seeds: list[int]) -> dict[str, list[SeedRun]]:
+def train_every_seed(
+    settings: ReplicateSettings, tables: TableRuns, seeds: list[int]
+) -> dict[str, list[SeedRun]]:
     """Every variant x seed trained in the worker pool, each table closed as it completes;
     the runs by variant, in the tables' order, each variant's by seed."""
     runs: dict[str, list[SeedRun]] = {}
@@ -153,9 +174,12 @@ def render(results_path: Path, out_dir: Path) -> Path:
     try:
         report = from_json(json.loads(results_path.read_text()))
     except (OSError, ValueError) as e:
-        raise UserError(f"--from-results {results_path}: cannot read it ({e}); pass the "
-                        "results.json of a replicate report") from None
+        raise UserError(
+            f"--from-results {results_path}: cannot read it ({e}); pass the "
+            "results.json of a replicate report"
+        ) from None
     except (KeyError, TypeError) as e:
-        raise UserError(f"--from-results {results_path}: not a replicate results.json "
-                        f"(missing {e})") from None
+        raise UserError(
+            f"--from-results {results_path}: not a replicate results.json (missing {e})"
+        ) from None
     return write_report(report, out_dir)

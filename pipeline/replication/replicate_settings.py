@@ -24,24 +24,43 @@ MAX_WORKERS = 64  # processes on this machine, each with its own copy of the dat
 class ReplicateOptions:
     """`replicate` as typed on the command line."""
 
-    seeds: int = options.integer(0, "Seeds per variant.", low=0, high=MAX_SEEDS,
-                                 zero=f"{SEEDS}, or {QUICK_SEEDS} with --quick")
+    seeds: int = options.integer(
+        0,
+        "Seeds per variant.",
+        low=0,
+        high=MAX_SEEDS,
+        zero=f"{SEEDS}, or {QUICK_SEEDS} with --quick",
+    )
     epochs: int = options.integer(
-        0, "FCN epochs.", low=0, high=MAX_EPOCHS,
-        zero=f"the study's {TrainConfig().epochs}, or {QUICK_EPOCHS} with --quick")
+        0,
+        "FCN epochs.",
+        low=0,
+        high=MAX_EPOCHS,
+        zero=f"the study's {TrainConfig().epochs}, or {QUICK_EPOCHS} with --quick",
+    )
     cnn_epochs: int = options.integer(
-        0, "CNN epochs.", low=0, high=MAX_EPOCHS,
-        zero=f"the study's {CNN.epochs}, or {QUICK_CNN_EPOCHS} with --quick")
+        0,
+        "CNN epochs.",
+        low=0,
+        high=MAX_EPOCHS,
+        zero=f"the study's {CNN.epochs}, or {QUICK_CNN_EPOCHS} with --quick",
+    )
     workers: int = options.integer(
-        0, "Trainings at once, in separate processes sharing the threads.", low=0,
-        high=MAX_WORKERS, zero="2 on a CPU of 2+ threads, 1 on a GPU",
-        log="train_processes")
+        0,
+        "Trainings at once, in separate processes sharing the threads.",
+        low=0,
+        high=MAX_WORKERS,
+        zero="2 on a CPU of 2+ threads, 1 on a GPU",
+        log="train_processes",
+    )
     quick: bool = options.flag(
         f"A glance in minutes: {QUICK_TRAIN_SIZE:,} training images, few epochs, "
-        f"{QUICK_SEEDS} seeds.")
+        f"{QUICK_SEEDS} seeds."
+    )
     out: Path = options.path("report", "Folder of the report (replaced).", log=False)
     from_results: str = options.text(
-        "", "Only rebuild the report from this results.json of an earlier call.", log=False)
+        "", "Only rebuild the report from this results.json of an earlier call.", log=False
+    )
     data_dir: Path = data_dir()
 
     def __post_init__(self):
@@ -57,19 +76,23 @@ class ReplicateOptions:
             seeds=self.seeds or (QUICK_SEEDS if quick else SEEDS),
             epochs=self.epochs or (QUICK_EPOCHS if quick else TrainConfig().epochs),
             cnn_epochs=self.cnn_epochs or (QUICK_CNN_EPOCHS if quick else CNN.epochs),
-            quick=quick, train_size=QUICK_TRAIN_SIZE if quick else None, out_dir=self.out,
-            workers=self.workers or default_workers(), data_dir=self.data_dir)
+            quick=quick,
+            train_size=QUICK_TRAIN_SIZE if quick else None,
+            out_dir=self.out,
+            workers=self.workers or default_workers(),
+            data_dir=self.data_dir,
+        )
 
 
 @dataclass(frozen=True)
 class ReplicateSettings:
     seeds: int = SEEDS
-    epochs: int = 50       # FCN epochs (the study's)
-    cnn_epochs: int = 10   # the study's CNN epochs
+    epochs: int = 50  # FCN epochs (the study's)
+    cnn_epochs: int = 10  # the study's CNN epochs
     quick: bool = False
     train_size: int | None = None  # None: all 50,000 training images
     out_dir: Path = Path("report")
-    workers: int = 1       # training processes
+    workers: int = 1  # training processes
     data_dir: Path = Path("data")
 
     @classmethod

@@ -19,9 +19,9 @@ from mlflow.entities import Metric
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from pipeline.replication.experiments import TABLES, VARIANTS, Table
+from pipeline.replication.replicate_settings import ReplicateSettings
 from pipeline.replication.report import figures, text
 from pipeline.replication.report.inputs import ReportInput, SeedRun, final_values
-from pipeline.replication.replicate_settings import ReplicateSettings
 from pipeline.tracking import lifecycle
 from pipeline.tracking.lifecycle import END_REASON
 
@@ -41,42 +41,69 @@ def summary_metrics(runs: dict[str, list[SeedRun]], keys) -> dict[str, float]:
 class TableRuns:
     """The open table runs of one replicate call, closed as their variants finish."""
 
-    def __init__(self, settings: ReplicateSettings, experiment_id: str, top_run_id: str,
-                 seeds: list[int], train_size: int):
+    def __init__(
+        self,
+        settings: ReplicateSettings,
+        experiment_id: str,
+        top_run_id: str,
+        seeds: list[int],
+        train_size: int,
+    ):
         self.settings, self.seeds, self.train_size = settings, seeds, train_size
         self.experiment_id, self.top_run_id = experiment_id, top_run_id
         client = mlflow.MlflowClient()
         owner = lifecycle.owner_tags()
-        self.run_ids = {table.number: client.create_run(experiment_id, tags={
-            MLFLOW_PARENT_RUN_ID: top_run_id, MLFLOW_RUN_NAME: f"table {table.number}: "
-            f"{table.title}", "replicate_table": str(table.number), **owner}).info.run_id
-            for table in TABLES}
+        self.run_ids = {
+            table.number: client.create_run(
+                experiment_id,
+                tags={
+                    MLFLOW_PARENT_RUN_ID: top_run_id,
+                    MLFLOW_RUN_NAME: f"table {table.number}: {table.title}",
+                    "replicate_table": str(table.number),
+                    **owner,
+                },
+            ).info.run_id
+            for table in TABLES
+        }
         self.open = dict(self.run_ids)
 
     def trained(self, runs: dict[str, list[SeedRun]]) -> None:
         """Close every open table whose variants have all their seeds in `runs`."""
         for table in TABLES:
             if table.number in self.open and all(
-                    len(runs.get(key, [])) == len(self.seeds) for key in table.variants):
+                len(runs.get(key, [])) == len(self.seeds) for key in table.variants
+            ):
                 self.close(table, self.open.pop(table.number), runs)
 
     def close(self, table: Table, run_id: str, runs: dict[str, list[SeedRun]]) -> None:
         """A table whose variants are all trained: its figure, Markdown, run ids, metrics;
         FINISHED."""
         s = self.settings
-        report = ReportInput(runs={k: runs[k] for k in table.variants}, seeds=self.seeds,
-                             epochs=s.epochs, cnn_epochs=s.cnn_epochs, quick=s.quick,
-                             train_size=self.train_size, machine="")
+        report = ReportInput(
+            runs={k: runs[k] for k in table.variants},
+            seeds=self.seeds,
+            epochs=s.epochs,
+            cnn_epochs=s.cnn_epochs,
+            quick=s.quick,
+            train_size=self.train_size,
+            machine="",
+        )
         client = mlflow.MlflowClient()
-        client.log_figure(run_id, figures.table_figure(report, table),
-                          f"table_{table.number}.png")
+        client.log_figure(run_id, figures.table_figure(report, table), f"table_{table.number}.png")
         client.log_text(run_id, "\n".join(text.table_markdown(report, table)), "table.md")
-        client.log_dict(run_id, {VARIANTS[k].label: {str(r.seed): r.run_id for r in runs[k]}
-                                 for k in table.variants}, "runs.json")
+        client.log_dict(
+            run_id,
+            {VARIANTS[k].label: {str(r.seed): r.run_id for r in runs[k]} for k in table.variants},
+            "runs.json",
+        )
         now = int(1000 * time.time())
-        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in
-                                          summary_metrics(runs, table.variants).items()],
-                         synchronous=True)
+        client.log_batch(
+            run_id,
+            metrics=[
+                Metric(k, v, now, 0) for k, v in summary_metrics(runs, table.variants).items()
+            ],
+            synchronous=True,
+        )
         client.set_terminated(run_id, "FINISHED")
 
     @contextmanager

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.core.errors import UserError
 from pipeline.core.data import CLASSES
+from pipeline.core.errors import UserError
 from pipeline.serving import evaluate
 from pipeline.tracking import store
 
@@ -42,10 +42,11 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     side = max(height, width)
     square = np.zeros((side, side), dtype=np.float32)  # pad with background, keep the aspect
     top, left = (side - height) // 2, (side - width) // 2
-    square[top:top + height, left:left + width] = gray
+    square[top : top + height, left : left + width] = gray
     if side != SIZE:
         small = Image.fromarray(square.round().astype(np.uint8)).resize(
-            (SIZE, SIZE), Image.Resampling.LANCZOS)
+            (SIZE, SIZE), Image.Resampling.LANCZOS
+        )
         square = np.asarray(small, dtype=np.float32)
     return torch.from_numpy(square.copy()).reshape(1, 1, SIZE, SIZE)
 
@@ -75,12 +76,17 @@ def load_images(paths: list[Path]) -> tuple[list[Path], torch.Tensor]:
             with Image.open(path) as image:
                 tensors.append(to_tensor(image))
         except Image.DecompressionBombError:
-            raise UserError(f"{path}: too many pixels (Pillow refuses more than "
-                            f"{2 * Image.MAX_IMAGE_PIXELS:,} as a possible decompression "
-                            "bomb); scale the image down first") from None
+            raise UserError(
+                f"{path}: too many pixels (Pillow refuses more than "
+                f"{2 * Image.MAX_IMAGE_PIXELS:,} as a possible decompression "
+                "bomb); scale the image down first"
+            ) from None
         except (UnidentifiedImageError, OSError, ValueError) as e:
-            reason = "not an image file Pillow can read (PNG, JPEG, ...)" \
-                if isinstance(e, UnidentifiedImageError) else f"cannot be read ({e})"
+            reason = (
+                "not an image file Pillow can read (PNG, JPEG, ...)"
+                if isinstance(e, UnidentifiedImageError)
+                else f"cannot be read ({e})"
+            )
             raise UserError(f"{path}: {reason}") from None
     return files, torch.cat(tensors)
 
@@ -101,5 +107,6 @@ def probabilities(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
 def describe(probs: torch.Tensor, top: int = 3) -> str:
     """'Sneaker 97.1%, Sandal 2.4%, Ankle boot 0.4%' for one image's probabilities."""
     values, indices = probs.topk(min(top, len(CLASSES)))
-    return ", ".join(f"{CLASSES[i]} {100 * v:.1f}%" for v, i in zip(values.tolist(),
-                                                                 indices.tolist()))
+    return ", ".join(
+        f"{CLASSES[i]} {100 * v:.1f}%" for v, i in zip(values.tolist(), indices.tolist())
+    )

@@ -44,8 +44,7 @@ def grant_workers(uri: str, user: str, password: str, experiment: str, model: st
 def grant(auth, user: str, resource_type: str, resource_id: str) -> None:
     """WORKER_PERMISSION for `user` on the resource; again is harmless, and a grant of another
     level is replaced."""
-    if auth.get_user_permission(user, resource_type, resource_id).permission == \
-            WORKER_PERMISSION:
+    if auth.get_user_permission(user, resource_type, resource_id).permission == WORKER_PERMISSION:
         return
     try:
         auth.grant_user_permission(user, resource_type, resource_id, WORKER_PERMISSION)
@@ -70,20 +69,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("user", help="the workers' user (MLFLOW_TRACKING_USERNAME on workers)")
     parser.add_argument("--experiment", default="fashion-mnist")
-    parser.add_argument("--model", default="fashion-mnist-fcn",
-                        help="the registered model tune registers the champion in")
+    parser.add_argument(
+        "--model",
+        default="fashion-mnist-fcn",
+        help="the registered model tune registers the champion in",
+    )
     args = parser.parse_args()
-    password = (getpass.getpass(f"password for {args.user}: ") if sys.stdin.isatty()
-                else sys.stdin.readline().rstrip("\n"))
+    password = (
+        getpass.getpass(f"password for {args.user}: ")
+        if sys.stdin.isatty()
+        else sys.stdin.readline().rstrip("\n")
+    )
     if not password:
         fail("no password given for the new user")
     try:
-        experiment_id = grant_workers(mlflow.get_tracking_uri(), args.user, password,
-                                      args.experiment, args.model)
+        experiment_id = grant_workers(
+            mlflow.get_tracking_uri(), args.user, password, args.experiment, args.model
+        )
     except MlflowException as e:  # not the admin, a password the server's policy refuses...
         fail(str(e).splitlines()[0][:300])
-    print(f"{args.user}: {WORKER_PERMISSION} on experiment {args.experiment} ({experiment_id}) "
-          f"and registered model {args.model}")
+    print(
+        f"{args.user}: {WORKER_PERMISSION} on experiment {args.experiment} ({experiment_id}) "
+        f"and registered model {args.model}"
+    )
 
 
 def fail(message: str) -> None:

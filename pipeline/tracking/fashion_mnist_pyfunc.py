@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 
 LOADER_MODULE = Path(__file__).stem  # its name inside a model's code/ folder
-CLASSES_KEY = "classes"              # the class names, in the pyfunc flavor's configuration
-INPUT_SHAPE = (-1, 1, 28, 28)        # raw FashionMNIST pixels, any number of images
-PIXEL_MAX = 255.0                    # pixels are 0..PIXEL_MAX, as the models were trained on
+CLASSES_KEY = "classes"  # the class names, in the pyfunc flavor's configuration
+INPUT_SHAPE = (-1, 1, 28, 28)  # raw FashionMNIST pixels, any number of images
+PIXEL_MAX = 255.0  # pixels are 0..PIXEL_MAX, as the models were trained on
 # Images per request, at most: the whole test set, and a bound on the memory one request's
 # forward takes. MLflow has parsed the body when this is checked: a hard limit on the body's
 # bytes belongs to a proxy in front (docs/serving.md).
@@ -42,8 +42,9 @@ def save_model(pytorch_model, path, mlflow_model, classes, **kwargs) -> None:
     import mlflow.pytorch
 
     kwargs.pop("validate_serving_input", None)  # Model.log's, not the flavor's
-    mlflow.pytorch.save_model(pytorch_model, path, mlflow_model=mlflow_model,
-                              code_paths=[__file__], **kwargs)
+    mlflow.pytorch.save_model(
+        pytorch_model, path, mlflow_model=mlflow_model, code_paths=[__file__], **kwargs
+    )
     pyfunc = mlflow_model.flavors["python_function"]
     pyfunc.update({"loader_module": LOADER_MODULE, CLASSES_KEY: list(classes)})
     mlflow_model.save(os.path.join(path, "MLmodel"))
@@ -73,8 +74,10 @@ class Classifier:
         if not np.isfinite(probs).all():  # a diverged network: a server fault, still valid JSON
             from mlflow.exceptions import MlflowException
 
-            raise MlflowException("the model's answer is not finite: its weights may have "
-                                  "diverged (NaN or infinite); it cannot classify")
+            raise MlflowException(
+                "the model's answer is not finite: its weights may have "
+                "diverged (NaN or infinite); it cannot classify"
+            )
         return answer(probs, self.classes)
 
 
@@ -90,28 +93,36 @@ def checked(model_input) -> np.ndarray:
         with np.errstate(over="ignore"):  # 1e39 becomes inf, refused below as not finite
             pixels = np.asarray(model_input, dtype=np.float32)
     except (TypeError, ValueError) as e:
-        raise refuse(f"pixels must be numbers, nested as (N, 1, 28, 28) ({str(e)[:200]})"
-                     ) from None
+        raise refuse(f"pixels must be numbers, nested as (N, 1, 28, 28) ({str(e)[:200]})") from None
     shape = tuple(INPUT_SHAPE[1:])
     if pixels.ndim != len(INPUT_SHAPE) or pixels.shape[1:] != shape:
-        raise refuse(f"images must have shape (N, {', '.join(map(str, shape))}); got "
-                     f"{pixels.shape}")
+        raise refuse(
+            f"images must have shape (N, {', '.join(map(str, shape))}); got {pixels.shape}"
+        )
     if not 1 <= len(pixels) <= MAX_IMAGES:
-        raise refuse(f"{len(pixels)} images; a request holds 1 to {MAX_IMAGES}"
-                     + (": split it" if len(pixels) else ""))
+        raise refuse(
+            f"{len(pixels)} images; a request holds 1 to {MAX_IMAGES}"
+            + (": split it" if len(pixels) else "")
+        )
     bad = ~np.isfinite(pixels) | (pixels < 0) | (pixels > PIXEL_MAX)
     if bad.any():
         image, _, row, column = (int(i) for i in np.argwhere(bad)[0])
-        raise refuse(f"pixels must be finite numbers in 0..{PIXEL_MAX:g} (raw FashionMNIST "
-                     f"values); {int(bad.sum())} are not, the first "
-                     f"{pixels[image, 0, row, column]:g} (image {image}, row {row}, column "
-                     f"{column})")
+        raise refuse(
+            f"pixels must be finite numbers in 0..{PIXEL_MAX:g} (raw FashionMNIST "
+            f"values); {int(bad.sum())} are not, the first "
+            f"{pixels[image, 0, row, column]:g} (image {image}, row {row}, column "
+            f"{column})"
+        )
     return pixels
 
 
 def answer(probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
     """(N, 10) probabilities -> one row per image, as the output signature describes."""
     index = probs.argmax(1)
-    return pd.DataFrame({"class_index": index.astype(np.int64),
-                         "class_name": [classes[i] for i in index],
-                         "probabilities": list(probs.astype(np.float32))})
+    return pd.DataFrame(
+        {
+            "class_index": index.astype(np.int64),
+            "class_name": [classes[i] for i in index],
+            "probabilities": list(probs.astype(np.float32)),
+        }
+    )

@@ -22,8 +22,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import mlflow
-from mlflow.environment_variables import (MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING,
-                                          MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL)
+from mlflow.environment_variables import (
+    MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING,
+    MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL,
+)
 
 from pipeline.core.errors import first_line
 from pipeline.tracking import orphans
@@ -47,25 +49,35 @@ def adopted() -> bool:
 
 
 @contextmanager
-def tracked_run(name: str, *, tags: dict[str, str] | None = None, nested: bool = False,
-                parent_run_id: str | None = None,
-                finished_on: tuple[type[BaseException], ...] = (),
-                system_metrics: bool = False) -> Iterator[mlflow.ActiveRun]:
+def tracked_run(
+    name: str,
+    *,
+    tags: dict[str, str] | None = None,
+    nested: bool = False,
+    parent_run_id: str | None = None,
+    finished_on: tuple[type[BaseException], ...] = (),
+    system_metrics: bool = False,
+) -> Iterator[mlflow.ActiveRun]:
     """The run named `name`, active inside the block. A top-level run adopts the one `mlflow
     run` started (MLFLOW_RUN_ID), renamed to `name`. `parent_run_id` nests it under a run that
     is not this process's active one (a replicate worker's table run, a tune helper's parent).
     `system_metrics`: MLflow's CPU/memory/GPU sampling while the run lasts, unless the user
     turned it off."""
     adopt = adopted() and not nested and parent_run_id is None
-    run = mlflow.start_run(nested=nested, parent_run_id=parent_run_id,
-                           run_name=None if adopt else name, tags=tags,
-                           log_system_metrics=system_metrics and system_metrics_on())
+    run = mlflow.start_run(
+        nested=nested,
+        parent_run_id=parent_run_id,
+        run_name=None if adopt else name,
+        tags=tags,
+        log_system_metrics=system_metrics and system_metrics_on(),
+    )
     status, reason = "FAILED", None
     try:
         if not nested and parent_run_id is None:
             mark_training(run.info.experiment_id)
-        mlflow.set_tags({**({"mlflow.runName": name, **(tags or {})} if adopt else {}),
-                         **owner_tags()})
+        mlflow.set_tags(
+            {**({"mlflow.runName": name, **(tags or {})} if adopt else {}), **owner_tags()}
+        )
         yield run
         status = "FINISHED"
     except BaseException as e:
@@ -99,8 +111,9 @@ def system_metrics_on() -> bool:
     return True
 
 
-def outcome(error: BaseException, finished_on: tuple[type[BaseException], ...] = ()
-            ) -> tuple[str, str | None]:
+def outcome(
+    error: BaseException, finished_on: tuple[type[BaseException], ...] = ()
+) -> tuple[str, str | None]:
     """The status and `end_reason` of a run left by `error`: KILLED for Ctrl-C / SIGTERM,
     FINISHED for an expected end (`finished_on`), FAILED for anything else."""
     if isinstance(error, KeyboardInterrupt):
@@ -112,8 +125,11 @@ def outcome(error: BaseException, finished_on: tuple[type[BaseException], ...] =
 
 def owner_tags() -> dict[str, str]:
     """Tags naming this process as a run's owner (tracking/orphans.py reads them)."""
-    return {orphans.HOST_TAG: socket.gethostname(), orphans.PID_TAG: str(os.getpid()),
-            orphans.START_TAG: orphans.process_start(os.getpid())}
+    return {
+        orphans.HOST_TAG: socket.gethostname(),
+        orphans.PID_TAG: str(os.getpid()),
+        orphans.START_TAG: orphans.process_start(os.getpid()),
+    }
 
 
 def end(run_id: str, status: str, reason: str | None = None) -> None:
@@ -129,8 +145,7 @@ def end(run_id: str, status: str, reason: str | None = None) -> None:
     except Exception as e:
         if status == "FINISHED":
             raise
-        print(f"warning: MLflow run {run_id} not ended {status}: {first_line(e)}",
-              file=sys.stderr)
+        print(f"warning: MLflow run {run_id} not ended {status}: {first_line(e)}", file=sys.stderr)
 
 
 def log_new_params(params: dict) -> None:

@@ -37,17 +37,31 @@ PREFIX_CONTEXT = {"train_": "training", "val_": "validation", "test_": "test"}
 # the 10 logits (pipeline/tracking/fashion_mnist_pyfunc.py).
 MODEL_SIGNATURE = ModelSignature(
     inputs=Schema([TensorSpec(np.dtype(np.float32), fashion_mnist_pyfunc.INPUT_SHAPE)]),
-    outputs=Schema([ColSpec(DataType.long, "class_index"), ColSpec(DataType.string, "class_name"),
-                    ColSpec(Array(DataType.float), "probabilities")]))
+    outputs=Schema(
+        [
+            ColSpec(DataType.long, "class_index"),
+            ColSpec(DataType.string, "class_name"),
+            ColSpec(Array(DataType.float), "probabilities"),
+        ]
+    ),
+)
 
 
-def train_run(config: TrainConfig, data: FashionMNIST, *, log_model: bool = False,
-              confusion: bool = True, nested: bool = False, parent_run_id: str | None = None,
-              callbacks: tuple[Callback, ...] = (),
-              tags: dict[str, str] | None = None, run_name: str | None = None,
-              finished_on: tuple[type[BaseException], ...] = (),
-              on_start: Callable[[str], None] | None = None,
-              model_tags: dict[str, str] | None = None) -> TrainedRun:
+def train_run(
+    config: TrainConfig,
+    data: FashionMNIST,
+    *,
+    log_model: bool = False,
+    confusion: bool = True,
+    nested: bool = False,
+    parent_run_id: str | None = None,
+    callbacks: tuple[Callback, ...] = (),
+    tags: dict[str, str] | None = None,
+    run_name: str | None = None,
+    finished_on: tuple[type[BaseException], ...] = (),
+    on_start: Callable[[str], None] | None = None,
+    model_tags: dict[str, str] | None = None,
+) -> TrainedRun:
     """Train `config` inside one MLflow run (the active one under `mlflow run`), with MLflow's
     system metrics (CPU, memory, GPU) beside ours.
 
@@ -63,19 +77,29 @@ def train_run(config: TrainConfig, data: FashionMNIST, *, log_model: bool = Fals
     # the same splits as train() below (idempotent there), so the datasets logged are the
     # ones trained and reported on
     data = data.training_splits(config.holdout)
-    with tracked_run(run_name or title, tags=tags, nested=nested, parent_run_id=parent_run_id,
-                     finished_on=finished_on, system_metrics=True) as run:
+    with tracked_run(
+        run_name or title,
+        tags=tags,
+        nested=nested,
+        parent_run_id=parent_run_id,
+        finished_on=finished_on,
+        system_metrics=True,
+    ) as run:
         run_id = run.info.run_id
         if on_start:
             on_start(run_id)
         log_config(config)
         metrics = MetricsLogger(run_id, log_dataset(data))
         try:
-            result = train(config, data, callbacks=(lambda end: history.append(end.metrics),
-                                                    metrics, *callbacks))
+            result = train(
+                config,
+                data,
+                callbacks=(lambda end: history.append(end.metrics), metrics, *callbacks),
+            )
         except finished_on:  # pruned: the curves so far, then the normal end
-            mlflow.log_figure(plots.curves(history, f"{title} (stopped at epoch "
-                                                    f"{len(history)})"), "curves.png")
+            mlflow.log_figure(
+                plots.curves(history, f"{title} (stopped at epoch {len(history)})"), "curves.png"
+            )
             raise
         model_id = None
         if log_model:
@@ -83,8 +107,9 @@ def train_run(config: TrainConfig, data: FashionMNIST, *, log_model: bool = Fals
             # step onto the model, and at an epoch's number (or a system-metrics sample's) they
             # would come again without their datasets (MetricsLogger.link_final links those).
             steps = len(result.history) * max(1, len(data.train) // config.batch_size)
-            model_id = save_model(result.model, data.test.images, tags=model_tags,
-                                  step=steps).model_id
+            model_id = save_model(
+                result.model, data.test.images, tags=model_tags, step=steps
+            ).model_id
             metrics.link_final(model_id)
         log_results(data, result, title, confusion, model_id)
         return TrainedRun(run_id, result, model_id)
@@ -119,18 +144,34 @@ class MetricsLogger:
     def link_final(self, model_id: str) -> None:
         linked = []
         for m in self.last:
-            dataset = next((self.datasets.get(context) for prefix, context
-                            in PREFIX_CONTEXT.items() if m.key.startswith(prefix)), None)
+            dataset = next(
+                (
+                    self.datasets.get(context)
+                    for prefix, context in PREFIX_CONTEXT.items()
+                    if m.key.startswith(prefix)
+                ),
+                None,
+            )
             if dataset is not None:  # epoch_time_s belongs to no split
-                linked.append(Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id,
-                                     dataset_name=dataset.name, dataset_digest=dataset.digest))
+                linked.append(
+                    Metric(
+                        m.key,
+                        m.value,
+                        m.timestamp,
+                        m.step,
+                        model_id=model_id,
+                        dataset_name=dataset.name,
+                        dataset_digest=dataset.digest,
+                    )
+                )
         self.client.log_batch(self.run_id, metrics=linked, synchronous=True)
 
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -158,7 +199,8 @@ def log_dataset(data: FashionMNIST) -> dict[str, mlflow.data.Dataset]:
         if not len(split):
             continue
         dataset = logged[context] = mlflow.data.from_numpy(
-            split.images.numpy(), targets=split.labels.numpy(), name=dataset_name(context))
+            split.images.numpy(), targets=split.labels.numpy(), name=dataset_name(context)
+        )
         try:
             mlflow.log_input(dataset, context=context)
         except mlflow.exceptions.MlflowException as e:
@@ -176,8 +218,13 @@ def confusion_counts(model: torch.nn.Module, split: Split) -> np.ndarray:
     return torch.bincount(split.labels * k + pred, minlength=k * k).reshape(k, k).cpu().numpy()
 
 
-def log_results(data: FashionMNIST, result: TrainResult, title: str,
-                confusion: bool = True, model_id: str | None = None) -> None:
+def log_results(
+    data: FashionMNIST,
+    result: TrainResult,
+    title: str,
+    confusion: bool = True,
+    model_id: str | None = None,
+) -> None:
     """Total time (on the logged model too), curves and (optionally: it takes a second or two)
     the test confusion matrix."""
     mlflow.log_metric(TRAIN_TIME, result.train_time_s, model_id=model_id)
@@ -191,9 +238,13 @@ def log_confusion(model: torch.nn.Module, data: FashionMNIST, title: str) -> Non
     mlflow.log_figure(plots.confusion(counts, title), "confusion_matrix.png")
 
 
-def save_model(model: torch.nn.Module, sample: torch.Tensor, *,
-               tags: dict[str, str] | None = None, step: int = 0
-               ) -> mlflow.models.model.ModelInfo:
+def save_model(
+    model: torch.nn.Module,
+    sample: torch.Tensor,
+    *,
+    tags: dict[str, str] | None = None,
+    step: int = 0,
+) -> mlflow.models.model.ModelInfo:
     """Log `model` (raw float32 pixels (N, 1, 28, 28) in 0..255 -> 10 logits) as a logged
     model of the active run: `mlflow.pytorch.load_model(uri)` returns the module, while
     `mlflow models serve` and `mlflow.pyfunc.load_model(uri)` answer class index, name and
@@ -205,26 +256,44 @@ def save_model(model: torch.nn.Module, sample: torch.Tensor, *,
     model = model.to("cpu").eval()
     example = sample[:2].float().cpu().numpy()  # two: a batch of one would export a fixed batch
     # Pinned requirements instead of MLflow's inference, which re-imports the model (slow).
-    requirements = [f"{name}=={importlib.metadata.version(name)}"
-                    for name in ("torch", "torchvision", "mlflow", "numpy", "pandas")]
-    return Model.log(None, name="model", flavor=fashion_mnist_pyfunc, flavor_name="pytorch",
-                     pytorch_model=model, classes=list(CLASSES), serialization_format="pt2",
-                     signature=MODEL_SIGNATURE, input_example=example,
-                     pip_requirements=requirements, tags=tags, step=step,
-                     # it would load the model once more; tests serve it for real
-                     validate_serving_input=False)
+    requirements = [
+        f"{name}=={importlib.metadata.version(name)}"
+        for name in ("torch", "torchvision", "mlflow", "numpy", "pandas")
+    ]
+    return Model.log(
+        None,
+        name="model",
+        flavor=fashion_mnist_pyfunc,
+        flavor_name="pytorch",
+        pytorch_model=model,
+        classes=list(CLASSES),
+        serialization_format="pt2",
+        signature=MODEL_SIGNATURE,
+        input_example=example,
+        pip_requirements=requirements,
+        tags=tags,
+        step=step,
+        # it would load the model once more; tests serve it for real
+        validate_serving_input=False,
+    )
 
 
 def describe(config: TrainConfig) -> str:
     """A short human title for figures: model, widths, optimizer and lr."""
-    arch = f"FCN {'-'.join(map(str, (784, *config.hidden, 10)))}" if config.model == "fcn" \
+    arch = (
+        f"FCN {'-'.join(map(str, (784, *config.hidden, 10)))}"
+        if config.model == "fcn"
         else {"study_cnn": "study CNN", "fast_cnn": "fast CNN"}[config.model]
+    )
     extras = [f"dropout {config.dropout:g}"] if config.dropout else []
     extras += ["batch norm"] if config.batch_norm else []
     extras += [f"init {config.init}"] if config.init != "default" else []
     extras += [f"{config.schedule} schedule"] if config.schedule != "constant" else []
     extras += [f"label smoothing {config.label_smoothing:g}"] if config.label_smoothing else []
-    extras += [f"flips + shifts of {config.max_shift}" if config.max_shift else "flips"] \
-        if config.augment else []
+    extras += (
+        [f"flips + shifts of {config.max_shift}" if config.max_shift else "flips"]
+        if config.augment
+        else []
+    )
     extras += [] if config.holdout else ["all 60,000 training images"]
     return ", ".join([f"{arch}: {config.optimizer} lr {config.lr:g}", *extras])

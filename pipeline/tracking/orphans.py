@@ -57,7 +57,9 @@ def close_orphans() -> list[str]:
         runs = client.search_runs(
             [e.experiment_id for e in client.search_experiments()],
             filter_string=f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = "
-                          f"'{socket.gethostname()}'", max_results=1000)
+            f"'{socket.gethostname()}'",
+            max_results=1000,
+        )
     except mlflow.exceptions.MlflowException:
         return []  # a store we cannot search is reported by the command's own first write
     closed = []
@@ -68,16 +70,28 @@ def close_orphans() -> list[str]:
         # Several commands starting together (tune workers) close the same orphans: set_tags
         # retries the writer that loses the race for the tag; KILLED is KILLED either way.
         try:
-            set_tags(run.info.run_id, {"end_reason": (
-                f"its process {pid} on {socket.gethostname()} ended without closing it "
-                "(killed, out of memory or power loss); closed by a later command")}, client)
+            set_tags(
+                run.info.run_id,
+                {
+                    "end_reason": (
+                        f"its process {pid} on {socket.gethostname()} ended without closing it "
+                        "(killed, out of memory or power loss); closed by a later command"
+                    )
+                },
+                client,
+            )
             client.set_terminated(run.info.run_id, "KILLED")
         except mlflow.exceptions.MlflowException as e:
-            print(f"warning: could not close MLflow run {run.info.run_id} left RUNNING by dead "
-                  f"process {pid}: {first_line(e)}", file=sys.stderr)
+            print(
+                f"warning: could not close MLflow run {run.info.run_id} left RUNNING by dead "
+                f"process {pid}: {first_line(e)}",
+                file=sys.stderr,
+            )
             continue
         closed.append(run.info.run_id)
     if closed:
-        print(f"note: closed {len(closed)} MLflow run(s) left RUNNING by a dead process as "
-              "KILLED", file=sys.stderr)
+        print(
+            f"note: closed {len(closed)} MLflow run(s) left RUNNING by a dead process as KILLED",
+            file=sys.stderr,
+        )
     return closed

@@ -45,8 +45,9 @@ def configure(experiment: bool = True) -> None:
         except mlflow.exceptions.MlflowException as e:  # an unknown scheme, a bad path
             if e.get_http_status_code() in (401, 403):
                 raise UserError(refused(uri, e.get_http_status_code())) from None
-            raise UserError(f"MLFLOW_TRACKING_URI {shown_uri()}: unusable "
-                            f"({str(e).splitlines()[0][:160]})") from None
+            raise UserError(
+                f"MLFLOW_TRACKING_URI {shown_uri()}: unusable ({str(e).splitlines()[0][:160]})"
+            ) from None
         check_can_write(uri, os.environ["MLFLOW_EXPERIMENT_ID"])  # set by set_experiment
     if experiment:
         orphans.close_orphans()
@@ -64,12 +65,16 @@ def set_experiment() -> None:
         except mlflow.exceptions.MlflowException:
             found = None
         if found is None or found.lifecycle_stage != "active":
-            raise UserError(f"MLFLOW_EXPERIMENT_ID={wanted_id} names no active experiment in "
-                            f"{shown_uri()}; unset it (or set it to one that "
-                            "exists)")
+            raise UserError(
+                f"MLFLOW_EXPERIMENT_ID={wanted_id} names no active experiment in "
+                f"{shown_uri()}; unset it (or set it to one that "
+                "exists)"
+            )
         if name and name != found.name:
-            raise UserError(f"MLFLOW_EXPERIMENT_ID={wanted_id} is experiment {found.name!r} but "
-                            f"MLFLOW_EXPERIMENT_NAME={name}; unset one of them")
+            raise UserError(
+                f"MLFLOW_EXPERIMENT_ID={wanted_id} is experiment {found.name!r} but "
+                f"MLFLOW_EXPERIMENT_NAME={name}; unset one of them"
+            )
         mlflow.set_experiment(experiment_id=wanted_id)
         return
     mlflow.set_experiment(name or DEFAULT_EXPERIMENT)
@@ -79,9 +84,11 @@ def check_credentials(uri: str) -> None:
     """Refuse a server URI with a password in it: MLflow prints the URI in its "View run ... at"
     lines, and a command line or log would show it too."""
     if uri.startswith(("http://", "https://")) and password(uri):
-        raise UserError(f"MLFLOW_TRACKING_URI {without_password(uri)}: holds a password, which "
-                        "MLflow prints with every run's link; leave it out and set "
-                        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead")
+        raise UserError(
+            f"MLFLOW_TRACKING_URI {without_password(uri)}: holds a password, which "
+            "MLflow prints with every run's link; leave it out and set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead"
+        )
 
 
 def refused(uri: str, status: int) -> str:
@@ -89,12 +96,16 @@ def refused(uri: str, status: int) -> str:
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     who = f"user {user!r} (MLFLOW_TRACKING_USERNAME)" if user else "no user"
     if status == 401:
-        return (f"MLflow tracking server {uri} refused {who} (401: not authenticated); set "
-                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user of its "
-                "basic-auth app")
-    return (f"MLflow tracking server {uri} denied {who} (403: may not write to the "
-            "experiment); its admin grants the permissions (python -m pipeline.tracking.access, "
-            "docs/scaling-out.md)")
+        return (
+            f"MLflow tracking server {uri} refused {who} (401: not authenticated); set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user of its "
+            "basic-auth app"
+        )
+    return (
+        f"MLflow tracking server {uri} denied {who} (403: may not write to the "
+        "experiment); its admin grants the permissions (python -m pipeline.tracking.access, "
+        "docs/scaling-out.md)"
+    )
 
 
 def check_can_write(uri: str, experiment_id: str) -> None:
@@ -113,11 +124,20 @@ def check_can_write(uri: str, experiment_id: str) -> None:
     me = http_request(creds, "/api/3.0/mlflow/users/current/permissions", "GET")
     if me.status_code != 200 or me.json().get("is_admin"):
         return  # 404: no basic-auth app
-    permission = http_request(creds, "/api/3.0/mlflow/users/permissions/get", "GET", params={
-        "username": creds.username, "resource_type": "experiment",
-        "resource_id": experiment_id})
-    if permission.status_code == 200 and \
-            permission.json().get("permission") not in WRITE_PERMISSIONS:
+    permission = http_request(
+        creds,
+        "/api/3.0/mlflow/users/permissions/get",
+        "GET",
+        params={
+            "username": creds.username,
+            "resource_type": "experiment",
+            "resource_id": experiment_id,
+        },
+    )
+    if (
+        permission.status_code == 200
+        and permission.json().get("permission") not in WRITE_PERMISSIONS
+    ):
         raise UserError(refused(uri, 403))
 
 
@@ -130,8 +150,10 @@ def check_server(uri: str) -> None:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10):
             pass
     except (OSError, ValueError) as e:  # refused, timed out, not HTTP, a malformed URL
-        raise UserError(f"MLflow tracking server {uri} does not answer ({e}); start it "
-                        "(mlflow server ...) or fix MLFLOW_TRACKING_URI") from None
+        raise UserError(
+            f"MLflow tracking server {uri} does not answer ({e}); start it "
+            "(mlflow server ...) or fix MLFLOW_TRACKING_URI"
+        ) from None
 
 
 def tracking_uri() -> str:
@@ -149,8 +171,12 @@ def look_at_it() -> str:
     workflowType=machine_learning: MLflow 3.17's UI opens an experiment on its GenAI view unless
     the link (or its "Model training" switch, remembered by the browser) says otherwise."""
     experiment = os.environ.get("MLFLOW_EXPERIMENT_ID")  # set by mlflow run and set_experiment
-    page = (f", then http://127.0.0.1:5000/#/experiments/{experiment}/runs?"
-            "workflowType=machine_learning" if experiment else "")
+    page = (
+        f", then http://127.0.0.1:5000/#/experiments/{experiment}/runs?"
+        "workflowType=machine_learning"
+        if experiment
+        else ""
+    )
     return f"Look at it: mlflow ui --backend-store-uri {shown_uri()}{page}"
 
 

@@ -13,6 +13,7 @@ from mlflow.entities import RunTag
 
 
 def set_tags(run_id: str, tags: dict[str, str], client: mlflow.MlflowClient | None = None) -> None:
-    """Set (or overwrite) `tags` on run `run_id`, tolerating a concurrent writer of the same keys."""
+    """Set (or overwrite) `tags` on run `run_id`, tolerating a concurrent writer of the same
+    keys."""
     client = client or mlflow.MlflowClient()
     client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])

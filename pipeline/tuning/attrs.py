@@ -1,12 +1,13 @@
 """What a tune trial records in the study storage, named once: its MLflow runs and its worker;
 and what the study itself records: its trials' length.
 
-Whoever closes a dead worker's trial reads these (tuning/workers/recovery.py), and so does the champion's
-registration (tuning/registry/champion.py), possibly in another process on another machine.
+Whoever closes a dead worker's trial reads these (tuning/workers/recovery.py), and so does the
+champion's registration (tuning/registry/champion.py), possibly in another process on another
+machine.
 """
 
 RUN_ID_ATTR = "mlflow_run_id"
-MODEL_ID_ATTR = "mlflow_model_id"  # a completed trial's logged model (tuning/registry/logged_models.py)
+MODEL_ID_ATTR = "mlflow_model_id"  # a completed trial's logged model (registry/logged_models.py)
 PARENT_RUN_ID_ATTR = "mlflow_parent_run_id"  # the worker's run: closed when the worker dies
 RETRY_OF_ATTR = "retry_of"  # number of the trial whose dead worker this trial runs again
 FAIL_REASON_ATTR = "fail_reason"

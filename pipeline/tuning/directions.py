@@ -32,8 +32,10 @@ def resolve_pruner(pruner: str, objectives: str) -> str:
     if objectives != FRONTIER:
         return "halving" if pruner == "auto" else pruner
     if pruner not in ("auto", "none"):
-        raise ConfigError(f"pruner: {pruner} cannot stop trials of a frontier study (Optuna "
-                          "prunes no multi-objective study); its budget is --n-trials, "
-                          "--timeout, --total-trials and the epochs cap --epochs: leave "
-                          "--pruner auto or none")
+        raise ConfigError(
+            f"pruner: {pruner} cannot stop trials of a frontier study (Optuna "
+            "prunes no multi-objective study); its budget is --n-trials, "
+            "--timeout, --total-trials and the epochs cap --epochs: leave "
+            "--pruner auto or none"
+        )
     return "none"

@@ -13,8 +13,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-STYLE = {"fcn": ("FCN", "tab:blue", "o"), "fast_cnn": ("fast CNN", "tab:orange", "s"),
-         "study_cnn": ("study CNN", "tab:green", "^")}
+STYLE = {
+    "fcn": ("FCN", "tab:blue", "o"),
+    "fast_cnn": ("fast CNN", "tab:orange", "s"),
+    "study_cnn": ("study CNN", "tab:green", "^"),
+}
 OTHER = ("other", "tab:gray", "D")
 
 
@@ -27,8 +30,16 @@ def figure(rows: list[dict], study_name: str) -> Figure:
     # the staircase: at each time budget, the best accuracy that fits in it
     xs = [r["train_time_s"] for r in front] + [max(r["train_time_s"] for r in rows) * 1.15]
     ys = [100 * r["val_acc"] for r in front]
-    ax.step(xs, ys + ys[-1:], where="post", color="black", lw=1, alpha=0.6, zorder=1,
-            label="best within the time budget (the front)")
+    ax.step(
+        xs,
+        ys + ys[-1:],
+        where="post",
+        color="black",
+        lw=1,
+        alpha=0.6,
+        zorder=1,
+        label="best within the time budget (the front)",
+    )
     present = {r["model"] for r in rows}
     models = [m for m in STYLE if m in present] + sorted(present - set(STYLE))
     for model in models:
@@ -36,26 +47,55 @@ def figure(rows: list[dict], study_name: str) -> Figure:
         for on_front in (True, False):
             mine = [r for r in rows if r["model"] == model and r["on_front"] == on_front]
             if mine:
-                ax.scatter([r["train_time_s"] for r in mine], [100 * r["val_acc"] for r in mine],
-                           s=80 if on_front else 45, marker=marker, zorder=3,
-                           facecolors=color if on_front else "none", edgecolors=color,
-                           linewidths=1.5, alpha=1 if on_front else 0.7)
+                ax.scatter(
+                    [r["train_time_s"] for r in mine],
+                    [100 * r["val_acc"] for r in mine],
+                    s=80 if on_front else 45,
+                    marker=marker,
+                    zorder=3,
+                    facecolors=color if on_front else "none",
+                    edgecolors=color,
+                    linewidths=1.5,
+                    alpha=1 if on_front else 0.7,
+                )
     for r in front:
-        ax.annotate(f"{r['epochs']} ep", (r["train_time_s"], 100 * r["val_acc"]), fontsize=9,
-                    xytext=(6, -12), textcoords="offset points")
+        ax.annotate(
+            f"{r['epochs']} ep",
+            (r["train_time_s"], 100 * r["val_acc"]),
+            fontsize=9,
+            xytext=(6, -12),
+            textcoords="offset points",
+        )
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25"
-                                               else ""))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
     ax.set_xlabel("training time (s), log scale")
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(alpha=0.3, which="both")
-    families = [Line2D([], [], ls="", marker=STYLE.get(m, OTHER)[2], color=STYLE.get(m, OTHER)[1],
-                       markersize=8, label=STYLE.get(m, OTHER)[0])
-                for m in models]
-    hollow = Line2D([], [], ls="", marker="o", markerfacecolor="none", color="gray",
-                    label="dominated: another trial is faster and as accurate")
+    families = [
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker=STYLE.get(m, OTHER)[2],
+            color=STYLE.get(m, OTHER)[1],
+            markersize=8,
+            label=STYLE.get(m, OTHER)[0],
+        )
+        for m in models
+    ]
+    hollow = Line2D(
+        [],
+        [],
+        ls="",
+        marker="o",
+        markerfacecolor="none",
+        color="gray",
+        label="dominated: another trial is faster and as accurate",
+    )
     ax.legend(handles=[*families, ax.get_lines()[0], hollow], loc="lower right", fontsize=9)
-    fig.suptitle(f"Study {study_name}: validation accuracy vs training time, {len(rows)} "
-                 f"trials, {len(front)} on the Pareto front (filled; labels: epochs)")
+    fig.suptitle(
+        f"Study {study_name}: validation accuracy vs training time, {len(rows)} "
+        f"trials, {len(front)} on the Pareto front (filled; labels: epochs)"
+    )
     return fig

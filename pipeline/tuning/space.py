@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import FCN_ONLY, MAX_WIDTH, MODELS, TrainConfig
-
 from pipeline.core.errors import ConfigError, UserError
 
 TYPES = ("float", "int", "categorical", "layers", "fixed")
@@ -80,16 +79,22 @@ class Param:
         if self.kind == "float":
             return trial.suggest_float(key, s["low"], s["high"], log=s["log"], step=s["step"])
         if self.kind == "int":
-            return trial.suggest_int(key, s["low"], s["high"], log=s["log"],
-                                     step=s["step"] or 1)
+            return trial.suggest_int(key, s["low"], s["high"], log=s["log"], step=s["step"] or 1)
         if self.kind == "categorical":
             return trial.suggest_categorical(key, s["choices"])
         if self.kind == "layers":
             depth = trial.suggest_int(f"{self.prefix}n_layers", *s["depth"])
             w = s["width"]
-            return tuple(trial.suggest_int(f"{self.prefix}width_{i}", w["low"], w["high"],
-                                           log=w["log"], step=w["step"] or 1)
-                         for i in range(1, depth + 1))
+            return tuple(
+                trial.suggest_int(
+                    f"{self.prefix}width_{i}",
+                    w["low"],
+                    w["high"],
+                    log=w["log"],
+                    step=w["step"] or 1,
+                )
+                for i in range(1, depth + 1)
+            )
         return s["value"]
 
     def capped(self, cap: int) -> Param:
@@ -98,17 +103,24 @@ class Param:
         if self.kind == "fixed":
             return dataclasses.replace(self, spec={"value": min(s["value"], cap)})
         if self.kind == "categorical":
-            return dataclasses.replace(self, spec={"choices": sorted({min(c, cap)
-                                                                      for c in s["choices"]})})
-        return dataclasses.replace(self, spec={**s, "low": min(s["low"], cap),
-                                               "high": min(s["high"], cap)})
+            return dataclasses.replace(
+                self, spec={"choices": sorted({min(c, cap) for c in s["choices"]})}
+            )
+        return dataclasses.replace(
+            self, spec={**s, "low": min(s["low"], cap), "high": min(s["high"], cap)}
+        )
 
     @property
     def most(self) -> Any:
         """The largest value it can take (for `epochs`)."""
         s = self.spec
-        return s["value"] if self.kind == "fixed" else \
-            max(s["choices"]) if self.kind == "categorical" else s["high"]
+        return (
+            s["value"]
+            if self.kind == "fixed"
+            else max(s["choices"])
+            if self.kind == "categorical"
+            else s["high"]
+        )
 
 
 @dataclass(frozen=True)
@@ -132,8 +144,10 @@ class SearchSpace:
 
     def starts(self, cap: int) -> tuple[dict[str, Any], ...]:
         """The enqueued configurations, a family's epochs at most `cap` (tune --epochs)."""
-        return tuple({k: min(v, cap) if k.endswith(".epochs") else v for k, v in start.items()}
-                     for start in self.enqueue)
+        return tuple(
+            {k: min(v, cap) if k.endswith(".epochs") else v for k, v in start.items()}
+            for start in self.enqueue
+        )
 
     @property
     def max_epochs(self) -> int:
@@ -149,9 +163,11 @@ class SearchSpace:
         values that change nothing (the CNNs have fixed layers)."""
         ignored = [name for name in self.searched if name in FCN_ONLY and model != "fcn"]
         if ignored:
-            raise SpaceError(f"{self.path.name}: searches {', '.join(ignored)}, which "
-                             f"--model {model} ignores (only fcn uses it); use "
-                             "search_spaces/cnn.yaml or study_cnn.yaml, or remove it")
+            raise SpaceError(
+                f"{self.path.name}: searches {', '.join(ignored)}, which "
+                f"--model {model} ignores (only fcn uses it); use "
+                "search_spaces/cnn.yaml or study_cnn.yaml, or remove it"
+            )
 
 
 def load_space(path: str | Path) -> SearchSpace:
@@ -163,14 +179,18 @@ def load_space(path: str | Path) -> SearchSpace:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SpaceError(f"{path}: no such search-space file; see search_spaces/ for the "
-                         "shipped ones") from None
+        raise SpaceError(
+            f"{path}: no such search-space file; see search_spaces/ for the shipped ones"
+        ) from None
     except IsADirectoryError:
-        raise SpaceError(f"{path}: is a folder; give one search-space file, such as "
-                         "search_spaces/fcn.yaml") from None
+        raise SpaceError(
+            f"{path}: is a folder; give one search-space file, such as search_spaces/fcn.yaml"
+        ) from None
     except UnicodeDecodeError as e:
-        raise SpaceError(f"{where}: not UTF-8 text (byte {e.start}); a search space is a "
-                         "YAML file saved as UTF-8") from None
+        raise SpaceError(
+            f"{where}: not UTF-8 text (byte {e.start}); a search space is a "
+            "YAML file saved as UTF-8"
+        ) from None
     except OSError as e:
         raise SpaceError(f"{path}: cannot be read ({e.strerror or type(e).__name__})") from None
     except yaml.YAMLError as e:
@@ -185,15 +205,16 @@ def load_space(path: str | Path) -> SearchSpace:
     for family, own in families.items():
         both = {p.name for p in own} & {p.name for p in params}
         if both:
-            raise SpaceError(f"{where}: model: {family}: {', '.join(sorted(both))} is also "
-                             "given outside `model`; give it in one place")
+            raise SpaceError(
+                f"{where}: model: {family}: {', '.join(sorted(both))} is also "
+                "given outside `model`; give it in one place"
+            )
     searched = [p for ps in (params, *families.values()) for p in ps if p.kind != "fixed"]
     if not searched and len(families) < 2:
         raise SpaceError(f"{where}: searches nothing; give at least one parameter a type")
     if not isinstance(starts, list):
         raise SpaceError(f"{where}: enqueue: must be a list of parameter mappings")
-    enqueue = tuple(_start(where, i, start, params, families)
-                    for i, start in enumerate(starts, 1))
+    enqueue = tuple(_start(where, i, start, params, families) for i, start in enumerate(starts, 1))
     space = SearchSpace(path, params, enqueue, families)
     for family in families:
         space.check_model(family)
@@ -204,28 +225,41 @@ def _families(where: str, raw: Any) -> dict[str, tuple[Param, ...]]:
     """`model:` as families, each a mapping of its own params (prefixed `<family>.`) that
     gives its `epochs`."""
     if not isinstance(raw, dict) or not raw:
-        raise SpaceError(f"{where}: model: is set by tune (--model), unless it maps model "
-                         "families to their parameters, as search_spaces/frontier.yaml does")
+        raise SpaceError(
+            f"{where}: model: is set by tune (--model), unless it maps model "
+            "families to their parameters, as search_spaces/frontier.yaml does"
+        )
     families = {}
     for family, own in raw.items():
         if family not in MODELS:
-            raise SpaceError(f"{where}: model: unknown family {family!r}; use "
-                             f"{', '.join(MODELS)}")
+            raise SpaceError(f"{where}: model: unknown family {family!r}; use {', '.join(MODELS)}")
         if not isinstance(own, dict) or "epochs" not in own:
-            raise SpaceError(f"{where}: model: {family}: must map its parameters, its epochs "
-                             "among them (a number or a range: the frontier weighs time)")
-        families[family] = tuple(_param(f"{where}: model: {family}", str(name), spec,
-                                        prefix=f"{family}.") for name, spec in own.items())
+            raise SpaceError(
+                f"{where}: model: {family}: must map its parameters, its epochs "
+                "among them (a number or a range: the frontier weighs time)"
+            )
+        families[family] = tuple(
+            _param(f"{where}: model: {family}", str(name), spec, prefix=f"{family}.")
+            for name, spec in own.items()
+        )
         for p in families[family]:
             if p.name in FCN_ONLY and family != "fcn":
-                raise SpaceError(f"{where}: model: {family}: searches {p.name}, which "
-                                 f"{family} ignores (only fcn uses it)")
+                raise SpaceError(
+                    f"{where}: model: {family}: searches {p.name}, which "
+                    f"{family} ignores (only fcn uses it)"
+                )
     return families
 
 
-def _start(where: str, index: int, start: Any, params: tuple[Param, ...],
-           families: dict[str, tuple[Param, ...]]) -> dict[str, Any]:
+def _start(
+    where: str,
+    index: int,
+    start: Any,
+    params: tuple[Param, ...],
+    families: dict[str, tuple[Param, ...]],
+) -> dict[str, Any]:
     """One enqueued configuration as Optuna params, each value checked against its spec."""
+
     def fail(message: str) -> SpaceError:
         return SpaceError(f"{where}: enqueue #{index}: {message}")
 
@@ -236,8 +270,10 @@ def _start(where: str, index: int, start: Any, params: tuple[Param, ...],
         start = dict(start)
         family = start.pop("model", None)
         if family not in families:
-            raise fail(f"model: {family!r} is not one of this space's families "
-                       f"({', '.join(families)}); a start point names its family")
+            raise fail(
+                f"model: {family!r} is not one of this space's families "
+                f"({', '.join(families)}); a start point names its family"
+            )
         out["model"] = family
         params = (*params, *families[family])
     by_name = {p.name: p for p in params if p.kind != "fixed"}
@@ -248,12 +284,19 @@ def _start(where: str, index: int, start: Any, params: tuple[Param, ...],
         s = param.spec
         if param.kind == "layers":
             sizes = value if isinstance(value, list) else None
-            ok = (sizes and s["depth"][0] <= len(sizes) <= s["depth"][1]
-                  and all(isinstance(w, int) and s["width"]["low"] <= w <= s["width"]["high"]
-                          for w in sizes))
+            ok = (
+                sizes
+                and s["depth"][0] <= len(sizes) <= s["depth"][1]
+                and all(
+                    isinstance(w, int) and s["width"]["low"] <= w <= s["width"]["high"]
+                    for w in sizes
+                )
+            )
             if not ok:
-                raise fail(f"hidden: {value!r} is outside depth {s['depth']} or widths "
-                           f"[{s['width']['low']}, {s['width']['high']}]")
+                raise fail(
+                    f"hidden: {value!r} is outside depth {s['depth']} or widths "
+                    f"[{s['width']['low']}, {s['width']['high']}]"
+                )
             out[f"{param.prefix}n_layers"] = len(sizes)
             out.update({f"{param.prefix}width_{i}": w for i, w in enumerate(sizes, 1)})
             continue
@@ -262,8 +305,11 @@ def _start(where: str, index: int, start: Any, params: tuple[Param, ...],
                 value = ",".join(map(str, value))
             ok = value in s["choices"]
         else:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+            ok = (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
                 and s["low"] <= value <= s["high"]
+            )
         if not ok:
             raise fail(f"{name}: {value!r} is outside the space")
         out[param.prefix + name] = value
@@ -277,8 +323,10 @@ def _param(where: str, name: str, spec: Any, prefix: str = "") -> Param:
     if name in SET_BY_TUNE and not (prefix and name == "epochs"):
         raise fail(f"is set by tune (--{name}), not by the search space; remove it")
     if name == ALWAYS_HELD_OUT:
-        raise fail("tune selects on the validation split, so every trial holds it out; "
-                   "remove it (train --holdout false trains a final model on all 60,000)")
+        raise fail(
+            "tune selects on the validation split, so every trial holds it out; "
+            "remove it (train --holdout false trains a final model on all 60,000)"
+        )
     if name not in SEARCHABLE and name != "epochs":
         raise fail(f"unknown parameter; use one of {', '.join(SEARCHABLE)}")
     if not isinstance(spec, dict):
@@ -288,8 +336,10 @@ def _param(where: str, name: str, spec: Any, prefix: str = "") -> Param:
         raise fail(f"unknown type {kind!r}; use one of {', '.join(TYPES)}")
     unknown = set(spec) - SPEC_KEYS[kind]
     if unknown:
-        raise fail(f"unknown key(s) {', '.join(sorted(unknown))} for type {kind}; "
-                   f"allowed: {', '.join(sorted(SPEC_KEYS[kind]))}")
+        raise fail(
+            f"unknown key(s) {', '.join(sorted(unknown))} for type {kind}; "
+            f"allowed: {', '.join(sorted(SPEC_KEYS[kind]))}"
+        )
     if kind in ("float", "int"):
         spec = _range(fail, spec, kind)
         _check_values(fail, name, [spec["low"], spec["high"]])
@@ -325,9 +375,12 @@ def _layers(fail, name: str, spec: dict) -> dict:
     if name != "hidden":
         raise fail("type layers is only for hidden")
     depth = spec.get("depth")
-    if not (isinstance(depth, list) and len(depth) == 2
-            and all(isinstance(d, int) and not isinstance(d, bool) for d in depth)
-            and 1 <= depth[0] <= depth[1]):
+    if not (
+        isinstance(depth, list)
+        and len(depth) == 2
+        and all(isinstance(d, int) and not isinstance(d, bool) for d in depth)
+        and 1 <= depth[0] <= depth[1]
+    ):
         raise fail("depth must be [low, high] with integers 1 <= low <= high")
     width = spec.get("width")
     if not isinstance(width, dict) or set(width) - {"low", "high", "log", "step"}:
@@ -340,12 +393,17 @@ def _layers(fail, name: str, spec: dict) -> dict:
 
 def _range(fail, spec: dict, kind: str) -> dict:
     number = int if kind == "int" else (int, float)
-    low, high, log, step = spec.get("low"), spec.get("high"), spec.get("log", False), \
-        spec.get("step")
+    low, high, log, step = (
+        spec.get("low"),
+        spec.get("high"),
+        spec.get("log", False),
+        spec.get("step"),
+    )
     for key, value in (("low", low), ("high", high)):
         if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value):
-            raise fail(f"{key} must be {'an integer' if kind == 'int' else 'a number'}, "
-                       f"got {value!r}")
+            raise fail(
+                f"{key} must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}"
+            )
     if low > high:
         raise fail(f"low ({low}) is greater than high ({high})")
     if not isinstance(log, bool):

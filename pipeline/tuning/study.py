@@ -28,17 +28,21 @@ from pipeline.core import interrupt
 from pipeline.core.data import FashionMNIST
 from pipeline.core.training import Diverged
 from pipeline.tracking import lifecycle
-from pipeline.tuning.workers import recovery
 from pipeline.tuning import summary
 from pipeline.tuning.search.objective import make_objective
-from pipeline.tuning.workers.optuna_private import StudyFull
 from pipeline.tuning.search.sampler import open_study
 from pipeline.tuning.tune_settings import TuneSettings
+from pipeline.tuning.workers import recovery
+from pipeline.tuning.workers.optuna_private import StudyFull
 from pipeline.tuning.workers.processes import Helpers
 
 
-def tune(settings: TuneSettings, data: FashionMNIST, study: optuna.Study | None = None,
-         helpers: Helpers | None = None) -> optuna.Study:
+def tune(
+    settings: TuneSettings,
+    data: FashionMNIST,
+    study: optuna.Study | None = None,
+    helpers: Helpers | None = None,
+) -> optuna.Study:
     """Run the study inside one parent MLflow run (the active one under `mlflow run`), with
     `helpers` (more worker processes of this call) nesting their trials under it. The study's
     summary and the champion's registration come once every worker has ended."""
@@ -48,16 +52,21 @@ def tune(settings: TuneSettings, data: FashionMNIST, study: optuna.Study | None 
     if settings.helper_of:  # trials go where the main worker's run is (`mlflow run` picks it)
         parent = mlflow.MlflowClient().get_run(settings.helper_of)
         mlflow.set_experiment(experiment_id=parent.info.experiment_id)
-        run_trials(study, make_objective(settings, data, study_tags, settings.helper_of,
-                                         own_parent=False, deadline=deadline),
-                   settings, deadline)
+        run_trials(
+            study,
+            make_objective(
+                settings, data, study_tags, settings.helper_of, own_parent=False, deadline=deadline
+            ),
+            settings,
+            deadline,
+        )
         return study
-    with lifecycle.tracked_run(f"tune {settings.study_name}",
-                               tags={**study_tags, "tune_parent": "true"}) as run:
+    with lifecycle.tracked_run(
+        f"tune {settings.study_name}", tags={**study_tags, "tune_parent": "true"}
+    ) as run:
         lifecycle.log_new_params(settings.params())
         mlflow.log_artifact(str(settings.space.path))
-        objective = make_objective(settings, data, study_tags, run.info.run_id,
-                                   deadline=deadline)
+        objective = make_objective(settings, data, study_tags, run.info.run_id, deadline=deadline)
         with helpers.running(run.info.run_id) if helpers else contextlib.nullcontext():
             run_trials(study, objective, settings, deadline)
             if helpers:
@@ -66,8 +75,9 @@ def tune(settings: TuneSettings, data: FashionMNIST, study: optuna.Study | None 
     return study
 
 
-def run_trials(study: optuna.Study, objective, settings: TuneSettings,
-               deadline: float | None = None) -> None:
+def run_trials(
+    study: optuna.Study, objective, settings: TuneSettings, deadline: float | None = None
+) -> None:
     """Run trials one at a time until n_trials / the `deadline` (time.monotonic), or until the
     study is full.
 
@@ -118,4 +128,3 @@ def pause(seconds: float) -> None:
         interrupt.check()
         time.sleep(min(left, 0.2))
     interrupt.check()
-

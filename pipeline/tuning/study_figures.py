@@ -19,8 +19,7 @@ import numpy as np
 import optuna
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import (FixedLocator, FuncFormatter, LogLocator, MaxNLocator,
-                               NullLocator)
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullLocator
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 vis = optuna.visualization.matplotlib
@@ -58,6 +57,7 @@ def close(fig: Figure) -> None:
 
 
 # --- Optuna's plots, relabelled -------------------------------------------------------------
+
 
 def _optuna(ax, xlabel: str | None = None, ylabel: str | None = None) -> Figure:
     """Optuna's generic titles off (the figure title says what to read), our axis labels on,
@@ -104,11 +104,20 @@ def _intermediate(study: optuna.Study) -> Figure:
         if best is not None and line.get_label() == f"Trial{best.number}":
             line.set(**BEST, alpha=1)
         else:
-            line.set(color=STATE_COLOURS.get(state, "tab:orange"), linewidth=1,
-                     alpha=0.6 if state == "COMPLETE" else 0.4)
-    handles = [Line2D([], [], color=STATE_COLOURS.get(s, "tab:orange"),
-                      label=f"{STATE_WORDS.get(s, s.lower())} ({n})")
-               for s, n in sorted(counts.items())]
+            line.set(
+                color=STATE_COLOURS.get(state, "tab:orange"),
+                linewidth=1,
+                alpha=0.6 if state == "COMPLETE" else 0.4,
+            )
+    handles = [
+        Line2D(
+            [],
+            [],
+            color=STATE_COLOURS.get(s, "tab:orange"),
+            label=f"{STATE_WORDS.get(s, s.lower())} ({n})",
+        )
+        for s, n in sorted(counts.items())
+    ]
     if best is not None:
         handles.append(Line2D([], [], **BEST, label=f"best: trial {best.number}"))
     if ax.get_legend():
@@ -118,16 +127,19 @@ def _intermediate(study: optuna.Study) -> Figure:
 
 
 PLOTS = {  # name -> (draw, figure title)
-    "optimization_history": (_history,
-                             "Validation accuracy of each trial, and the best so far"),
-    "param_importances": (lambda s: _optuna(vis.plot_param_importances(s, target_name=ACC)),
-                          "Which parameters mattered for validation accuracy (fANOVA)"),
-    "intermediate_values": (_intermediate,
-                            "Validation accuracy per epoch of every trial (pruned ones stop "
-                            "early)"),
-    "parallel_coordinate": (lambda s: parallel_coordinate(s),
-                            "Parameters of every completed trial, coloured by validation "
-                            "accuracy"),
+    "optimization_history": (_history, "Validation accuracy of each trial, and the best so far"),
+    "param_importances": (
+        lambda s: _optuna(vis.plot_param_importances(s, target_name=ACC)),
+        "Which parameters mattered for validation accuracy (fANOVA)",
+    ),
+    "intermediate_values": (
+        _intermediate,
+        "Validation accuracy per epoch of every trial (pruned ones stop early)",
+    ),
+    "parallel_coordinate": (
+        lambda s: parallel_coordinate(s),
+        "Parameters of every completed trial, coloured by validation accuracy",
+    ),
 }
 
 
@@ -136,6 +148,7 @@ PLOTS = {  # name -> (draw, figure title)
 # of the next axis, labels every minor tick of a log axis and cannot be told that a parameter
 # is an integer. Ours reads each axis off the study's distributions: categories as names,
 # integers as integers, log ranges on log axes with a few plain-number ticks.
+
 
 def parallel_coordinate(study: optuna.Study) -> Figure:
     """One vertical axis per parameter, in the order the search space samples them (those that
@@ -151,7 +164,8 @@ def parallel_coordinate(study: optuna.Study) -> Figure:
     norm = matplotlib.colors.Normalize(low, high)
     # good trials dark, poor ones pale but not the yellow end, which vanishes on white
     cmap = matplotlib.colors.ListedColormap(
-        matplotlib.colormaps["viridis_r"](np.linspace(0.15, 1, 256)))
+        matplotlib.colormaps["viridis_r"](np.linspace(0.15, 1, 256))
+    )
 
     # Widest at 13 inches (1300 px): the artifact viewer shrinks anything wider to ~950 px, so
     # many parameters (13 axes for the FCN space) share that width instead.
@@ -172,14 +186,23 @@ def parallel_coordinate(study: optuna.Study) -> Figure:
     heights = [_axis(host, i + 1, name, trials) for i, name in enumerate(names)]
     best = study.best_trial
     for trial in sorted(trials, key=lambda t: t.value):  # the best lines drawn last, on top
-        ys = [norm(trial.value)] + [height(trial.params.get(name))
-                                    for name, height in zip(names, heights)]
-        style = BEST if trial.number == best.number else {
-            "color": cmap(norm(trial.value)), "linewidth": 1.2, "alpha": 0.8}
+        ys = [norm(trial.value)] + [
+            height(trial.params.get(name)) for name, height in zip(names, heights)
+        ]
+        style = (
+            BEST
+            if trial.number == best.number
+            else {"color": cmap(norm(trial.value)), "linewidth": 1.2, "alpha": 0.8}
+        )
         host.plot([0.06, *range(1, len(names) + 1)], ys, **style)  # 0.06: the bar's edge
-    host.legend([Line2D([], [], **BEST)], [f"best: trial {best.number}, val_acc "
-                                           f"{best.value:.4f}"],
-                loc="lower right", bbox_to_anchor=(1, 1), frameon=False, fontsize=9)
+    host.legend(
+        [Line2D([], [], **BEST)],
+        [f"best: trial {best.number}, val_acc {best.value:.4f}"],
+        loc="lower right",
+        bbox_to_anchor=(1, 1),
+        frameon=False,
+        fontsize=9,
+    )
     return fig
 
 
@@ -200,8 +223,11 @@ def _axis(host, x: int, name: str, trials: list) -> Callable[[Any], float]:
         choices = list(dist.choices) + [v for v in dict.fromkeys(seen) if v not in dist.choices]
         ax.set_ylim(-0.5, len(choices) - 0.5)
         ax.yaxis.set_major_locator(FixedLocator(range(len(choices))))
-        ax.yaxis.set_major_formatter(FuncFormatter(
-            lambda v, _: _category(choices[int(round(v))]) if 0 <= v < len(choices) else ""))
+        ax.yaxis.set_major_formatter(
+            FuncFormatter(
+                lambda v, _: _category(choices[int(round(v))]) if 0 <= v < len(choices) else ""
+            )
+        )
         ax.yaxis.set_minor_locator(NullLocator())
         _legible(ax)
         index = {repr(c): i for i, c in enumerate(choices)}
@@ -248,7 +274,7 @@ def _legible(ax) -> None:
 def _padded(low: float, high: float, log: bool) -> tuple[float, float]:
     """The range widened by 4% each side (so end values do not sit on the frame), or, for a
     single value, by a fixed amount."""
-    t, inv = (math.log10, lambda v: 10 ** v) if log else (float, float)
+    t, inv = (math.log10, lambda v: 10**v) if log else (float, float)
     a, b = t(low), t(high)
     pad = (b - a) * 0.04 if b > a else (0.3 if log else max(abs(a) * 0.01, 0.01))
     return inv(a - pad), inv(b + pad)

@@ -19,10 +19,9 @@ from optuna.trial import TrialState
 
 from pipeline.core.data import FashionMNIST
 from pipeline.core.training import TEST_ACC
-from pipeline.tuning.registry import champion
-from pipeline.tuning import pareto
-from pipeline.tuning import study_figures
+from pipeline.tuning import pareto, study_figures
 from pipeline.tuning.attrs import RETRY_OF_ATTR
+from pipeline.tuning.registry import champion
 from pipeline.tuning.search.sampler import N_STARTUP_TRIALS
 from pipeline.tuning.tune_settings import TuneSettings
 
@@ -34,8 +33,7 @@ def log_study(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -
     states = [t.state.name for t in study.trials]
     mlflow.log_metrics({f"trials_{s.lower()}": states.count(s) for s in STATES})
     kinds = list(sampled_by(study).values())
-    mlflow.log_metrics({f"trials_{kind}": kinds.count(kind)
-                        for kind in ("start", "random", "tpe")})
+    mlflow.log_metrics({f"trials_{kind}": kinds.count(kind) for kind in ("start", "random", "tpe")})
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "trials.csv"
         study.trials_dataframe().to_csv(csv, index=False)
@@ -55,8 +53,9 @@ def log_study(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -
     if TEST_ACC in best.user_attrs:
         mlflow.log_metric("best_test_acc", best.user_attrs[TEST_ACC])
     start, own = best_of_each_kind(study)
-    mlflow.log_metrics({f"best_{kind}_val_acc": t.value
-                        for kind, t in (("start", start), ("sampled", own)) if t})
+    mlflow.log_metrics(
+        {f"best_{kind}_val_acc": t.value for kind, t in (("start", start), ("sampled", own)) if t}
+    )
     champion.register_champion(study, settings, data)
 
 
@@ -71,8 +70,10 @@ def summary(study: optuna.Study, settings: TuneSettings | None = None) -> str:
         return "\n".join(lines + pareto.summary(study))
     if "COMPLETE" in states:
         best = study.best_trial
-        lines.append(f"best: trial {best.number}, val_acc {best.value:.4f}, test_acc "
-                     f"{best.user_attrs.get(TEST_ACC, math.nan):.4f}, params {best.params}")
+        lines.append(
+            f"best: trial {best.number}, val_acc {best.value:.4f}, test_acc "
+            f"{best.user_attrs.get(TEST_ACC, math.nan):.4f}, params {best.params}"
+        )
         lines += search_vs_start(study)
     if settings is not None:
         lines += search_warnings(study, settings)
@@ -85,9 +86,11 @@ def sampled_by(study: optuna.Study) -> dict[str, str]:
     began) or "tpe"."""
     trials = study.get_trials(deepcopy=False)
     by_number = {t.number: t for t in trials}
-    finished = sorted(t.datetime_complete for t in trials
-                      if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-                      and t.datetime_complete is not None)
+    finished = sorted(
+        t.datetime_complete
+        for t in trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.datetime_complete is not None
+    )
     kinds = {}
     for t in trials:
         origin = by_number.get(t.user_attrs.get(RETRY_OF_ATTR, t.number), t)
@@ -107,23 +110,31 @@ def search_warnings(study: optuna.Study, settings: TuneSettings) -> list[str]:
     trials = study.get_trials(deepcopy=False)
     if not trials:
         return []
-    more = (f"give the study more time (--timeout {2 * settings.timeout:g})"
-            if settings.timeout else "add trials (--n-trials)")
+    more = (
+        f"give the study more time (--timeout {2 * settings.timeout:g})"
+        if settings.timeout
+        else "add trials (--n-trials)"
+    )
     if settings.epochs > 1:
         more += f" or shorter trials (--epochs {settings.epochs // 2})"
     lines = []
     if "tpe" not in sampled_by(study).values():
-        lines.append(f"note: the search never started: all {len(trials)} trials were start "
-                     "points or random start-up trials (TPE takes over once "
-                     f"{N_STARTUP_TRIALS} have finished); for a real search {more}")
+        lines.append(
+            f"note: the search never started: all {len(trials)} trials were start "
+            "points or random start-up trials (TPE takes over once "
+            f"{N_STARTUP_TRIALS} have finished); for a real search {more}"
+        )
     if settings.pruner != "none" and not any(t.state == TrialState.PRUNED for t in trials):
-        lines.append(f"note: the pruner stopped no trial: all {len(trials)} ran their "
-                     f"{settings.epochs} epochs; {more}")
+        lines.append(
+            f"note: the pruner stopped no trial: all {len(trials)} ran their "
+            f"{settings.epochs} epochs; {more}"
+        )
     return lines
 
 
-def is_start_point(trial: optuna.trial.FrozenTrial,
-                   by_number: dict[int, optuna.trial.FrozenTrial]) -> bool:
+def is_start_point(
+    trial: optuna.trial.FrozenTrial, by_number: dict[int, optuna.trial.FrozenTrial]
+) -> bool:
     """Queued from the search space's `enqueue` (Optuna keeps its params as `fixed_params`);
     a dead worker's trial run again counts as what it retries."""
     origin = by_number.get(trial.user_attrs.get(RETRY_OF_ATTR, trial.number), trial)
@@ -136,8 +147,12 @@ def best_of_each_kind(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial | N
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
 
     def best(start: bool) -> optuna.trial.FrozenTrial | None:
-        return max((t for t in complete if is_start_point(t, by_number) == start),
-                   key=lambda t: t.value, default=None)
+        return max(
+            (t for t in complete if is_start_point(t, by_number) == start),
+            key=lambda t: t.value,
+            default=None,
+        )
+
     return best(True), best(False)
 
 
@@ -147,8 +162,15 @@ def search_vs_start(study: optuna.Study) -> list[str]:
     if start is None or own is None:
         return []
     gap = 100 * (own.value - start.value)
-    verdict = f"{gap:.2f} points ahead of" if gap > 0 else \
-        "level with" if gap == 0 else f"{-gap:.2f} points behind"
-    return [f"search vs start points: the sampler's best trial {own.number} (val_acc "
-            f"{own.value:.4f}) is {verdict} the best start point, trial {start.number} "
-            f"({start.value:.4f})"]
+    verdict = (
+        f"{gap:.2f} points ahead of"
+        if gap > 0
+        else "level with"
+        if gap == 0
+        else f"{-gap:.2f} points behind"
+    )
+    return [
+        f"search vs start points: the sampler's best trial {own.number} (val_acc "
+        f"{own.value:.4f}) is {verdict} the best start point, trial {start.number} "
+        f"({start.value:.4f})"
+    ]

@@ -13,8 +13,14 @@ from pipeline.core import options
 from pipeline.core.config import MAX_EPOCHS, MAX_SEED, MODELS, data_dir
 from pipeline.core.errors import ConfigError
 from pipeline.core.recipes import CNN, FAST_CNN
-from pipeline.tuning.directions import FRONTIER, FRONTIER_SPACE, OBJECTIVES, PRUNERS, \
-    directions, resolve_pruner
+from pipeline.tuning.directions import (
+    FRONTIER,
+    FRONTIER_SPACE,
+    OBJECTIVES,
+    PRUNERS,
+    directions,
+    resolve_pruner,
+)
 from pipeline.tuning.space import SearchSpace, SpaceError, load_space
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -43,55 +49,94 @@ def shares(n_trials: int, workers: int) -> list[int]:
 class TuneOptions:
     """`tune` as typed on the command line (0 or empty: the default named in its help)."""
 
-    model: str = options.choice("fcn", "The network every trial trains (unused with a space "
-                                "that picks it per trial, as search_spaces/frontier.yaml does).",
-                                MODELS)
+    model: str = options.choice(
+        "fcn",
+        "The network every trial trains (unused with a space "
+        "that picks it per trial, as search_spaces/frontier.yaml does).",
+        MODELS,
+    )
     space: str = options.text(
-        "", f"Search-space YAML; empty: search_spaces/{_by_model(DEFAULT_SPACE)}.")
-    n_trials: int = options.integer(100, "Trials to add in this call.", low=0,
-                                    high=MAX_TRIALS, zero="no limit")
-    timeout: float = options.number(540.0, "Seconds after which no new trial starts.", low=0,
-                                    zero="no limit")
+        "", f"Search-space YAML; empty: search_spaces/{_by_model(DEFAULT_SPACE)}."
+    )
+    n_trials: int = options.integer(
+        100, "Trials to add in this call.", low=0, high=MAX_TRIALS, zero="no limit"
+    )
+    timeout: float = options.number(
+        540.0, "Seconds after which no new trial starts.", low=0, zero="no limit"
+    )
     epochs: int = options.integer(
-        0, "Epochs per trial (pruning may stop earlier); with a space of model families, "
-        "the most any trial trains.", low=0, high=MAX_EPOCHS,
+        0,
+        "Epochs per trial (pruning may stop earlier); with a space of model families, "
+        "the most any trial trains.",
+        low=0,
+        high=MAX_EPOCHS,
         zero=f"{_by_model(DEFAULT_EPOCHS)} (their recipes' lengths), fewer where one trial "
         "would take over 37% of --timeout on this machine; a resumed study's own; the "
-        "space's own with families")
+        "space's own with families",
+    )
     study_name: str = options.text(
-        "", "Optuna study; empty: the model name. The same name resumes the study.")
+        "", "Optuna study; empty: the model name. The same name resumes the study."
+    )
     storage: str = options.text(
-        DEFAULT_STORAGE, "Optuna storage: an RDB URL (sqlite:///, postgresql://, "
-        "mysql+pymysql://) or a journal file path.")
-    seed: int = options.integer(0, "Seeds the sampler and every trial's training.", low=0,
-                                high=MAX_SEED)
+        DEFAULT_STORAGE,
+        "Optuna storage: an RDB URL (sqlite:///, postgresql://, "
+        "mysql+pymysql://) or a journal file path.",
+    )
+    seed: int = options.integer(
+        0, "Seeds the sampler and every trial's training.", low=0, high=MAX_SEED
+    )
     pruner: str = options.choice(
-        "auto", "Stops poor trials early on val_acc; auto: halving (at epochs 1, 3, 9 up to "
+        "auto",
+        "Stops poor trials early on val_acc; auto: halving (at epochs 1, 3, 9 up to "
         "2/3 of the trial, only the best third of the trials there go on), or none for a "
-        "frontier (Optuna prunes no multi-objective study).", PRUNERS)
+        "frontier (Optuna prunes no multi-objective study).",
+        PRUNERS,
+    )
     objectives: str = options.choice(
-        OBJECTIVES[0], f"What the study optimizes: val_acc (maximized), or {FRONTIER}: the "
+        OBJECTIVES[0],
+        f"What the study optimizes: val_acc (maximized), or {FRONTIER}: the "
         "accuracy-vs-time frontier (train_time_s minimized), over the model families of "
-        f"search_spaces/{FRONTIER_SPACE} unless --space says otherwise.", OBJECTIVES)
+        f"search_spaces/{FRONTIER_SPACE} unless --space says otherwise.",
+        OBJECTIVES,
+    )
     total_trials: int = options.integer(
-        0, "Study-wide cap shared by all workers: no worker starts a trial once the study "
+        0,
+        "Study-wide cap shared by all workers: no worker starts a trial once the study "
         "holds this many (retries of dead workers' trials still run). RDB storages only.",
-        low=0, high=MAX_TRIALS, zero="no cap")
+        low=0,
+        high=MAX_TRIALS,
+        zero="no cap",
+    )
     heartbeat: int = options.integer(
-        60, "Seconds between a running trial's heartbeats in an RDB storage.", low=0,
-        high=3600, zero="off")
+        60,
+        "Seconds between a running trial's heartbeats in an RDB storage.",
+        low=0,
+        high=3600,
+        zero="off",
+    )
     grace_period: int = options.integer(
-        180, "Seconds without a heartbeat after which a trial's worker counts as dead: the "
+        180,
+        "Seconds without a heartbeat after which a trial's worker counts as dead: the "
         "trial fails, its MLflow runs end KILLED, and it is retried once. Greater than "
-        "--heartbeat.", low=1, high=86_400)
+        "--heartbeat.",
+        low=1,
+        high=86_400,
+    )
     keep_models: int = options.integer(
-        10, "Logged models kept per study: those of the trials with the best val_acc (and "
-        "any registered one); the others' files are deleted as the study goes.", low=0,
-        high=MAX_TRIALS, zero="keep all")
+        10,
+        "Logged models kept per study: those of the trials with the best val_acc (and "
+        "any registered one); the others' files are deleted as the study goes.",
+        low=0,
+        high=MAX_TRIALS,
+        zero="keep all",
+    )
     workers: int = options.integer(
-        1, "Worker processes of this call, on one study, sharing the threads and n_trials "
-        "(python -m bench measured 2 no faster than 1 for the FCN study on 2 cores).", low=1,
-        high=MAX_WORKERS)
+        1,
+        "Worker processes of this call, on one study, sharing the threads and n_trials "
+        "(python -m bench measured 2 no faster than 1 for the FCN study on 2 cores).",
+        low=1,
+        high=MAX_WORKERS,
+    )
     # a `tune --workers` helper (pipeline/tuning/workers/processes.py): the main worker's parent run
     helper_of: str = options.text("", "", hidden=True)
     data_dir: Path = data_dir()
@@ -99,43 +144,60 @@ class TuneOptions:
     def __post_init__(self):
         options.check(self)
         if self.n_trials == 0 and self.timeout == 0 and self.total_trials == 0:
-            raise ConfigError("n_trials, timeout and total_trials are all 0: the study would "
-                              "never end; set one of them")
+            raise ConfigError(
+                "n_trials, timeout and total_trials are all 0: the study would "
+                "never end; set one of them"
+            )
         resolve_pruner(self.pruner, self.objectives)  # a pruner on a frontier: refused
         if self.heartbeat and self.grace_period <= self.heartbeat:
-            raise ConfigError(f"grace_period: {self.grace_period} must be greater than "
-                              f"heartbeat ({self.heartbeat}), or a live trial would look dead; "
-                              f"such as {3 * self.heartbeat}")
+            raise ConfigError(
+                f"grace_period: {self.grace_period} must be greater than "
+                f"heartbeat ({self.heartbeat}), or a live trial would look dead; "
+                f"such as {3 * self.heartbeat}"
+            )
 
     def resolve(self) -> TuneSettings:
         """The settings: defaults by model (or, for a space of model families, by the space),
         the search space read and checked (one line of error for a bad file, a space searching
         what this model ignores, or families without the frontier's objectives)."""
         frontier = self.objectives == FRONTIER
-        space = load_space(Path(self.space) if self.space else SPACES / (
-            FRONTIER_SPACE if frontier else DEFAULT_SPACE[self.model]))
+        space = load_space(
+            Path(self.space)
+            if self.space
+            else SPACES / (FRONTIER_SPACE if frontier else DEFAULT_SPACE[self.model])
+        )
         model, name = self.model, self.model + ("-frontier" if frontier else "")
         epochs = self.epochs or DEFAULT_EPOCHS[self.model]
         if space.families:  # each trial's family comes from the space, --model is unused
             if not frontier:
-                raise SpaceError(f"{space.path.name}: chooses the model per trial, which is "
-                                 f"for a frontier study: add --objectives {FRONTIER}, or use "
-                                 "a space of one model (fcn.yaml, fcn_study.yaml, cnn.yaml, "
-                                 "study_cnn.yaml)")
+                raise SpaceError(
+                    f"{space.path.name}: chooses the model per trial, which is "
+                    f"for a frontier study: add --objectives {FRONTIER}, or use "
+                    "a space of one model (fcn.yaml, fcn_study.yaml, cnn.yaml, "
+                    "study_cnn.yaml)"
+                )
             model, name = ",".join(space.families), "frontier"
             epochs = self.epochs or space.max_epochs  # a cap on each family's epochs
         else:
             space.check_model(self.model)
         return TuneSettings(
-            model=model, space=space, study_name=self.study_name or name,
-            storage=self.storage, n_trials=self.n_trials or None, timeout=self.timeout or None,
-            epochs=epochs, seed=self.seed,
+            model=model,
+            space=space,
+            study_name=self.study_name or name,
+            storage=self.storage,
+            n_trials=self.n_trials or None,
+            timeout=self.timeout or None,
+            epochs=epochs,
+            seed=self.seed,
             pruner=resolve_pruner(self.pruner, self.objectives),
             total_trials=self.total_trials or None,
-            heartbeat=self.heartbeat or None, grace_period=self.grace_period,
+            heartbeat=self.heartbeat or None,
+            grace_period=self.grace_period,
             keep_models=self.keep_models or None,
-            workers=len(shares(self.n_trials, self.workers)), helper_of=self.helper_of or None,
-            objectives=self.objectives)
+            workers=len(shares(self.n_trials, self.workers)),
+            helper_of=self.helper_of or None,
+            objectives=self.objectives,
+        )
 
     def helper_argv(self, settings: TuneSettings) -> list[list[str]]:
         """The `tune` arguments of this call's helper workers: one each, with its share of
@@ -144,12 +206,19 @@ class TuneOptions:
         helpers get it through their environment (tuning/workers/processes.py)."""
         from pipeline.core.credentials import without_password
 
-        resolved = dataclasses.replace(self, space=str(settings.space.path),
-                                       epochs=settings.epochs, study_name=settings.study_name,
-                                       storage=without_password(self.storage),
-                                       workers=1, helper_of="")
-        return [options.to_argv(dataclasses.replace(resolved, n_trials=n))
-                for n in shares(self.n_trials, self.workers)[1:]]
+        resolved = dataclasses.replace(
+            self,
+            space=str(settings.space.path),
+            epochs=settings.epochs,
+            study_name=settings.study_name,
+            storage=without_password(self.storage),
+            workers=1,
+            helper_of="",
+        )
+        return [
+            options.to_argv(dataclasses.replace(resolved, n_trials=n))
+            for n in shares(self.n_trials, self.workers)[1:]
+        ]
 
 
 @dataclass(frozen=True)
@@ -198,5 +267,8 @@ class TuneSettings:
         its path, the storage without its password)."""
         from pipeline.core.credentials import without_password
 
-        return {**options.params(self, TuneOptions), "space": str(self.space.path),
-                "storage": without_password(self.storage)}
+        return {
+            **options.params(self, TuneOptions),
+            "space": str(self.space.path),
+            "storage": without_password(self.storage),
+        }

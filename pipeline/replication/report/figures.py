@@ -26,19 +26,34 @@ def table_figure(input: ReportInput, table: Table) -> Figure:
         n = min(len(r.history) for r in runs)
         epochs = np.arange(1, n + 1)
         label = f"{VARIANTS[key].label} (n={len(runs)})"
-        for ax, name, style, scale, lab in ((loss_ax, "train_loss", "--", 1, None),
-                                            (loss_ax, "val_loss", "-", 1, label),
-                                            (acc_ax, "val_acc", "-", 100, label)):
+        for ax, name, style, scale, lab in (
+            (loss_ax, "train_loss", "--", 1, None),
+            (loss_ax, "val_loss", "-", 1, label),
+            (acc_ax, "val_acc", "-", 100, label),
+        ):
             values = scale * np.array([[h[name] for h in r.history[:n]] for r in runs])
-            ax.plot(epochs, values.mean(0), style, color=color, label=lab,
-                    marker="." if n < 15 else None)
+            ax.plot(
+                epochs,
+                values.mean(0),
+                style,
+                color=color,
+                label=lab,
+                marker="." if n < 15 else None,
+            )
             if len(runs) > 1:
-                ax.fill_between(epochs, values.min(0), values.max(0), color=color, alpha=0.15,
-                                linewidth=0)
-    loss_ax.set(title="Cross-entropy loss (solid: validation, dashed: training)",
-                xlabel="epoch", ylabel="loss")
-    acc_ax.set(title="Validation accuracy (mean over seeds; band: min..max)", xlabel="epoch",
-               ylabel="accuracy (%)")
+                ax.fill_between(
+                    epochs, values.min(0), values.max(0), color=color, alpha=0.15, linewidth=0
+                )
+    loss_ax.set(
+        title="Cross-entropy loss (solid: validation, dashed: training)",
+        xlabel="epoch",
+        ylabel="loss",
+    )
+    acc_ax.set(
+        title="Validation accuracy (mean over seeds; band: min..max)",
+        xlabel="epoch",
+        ylabel="accuracy (%)",
+    )
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         longest = max(len(r.history) for k in table.variants for r in input.runs[k])
@@ -46,13 +61,19 @@ def table_figure(input: ReportInput, table: Table) -> Figure:
             ax.set_xticks(np.arange(1, longest + 1))
         else:
             ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.legend(*acc_ax.get_legend_handles_labels(), loc="outside lower center",
-               ncols=len(table.variants), fontsize=9)
+    fig.legend(
+        *acc_ax.get_legend_handles_labels(),
+        loc="outside lower center",
+        ncols=len(table.variants),
+        fontsize=9,
+    )
     # Zoom the accuracy axis on the interesting part: above the worst first-epoch mean.
-    floor = min(100 * np.mean([r.history[0]["val_acc"] for r in input.runs[k]])
-                for k in table.variants)
-    top = max(100 * max(h["val_acc"] for r in input.runs[k] for h in r.history)
-              for k in table.variants)
+    floor = min(
+        100 * np.mean([r.history[0]["val_acc"] for r in input.runs[k]]) for k in table.variants
+    )
+    top = max(
+        100 * max(h["val_acc"] for r in input.runs[k] for h in r.history) for k in table.variants
+    )
     acc_ax.set_ylim(max(floor - 1, 0), min(top + 0.7, 100))
     fig.suptitle(f"Table {table.number}: {table.title}")
     return fig
@@ -66,14 +87,23 @@ def per_class_figure(input: ReportInput, keys: Sequence[str]) -> Figure:
     x = np.arange(len(CLASSES))
     for i, (key, color) in enumerate(zip(keys, COLORS)):
         mean, std = per_class_accuracy(input, key)
-        ax.bar(x + (i - (len(keys) - 1) / 2) * width, 100 * mean, width, yerr=100 * std,
-               color=color, label=f"{VARIANTS[key].label} (n={len(input.runs[key])})",
-               capsize=2)
+        ax.bar(
+            x + (i - (len(keys) - 1) / 2) * width,
+            100 * mean,
+            width,
+            yerr=100 * std,
+            color=color,
+            label=f"{VARIANTS[key].label} (n={len(input.runs[key])})",
+            capsize=2,
+        )
     ax.set_xticks(x, CLASSES, rotation=20, ha="right")
     low = min(100 * per_class_accuracy(input, k)[0].min() for k in keys)
     ax.set_ylim(max(low - 8, 0), 100)
-    ax.set(ylabel="test accuracy of the class (%)", xlabel="true class",
-           title="Per-class test accuracy (recall), mean over seeds; bars: ± std")
+    ax.set(
+        ylabel="test accuracy of the class (%)",
+        xlabel="true class",
+        title="Per-class test accuracy (recall), mean over seeds; bars: ± std",
+    )
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     return fig
@@ -91,5 +121,3 @@ def png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
-
-

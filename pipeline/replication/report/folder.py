@@ -31,17 +31,22 @@ def check_out_dir(out_dir: Path) -> None:
             break
     if not folder.is_dir():
         what = "is a file" if folder == out_dir else f"is under {folder}, which is a file"
-        raise UserError(f"--out {out_dir} {what}; pass a new folder, or one that holds an "
-                        "earlier replicate report")
+        raise UserError(
+            f"--out {out_dir} {what}; pass a new folder, or one that holds an "
+            "earlier replicate report"
+        )
     if folder != out_dir:
         return  # missing: created when the report is written
     foreign = sorted(entries(out_dir) - ours(out_dir))
     if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3
-                                          else "")
-        raise UserError(f"--out {out_dir} holds files that replicate did not write ({shown}); "
-                        "it replaces only a folder that holds nothing but an earlier report: "
-                        "move them, or pass a new folder")
+        shown = ", ".join(foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise UserError(
+            f"--out {out_dir} holds files that replicate did not write ({shown}); "
+            "it replaces only a folder that holds nothing but an earlier report: "
+            "move them, or pass a new folder"
+        )
 
 
 def entries(folder: Path) -> set[str]:
@@ -86,15 +91,18 @@ def render_into(report: inputs.ReportInput, folder: Path) -> None:
     """Every file of the report into the empty `folder`, the manifest last."""
     images = {name: figures.png(fig) for name, fig in figures.figures(report).items()}
     markdown = text.markdown(report)
-    files = {"report.md": markdown.encode(),
-             "report.html": page.to_html(markdown, images).encode(),
-             "results.json": json.dumps(inputs.to_json(report)).encode(),
-             **{f"{page.FIGURE_PREFIX}{name}": content for name, content in images.items()}}
+    files = {
+        "report.md": markdown.encode(),
+        "report.html": page.to_html(markdown, images).encode(),
+        "results.json": json.dumps(inputs.to_json(report)).encode(),
+        **{f"{page.FIGURE_PREFIX}{name}": content for name, content in images.items()},
+    }
     for name, content in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(content)
-    (folder / MANIFEST).write_text(json.dumps({"written_by": WRITER, "files": sorted(files)},
-                                              indent=1))
+    (folder / MANIFEST).write_text(
+        json.dumps({"written_by": WRITER, "files": sorted(files)}, indent=1)
+    )
 
 
 def replace(out_dir: Path, new: Path) -> None:

@@ -44,8 +44,10 @@ def answer(points: list[dict]) -> str:
     elif all(m != "fcn" for m, _ in spans):
         verdict = "a CNN wins at every budget, the fastest included: claim 5 holds along the front"
     elif spans[-1][0] != "fcn":
-        verdict = (f"claim 5 holds from {cnn[0]:.1f} s on; below that the FCN gives more accuracy "
-                   "for the time (no CNN trial does better in so little time)")
+        verdict = (
+            f"claim 5 holds from {cnn[0]:.1f} s on; below that the FCN gives more accuracy "
+            "for the time (no CNN trial does better in so little time)"
+        )
     else:
         verdict = "the FCN wins the largest budget again: claim 5 does not hold along the front"
     return f"Best model by time budget: {said}. So {verdict}."
@@ -69,14 +71,21 @@ def frontier_markdown(study: dict | None) -> list[str]:
         "time budget at which the best validation accuracy rises (a point of the Pareto front); "
         "the cells are the best each family reaches within that budget. Times are whole "
         "trainings with per-epoch evaluation on the machine and load of that study, one seed.",
-        "", "| time budget (s) | winner | " + " | ".join(label(m) for m in models) + " |",
-        "|---|---|" + "---|" * len(models)]
+        "",
+        "| time budget (s) | winner | " + " | ".join(label(m) for m in models) + " |",
+        "|---|---|" + "---|" * len(models),
+    ]
     for p in points:
         cells = []
         for m in models:
             best = best_within(trials, m, p["train_time_s"])
-            cells.append("none this fast" if best is None else
-                         f"{100 * best['val_acc']:.2f}% ({best['epochs']} ep)")
-        lines.append(f"| {p['train_time_s']:.1f} | {label(p['model'])} (trial {p['number']}, "
-                     f"{p['epochs']} ep) | {' | '.join(cells)} |")
+            cells.append(
+                "none this fast"
+                if best is None
+                else f"{100 * best['val_acc']:.2f}% ({best['epochs']} ep)"
+            )
+        lines.append(
+            f"| {p['train_time_s']:.1f} | {label(p['model'])} (trial {p['number']}, "
+            f"{p['epochs']} ep) | {' | '.join(cells)} |"
+        )
     return lines + ["", answer(points), ""]

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.replication.experiments import VARIANTS
-from pipeline.core.words import plural
-from pipeline.replication.report.inputs import ReportInput, final_values, fmt, spread
 from pipeline.core.stats import welch
+from pipeline.core.words import plural
+from pipeline.replication.experiments import VARIANTS
+from pipeline.replication.report.inputs import ReportInput, final_values, fmt, spread
 
 ALPHA = 0.05
 
@@ -21,8 +21,10 @@ def compare(input: ReportInput, a: str, b: str, metric: str = "test_acc") -> tup
     va, vb = final_values(input.runs[a], metric), final_values(input.runs[b], metric)
     la, lb = VARIANTS[a].label, VARIANTS[b].label
     diff = 100 * (np.mean(va) - np.mean(vb))
-    head = (f"{la} {100 * np.mean(va):.2f}% vs {lb} {100 * np.mean(vb):.2f}% "
-            f"({metric}): {diff:+.2f} points")
+    head = (
+        f"{la} {100 * np.mean(va):.2f}% vs {lb} {100 * np.mean(vb):.2f}% "
+        f"({metric}): {diff:+.2f} points"
+    )
     if len(va) < 2 or len(vb) < 2:
         return 0, f"{head}, one seed each: no test possible"
     c = welch(va, vb)
@@ -62,14 +64,22 @@ def claim_2(input: ReportInput) -> tuple[str, list[str]]:
     p3, s3 = compare(input, "dropout_0.5", "sgd_0.02")
     base = input.runs["sgd_0.02"]
     gap = spread(base, "gap")
-    rise = np.mean([r.final["val_loss"] / min(h["val_loss"] for h in r.history) - 1
-                    for r in base])
+    rise = np.mean([r.final["val_loss"] / min(h["val_loss"] for h in r.history) - 1 for r in base])
     overfits = rise > 0.05
-    s2 = (f"base FCN generalisation gap (val loss - train loss) {fmt(gap)}; its final val loss "
-          f"is {100 * rise:.1f}% above its best epoch's: "
-          f"{'it overfits' if overfits else 'no real overfitting'} (threshold 5%)")
-    slight = p1 == 1 and 100 * (np.mean(final_values(input.runs["dropout_0.1"], "test_acc"))
-                                - np.mean(final_values(base, "test_acc"))) < 1.0
+    s2 = (
+        f"base FCN generalisation gap (val loss - train loss) {fmt(gap)}; its final val loss "
+        f"is {100 * rise:.1f}% above its best epoch's: "
+        f"{'it overfits' if overfits else 'no real overfitting'} (threshold 5%)"
+    )
+    slight = (
+        p1 == 1
+        and 100
+        * (
+            np.mean(final_values(input.runs["dropout_0.1"], "test_acc"))
+            - np.mean(final_values(base, "test_acc"))
+        )
+        < 1.0
+    )
     helps = 1 if (slight or p1 == 0) else p1  # "only slightly": a small or unmeasurable gain
     parts = (helps, 1 if not overfits else -1, -p3 if p3 else 0)
     return verdict(parts, (1, 1, 1)), [s1 + (" (slight)" if slight else ""), s2, s3]
@@ -79,15 +89,19 @@ def claim_3(input: ReportInput) -> tuple[str, list[str]]:
     """Kaiming uniform best on test, Xavier normal best on validation, random normal least."""
     inits = ("sgd_0.02", "init_normal", "init_xavier_normal", "init_kaiming_uniform")
     lines, parts = [], []
-    for target, metric, best in (("init_kaiming_uniform", "test_acc", True),
-                                 ("init_xavier_normal", "val_acc", True),
-                                 ("init_normal", "test_acc", False)):
+    for target, metric, best in (
+        ("init_kaiming_uniform", "test_acc", True),
+        ("init_xavier_normal", "val_acc", True),
+        ("init_normal", "test_acc", False),
+    ):
         others = [k for k in inits if k != target]
         rival = (best_of if best else worst_of)(input, others, metric)
         p, s = compare(input, target, rival, metric)
         winner = (best_of if best else worst_of)(input, inits, metric)
-        lines.append(f"{'best' if best else 'least'} {metric}: claimed {VARIANTS[target].label}, "
-                     f"measured {VARIANTS[winner].label}; {s}")
+        lines.append(
+            f"{'best' if best else 'least'} {metric}: claimed {VARIANTS[target].label}, "
+            f"measured {VARIANTS[winner].label}; {s}"
+        )
         parts.append(p if best else -p)
     return verdict(parts, (1, 1, 1)), lines
 
@@ -112,12 +126,16 @@ def claim_5(input: ReportInput) -> tuple[str, list[str]]:
     cnn_t = np.mean(final_values(input.runs["cnn"], "time"))
     fcn_t = np.mean(final_values(input.runs[best], "time"))
     faster = 1 if cnn_t < fcn_t else -1
-    s2 = (f"time: CNN {cnn_t:.0f} s for {plural(input.cnn_epochs, 'epoch')} vs best FCN "
-          f"{fcn_t:.0f} s for {plural(input.epochs, 'epoch')} on this machine: the CNN is "
-          f"{'faster' if faster == 1 else 'slower'} (whole trainings, evaluation included)")
+    s2 = (
+        f"time: CNN {cnn_t:.0f} s for {plural(input.cnn_epochs, 'epoch')} vs best FCN "
+        f"{fcn_t:.0f} s for {plural(input.epochs, 'epoch')} on this machine: the CNN is "
+        f"{'faster' if faster == 1 else 'slower'} (whole trainings, evaluation included)"
+    )
     fewer = 1 if input.cnn_epochs < input.epochs else -1
-    return verdict((p1, fewer, faster), (1, 1, 1)), [f"best FCN is {VARIANTS[best].label}; "
-                                                     + s1, s2]
+    return verdict((p1, fewer, faster), (1, 1, 1)), [
+        f"best FCN is {VARIANTS[best].label}; " + s1,
+        s2,
+    ]
 
 
 CLAIM_CHECKS = (claim_1, claim_2, claim_3, claim_4, claim_5)

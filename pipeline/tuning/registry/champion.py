@@ -58,28 +58,39 @@ def register_champion(study: optuna.Study, settings: TuneSettings, data: Fashion
     best = ranked[0]
     trial = best.tags[logged_models.TRIAL_TAG]
     if study.best_trial.number != int(trial):  # e.g. a study begun before models were logged
-        print(f"note: the study's best trial {study.best_trial.number} has no logged model "
-              f"here; the best that has one is trial {trial}")
+        print(
+            f"note: the study's best trial {study.best_trial.number} has no logged model "
+            f"here; the best that has one is trial {trial}"
+        )
     tags = {"study_name": settings.study_name, "trial_number": trial}
     registered = versions_of(client, name, tags)
     if registered:
-        print(f"{name} version {registered[0].version} is trial {trial} of "
-              f"{settings.study_name} already")
+        print(
+            f"{name} version {registered[0].version} is trial {trial} of "
+            f"{settings.study_name} already"
+        )
     else:
         register(client, best, name, data, tags)
     champion = move_alias(client, name)
     if champion is not None:
-        print(f"champion: {name} version {champion.version} (study "
-              f"{champion.tags.get('study_name')}, trial {champion.tags.get('trial_number')}, "
-              f"val_acc {champion.tags[VAL_ACC_TAG]})")
+        print(
+            f"champion: {name} version {champion.version} (study "
+            f"{champion.tags.get('study_name')}, trial {champion.tags.get('trial_number')}, "
+            f"val_acc {champion.tags[VAL_ACC_TAG]})"
+        )
 
 
 def metric(model: LoggedModel, key: str) -> float:
     return next((m.value for m in model.metrics or () if m.key == key), math.nan)
 
 
-def register(client: mlflow.MlflowClient, best: LoggedModel, name: str, data: FashionMNIST,
-             tags: dict[str, str]) -> None:
+def register(
+    client: mlflow.MlflowClient,
+    best: LoggedModel,
+    name: str,
+    data: FashionMNIST,
+    tags: dict[str, str],
+) -> None:
     """Register the trial's logged model as a new version; its confusion matrix and test
     accuracy go on the active (parent) run."""
     trial = tags["trial_number"]
@@ -87,30 +98,39 @@ def register(client: mlflow.MlflowClient, best: LoggedModel, name: str, data: Fa
     uri = f"models:/{best.model_id}"
     # The exported program as `evaluate` loads it (it refuses .eval(): it is in eval mode).
     counts = evaluation.evaluate(evaluation.load(uri), data.test).counts
-    mlflow.log_figure(plots.confusion(counts, f"best model: trial {trial} of "
-                                              f"{tags['study_name']}"), "confusion_matrix.png")
+    mlflow.log_figure(
+        plots.confusion(counts, f"best model: trial {trial} of {tags['study_name']}"),
+        "confusion_matrix.png",
+    )
     mlflow.log_metric("best_model_test_acc", test_acc)
     # The tags come with the version in one call: a version is never seen without them.
-    version = mlflow.register_model(uri, name, tags={
-        **tags, VAL_ACC_TAG: f"{val_acc:.6g}", "test_acc": f"{test_acc:.4f}"})
+    version = mlflow.register_model(
+        uri, name, tags={**tags, VAL_ACC_TAG: f"{val_acc:.6g}", "test_acc": f"{test_acc:.4f}"}
+    )
     first = versions_of(client, name, tags)[0]
     if first.version != version.version:  # another worker registered it at the same moment
         client.delete_model_version(name, version.version)
         print(f"{name} version {first.version} is trial {trial} already")
         return
-    print(f"registered {name} version {version.version} ({uri}: trial {trial}, val_acc "
-          f"{val_acc:.4f}, test_acc {test_acc:.4f})")
+    print(
+        f"registered {name} version {version.version} ({uri}: trial {trial}, val_acc "
+        f"{val_acc:.4f}, test_acc {test_acc:.4f})"
+    )
 
 
 def versions_of(client: mlflow.MlflowClient, name: str, tags: dict[str, str]) -> list:
     """The versions of model `name` carrying all of `tags`, oldest first."""
-    found = [v for v in client.search_model_versions(f"name = '{name}'")
-             if all(v.tags.get(k) == value for k, value in tags.items())]
+    found = [
+        v
+        for v in client.search_model_versions(f"name = '{name}'")
+        if all(v.tags.get(k) == value for k, value in tags.items())
+    ]
     return sorted(found, key=lambda v: int(v.version))
 
 
 def best_version(client: mlflow.MlflowClient, name: str):
     """The version with the highest val_acc tag (the oldest among equals), or None."""
+
     def val_acc(version) -> float:
         try:
             return float(version.tags[VAL_ACC_TAG])
@@ -139,6 +159,9 @@ def move_alias(client: mlflow.MlflowClient, name: str, attempts: int = 10):
             # SQLite busy. Whoever lost reads again after a random pause.
             error = first_line(e)
             time.sleep(random.uniform(0.05, 0.3) * attempt)
-    print(f"warning: could not settle the alias {ALIAS} of {name} ({error}); run `tune` "
-          "again to settle it", file=sys.stderr)
+    print(
+        f"warning: could not settle the alias {ALIAS} of {name} ({error}); run `tune` "
+        "again to settle it",
+        file=sys.stderr,
+    )
     return None

@@ -30,8 +30,11 @@ MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # MLflow's note on a model of its r
 
 def model_tags(study_tags: dict[str, str], trial_number: int) -> dict[str, str]:
     """The tags that make a logged model one trial's of one study (study name and storage)."""
-    return {STUDY_TAG: study_tags[STUDY_TAG], STORAGE_TAG: study_tags[STORAGE_TAG],
-            TRIAL_TAG: str(trial_number)}
+    return {
+        STUDY_TAG: study_tags[STUDY_TAG],
+        STORAGE_TAG: study_tags[STORAGE_TAG],
+        TRIAL_TAG: str(trial_number),
+    }
 
 
 def val_acc(model: LoggedModel) -> float | None:
@@ -40,16 +43,20 @@ def val_acc(model: LoggedModel) -> float | None:
 
 def ranked(experiment_id: str, study_tags: dict[str, str]) -> list[LoggedModel]:
     """The study's ready models that carry a val_acc, best first (the oldest among equals)."""
+
     def quoted(value: str) -> str:
         return "'" + value.replace("'", "\\'") + "'"
 
     found = mlflow.search_logged_models(
-        experiment_ids=[experiment_id], output_format="list",
+        experiment_ids=[experiment_id],
+        output_format="list",
         filter_string=f"tags.{STUDY_TAG} = {quoted(study_tags[STUDY_TAG])} AND "
-                      f"tags.{STORAGE_TAG} = {quoted(study_tags[STORAGE_TAG])}",
-        order_by=[{"field_name": f"metrics.{VAL_ACC}", "ascending": False,
-                   "dataset_name": VALIDATION},
-                  {"field_name": "creation_time", "ascending": True}])
+        f"tags.{STORAGE_TAG} = {quoted(study_tags[STORAGE_TAG])}",
+        order_by=[
+            {"field_name": f"metrics.{VAL_ACC}", "ascending": False, "dataset_name": VALIDATION},
+            {"field_name": "creation_time", "ascending": True},
+        ],
+    )
     return [m for m in found if m.status == LoggedModelStatus.READY and val_acc(m) is not None]
 
 
@@ -73,8 +80,7 @@ def keep_best(experiment_id: str, study_tags: dict[str, str], keep: int | None) 
         extra = ranked(experiment_id, study_tags)[keep:]
         protected = registered_ids() if extra else set()
     except mlflow.exceptions.MlflowException as e:  # a busy store: the next trial tries again
-        print(f"note: the study's logged models not pruned now ({first_line(e)})",
-              file=sys.stderr)
+        print(f"note: the study's logged models not pruned now ({first_line(e)})", file=sys.stderr)
         return []
     client, deleted = mlflow.MlflowClient(), []
     for model in extra:
@@ -87,6 +93,8 @@ def keep_best(experiment_id: str, study_tags: dict[str, str], keep: int | None) 
             deleted.append(model.model_id)
         except (mlflow.exceptions.MlflowException, OSError) as e:
             # another worker deleted it first, or the store is busy: the next trial tries again
-            print(f"note: logged model {model.model_id} not deleted ({first_line(e)})",
-                  file=sys.stderr)
+            print(
+                f"note: logged model {model.model_id} not deleted ({first_line(e)})",
+                file=sys.stderr,
+            )
     return deleted

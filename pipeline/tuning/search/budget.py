@@ -3,8 +3,8 @@
 Machines differ by 3x and more: a 20-epoch trial of the 1024-512 FCN takes about 80 s on a fast
 2-core Xeon and 264 s on a slow 2-core EPYC, where the 9-minute default budget held only the two
 start points. So unless `--epochs` is given, `fit(settings, data, storage)` times one epoch of
-the space's first start point on this machine (pipeline/core/timing.py, about a second and a half) and
-picks the longest trial of EPOCH_TIERS (at most the model's default) that takes at most
+the space's first start point on this machine (pipeline/core/timing.py, about a second and a
+half) and picks the longest trial of EPOCH_TIERS (at most the model's default) that takes at most
 TRIAL_SHARE of `--timeout`; it says what it chose in one line. A study records its trials'
 length when it is created (EPOCHS_ATTR): resumed, on any machine, it trains them as long.
 
@@ -38,8 +38,12 @@ TRIAL_SHARE = 0.37
 OVERTIME_SHARE = 0.2  # a trial may end at most this share of --timeout past it
 
 
-def fit(settings: TuneSettings, data: FashionMNIST, storage: optuna.storages.BaseStorage,
-        epochs_given: bool) -> TuneSettings:
+def fit(
+    settings: TuneSettings,
+    data: FashionMNIST,
+    storage: optuna.storages.BaseStorage,
+    epochs_given: bool,
+) -> TuneSettings:
     """The settings with the trials' epochs fitted to this machine (unless `epochs_given`, or
     the study already exists: then its own), after one line on what this machine allows."""
     if settings.helper_of or len(settings.directions) > 1:
@@ -53,8 +57,11 @@ def fit(settings: TuneSettings, data: FashionMNIST, storage: optuna.storages.Bas
         epochs, why = settings.epochs, "(--epochs)"
     else:
         epochs = fitted_epochs(seconds, settings.timeout, settings.epochs)
-        why = ("fitted to this machine (--epochs to choose)" if epochs < settings.epochs
-               else "(--epochs to choose)")
+        why = (
+            "fitted to this machine (--epochs to choose)"
+            if epochs < settings.epochs
+            else "(--epochs to choose)"
+        )
     print(machine_line(reference, seconds, epochs, why, settings), flush=True)
     return dataclasses.replace(settings, epochs=epochs)
 
@@ -83,8 +90,12 @@ def reference_config(settings: TuneSettings) -> TrainConfig:
     starts = settings.space.starts(settings.epochs)
     if starts:
         try:
-            return settings.space.sample(optuna.trial.FixedTrial(starts[0]),
-                                         model=settings.model, epochs=1, seed=settings.seed)
+            return settings.space.sample(
+                optuna.trial.FixedTrial(starts[0]),
+                model=settings.model,
+                epochs=1,
+                seed=settings.seed,
+            )
         except ValueError:  # a start point that leaves params to the sampler
             pass
     return TrainConfig(model=settings.model, epochs=1, seed=settings.seed)
@@ -96,10 +107,13 @@ def describe(config: TrainConfig) -> str:
     return config.model
 
 
-def machine_line(reference: TrainConfig, epoch_s: float, epochs: int, why: str,
-                 settings: TuneSettings) -> str:
-    line = (f"this machine: ~{epoch_s:.1f} s per epoch of {describe(reference)} (batch "
-            f"{reference.batch_size}); trials of {epochs} epochs {why}")
+def machine_line(
+    reference: TrainConfig, epoch_s: float, epochs: int, why: str, settings: TuneSettings
+) -> str:
+    line = (
+        f"this machine: ~{epoch_s:.1f} s per epoch of {describe(reference)} (batch "
+        f"{reference.batch_size}); trials of {epochs} epochs {why}"
+    )
     if settings.timeout is None:
         return line
     full = settings.timeout / (epochs * epoch_s)
@@ -126,5 +140,5 @@ class Overtime:
         if left and late > self.overtime:
             raise optuna.TrialPruned(
                 f"stopped at epoch {end.epoch}: it would end {late:.0f} s after the study's "
-                "budget (--timeout)")
-
+                "budget (--timeout)"
+            )

@@ -15,24 +15,32 @@ import mlflow
 import optuna
 
 from pipeline.core.data import FashionMNIST
-from pipeline.core.training import TEST_ACC, VAL_ACC, Diverged, EpochEnd, TrainResult
 from pipeline.core.errors import first_line
+from pipeline.core.training import TEST_ACC, VAL_ACC, Diverged, EpochEnd, TrainResult
 from pipeline.tracking import log as tracklog
+from pipeline.tuning.attrs import (
+    FAIL_REASON_ATTR,
+    MODEL_ID_ATTR,
+    PARENT_RUN_ID_ATTR,
+    RETRY_OF_ATTR,
+    RUN_ID_ATTR,
+    TRIAL_EPOCHS_ATTR,
+    TRIAL_MODEL_ATTR,
+    WORKER_ATTR,
+)
 from pipeline.tuning.registry import logged_models
-from pipeline.tuning.attrs import (FAIL_REASON_ATTR, MODEL_ID_ATTR, PARENT_RUN_ID_ATTR,
-                                   RETRY_OF_ATTR, RUN_ID_ATTR, TRIAL_EPOCHS_ATTR,
-                                   TRIAL_MODEL_ATTR, WORKER_ATTR)
 from pipeline.tuning.search.budget import OVERTIME_SHARE, Overtime
-from pipeline.tuning.workers.recovery import this_worker
 from pipeline.tuning.tune_settings import TuneSettings
+from pipeline.tuning.workers.recovery import this_worker
 
 
 def is_frontier(settings: TuneSettings) -> bool:
     return len(settings.directions) > 1
 
 
-def objective_values(settings: TuneSettings, trial: optuna.Trial, config,
-                     result: TrainResult) -> float | tuple[float, float]:
+def objective_values(
+    settings: TuneSettings, trial: optuna.Trial, config, result: TrainResult
+) -> float | tuple[float, float]:
     """What the objective returns: val_acc, or (val_acc, train_time_s) for a frontier, whose
     trials also record their family and epochs (what the front is read by)."""
     if not is_frontier(settings):
@@ -51,12 +59,19 @@ class PruneOnValAcc:
     def __call__(self, end: EpochEnd) -> None:
         self.trial.report(end.metrics[VAL_ACC], end.epoch)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {end.epoch} "
-                                     f"(val_acc {end.metrics[VAL_ACC]:.4f})")
+            raise optuna.TrialPruned(
+                f"pruned at epoch {end.epoch} (val_acc {end.metrics[VAL_ACC]:.4f})"
+            )
 
 
-def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[str, str],
-                   parent_run_id: str, own_parent: bool = True, deadline: float | None = None):
+def make_objective(
+    settings: TuneSettings,
+    data: FashionMNIST,
+    study_tags: dict[str, str],
+    parent_run_id: str,
+    own_parent: bool = True,
+    deadline: float | None = None,
+):
     """`own_parent`: the parent run is this worker's, closed as KILLED if the worker dies (a
     helper's parent run is the main worker's, which lives on). Past the study's `deadline`
     (time.monotonic), a trial may run OVERTIME_SHARE of its budget (tuning/search/budget.py)."""
@@ -66,18 +81,22 @@ def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[
         worker = this_worker()  # first: a trial without it is one whose worker never began
         for key, value in worker.items():
             trial.set_user_attr(key, value)
-        config = settings.space.sample(trial, model=settings.model, epochs=settings.epochs,
-                                       seed=settings.seed)
-        tags = {**study_tags, "trial_number": str(trial.number), "trial_state": "RUNNING",
-                WORKER_ATTR: worker[WORKER_ATTR]}
+        config = settings.space.sample(
+            trial, model=settings.model, epochs=settings.epochs, seed=settings.seed
+        )
+        tags = {
+            **study_tags,
+            "trial_number": str(trial.number),
+            "trial_state": "RUNNING",
+            WORKER_ATTR: worker[WORKER_ATTR],
+        }
         if RETRY_OF_ATTR in trial.user_attrs:
             tags[RETRY_OF_ATTR] = str(trial.user_attrs[RETRY_OF_ATTR])
         ended = TrialEnd(trial)
         # a frontier: no pruning, nor reporting (Trial.report is single-objective)
         callbacks = [] if is_frontier(settings) else [PruneOnValAcc(trial)]
         if callbacks and deadline is not None and settings.timeout is not None:
-            callbacks.append(Overtime(deadline, OVERTIME_SHARE * settings.timeout,
-                                      config.epochs))
+            callbacks.append(Overtime(deadline, OVERTIME_SHARE * settings.timeout, config.epochs))
 
         def remember(run_id: str) -> None:
             # At once: the champion needs it, and so does whoever closes this run if we die.
@@ -88,13 +107,19 @@ def make_objective(settings: TuneSettings, data: FashionMNIST, study_tags: dict[
 
         with ended:
             trained = tracklog.train_run(
-                config, data, nested=True, parent_run_id=parent_run_id, tags=tags,
+                config,
+                data,
+                nested=True,
+                parent_run_id=parent_run_id,
+                tags=tags,
                 run_name=f"trial {trial.number}",
                 confusion=False,  # one per trial costs ~2 s; the champion gets one
                 callbacks=callbacks,
                 finished_on=(optuna.TrialPruned,),
-                on_start=remember, log_model=True,
-                model_tags=logged_models.model_tags(study_tags, trial.number))
+                on_start=remember,
+                log_model=True,
+                model_tags=logged_models.model_tags(study_tags, trial.number),
+            )
             trial.set_user_attr(MODEL_ID_ATTR, trained.model_id)
             final = trained.result.final
             trial.set_user_attr(TEST_ACC, final[TEST_ACC])  # reported, never selected
@@ -131,7 +156,9 @@ class TrialEnd:
                 if self.reason:
                     client.set_tag(run_id, "trial_reason", self.reason)
         except Exception as e:  # e.g. SQLite "database is locked" under load: must not mask
-            if error is None:   # how the trial ended (a stop request above all)
+            if error is None:  # how the trial ended (a stop request above all)
                 raise
-            print(f"warning: trial {self.trial.number}'s end not tagged on its run: "
-                  f"{first_line(e)}", file=sys.stderr)
+            print(
+                f"warning: trial {self.trial.number}'s end not tagged on its run: {first_line(e)}",
+                file=sys.stderr,
+            )

@@ -21,7 +21,6 @@ from pipeline.tuning.attrs import EPOCHS_ATTR
 from pipeline.tuning.tune_settings import TuneSettings
 from pipeline.tuning.workers.storage import check_storage
 
-
 CHANCE_FLOOR = 0.15  # val_acc of a network that learned nothing: 1 in 10 classes
 
 
@@ -38,8 +37,11 @@ class StuckAtChance(optuna.pruners.BasePruner):
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         epoch = trial.last_step
-        if epoch is not None and epoch >= self.from_epoch \
-                and trial.intermediate_values[epoch] < CHANCE_FLOOR:
+        if (
+            epoch is not None
+            and epoch >= self.from_epoch
+            and trial.intermediate_values[epoch] < CHANCE_FLOOR
+        ):
             return True
         return self.inner.prune(study, trial)
 
@@ -86,8 +88,7 @@ def _make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
         # finished trials, so a study of a dozen trials on a slow machine prunes from its
         # second trial; TPE learns from the stopped trials' last values.
         rungs = halving_rungs(epochs)
-        sha = optuna.pruners.SuccessiveHalvingPruner(min_resource=1,
-                                                     reduction_factor=HALVING_ETA)
+        sha = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=HALVING_ETA)
         return FirstRungs(sha, rungs[-1]) if rungs else optuna.pruners.NopPruner()
     if name == "percentile":
         # Stop only the bottom quarter, against the study's completed trials, from epoch 3 on.
@@ -110,8 +111,9 @@ def expected_epochs(epochs: int, pruner: str) -> float:
     if pruner != "halving":
         return float(epochs)
     bounds = (*halving_rungs(epochs), epochs)
-    return bounds[0] + sum((b - a) / HALVING_ETA ** (i + 1)
-                           for i, (a, b) in enumerate(zip(bounds, bounds[1:])))
+    return bounds[0] + sum(
+        (b - a) / HALVING_ETA ** (i + 1) for i, (a, b) in enumerate(zip(bounds, bounds[1:]))
+    )
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -139,7 +141,8 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
             with warnings.catch_warnings():  # multivariate and group are "experimental"
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.by_trial[trial.number] = optuna.samplers.TPESampler(
-                    seed=trial_seed(self.seed, trial.number), **self.tpe_kwargs)
+                    seed=trial_seed(self.seed, trial.number), **self.tpe_kwargs
+                )
         return self.by_trial[trial.number]
 
     def infer_relative_search_space(self, study, trial):
@@ -171,16 +174,21 @@ N_STARTUP_TRIALS = 6
 def make_sampler(seed: int) -> TrialSeededSampler:
     # group: the FCN's depth changes which width params exist; multivariate TPE then models
     # each group of co-occurring params jointly.
-    return TrialSeededSampler(seed, multivariate=True, group=True,
-                              n_startup_trials=N_STARTUP_TRIALS)
+    return TrialSeededSampler(
+        seed, multivariate=True, group=True, n_startup_trials=N_STARTUP_TRIALS
+    )
 
 
-def open_study(settings: TuneSettings,
-               storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
+def open_study(
+    settings: TuneSettings, storage: optuna.storages.BaseStorage | None = None
+) -> optuna.Study:
     storage = storage or check_storage(settings)
-    kwargs = dict(study_name=settings.study_name, storage=storage,
-                  sampler=make_sampler(settings.seed),
-                  pruner=make_pruner(settings.pruner, settings.epochs))
+    kwargs = dict(
+        study_name=settings.study_name,
+        storage=storage,
+        sampler=make_sampler(settings.seed),
+        pruner=make_pruner(settings.pruner, settings.epochs),
+    )
     try:  # only the worker that creates the study queues its start points, even in a race
         study = optuna.create_study(directions=settings.directions, **kwargs)
     except optuna.exceptions.DuplicatedStudyError:
@@ -189,7 +197,7 @@ def open_study(settings: TuneSettings,
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # optuna-dashboard shows "val_acc" (and "train_time_s"), not "Objective 0"
         study.set_metric_names(settings.metric_names)
-    # A resumed study trains as long as it began, whatever machine resumes it (tuning/search/budget.py)
+    # A resumed study trains as long as it began, whatever machine resumes it (search/budget.py)
     study.set_user_attr(EPOCHS_ATTR, settings.epochs)
     for params in settings.space.starts(settings.epochs):
         study.enqueue_trial(params, skip_if_exists=True)

@@ -34,10 +34,10 @@ class CappedRDBStorage(optuna.storages.RDBStorage):
         # Queued trials (retries of dead workers' trials, start points) come with a template
         # and are never refused; a retry stands in for its failed trial, so it does not count.
         if self.max_trials is not None and template_trial is None:
-            trials = session.query(models.TrialModel).filter(
-                models.TrialModel.study_id == study_id)
+            trials = session.query(models.TrialModel).filter(models.TrialModel.study_id == study_id)
             retries = trials.join(models.TrialSystemAttributeModel).filter(
-                models.TrialSystemAttributeModel.key == RETRY_SYSTEM_ATTR)
+                models.TrialSystemAttributeModel.key == RETRY_SYSTEM_ATTR
+            )
             if trials.count() - retries.count() >= self.max_trials:
                 raise StudyFull(f"the study holds its {self.max_trials} trials")
         return super()._get_prepared_new_trial(study_id, template_trial, session)

@@ -37,15 +37,18 @@ class Helpers:
     @contextmanager
     def running(self, parent_run_id: str) -> Iterator[Helpers]:
         """The helpers run inside; on an exception (Ctrl-C included) they are stopped."""
-        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads),
-                   MKL_NUM_THREADS=str(self.threads))
+        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
         env.pop("MLFLOW_RUN_ID", None)  # `mlflow run`'s run belongs to the main worker
         if self.password:
             env[PASSWORD_VARIABLE] = self.password
-        self.procs = [subprocess.Popen([sys.executable, "-m", "pipeline", "tune", *args,
-                                        "--helper-of", parent_run_id],
-                                       env=env, start_new_session=True)
-                      for args in self.commands]
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "pipeline", "tune", *args, "--helper-of", parent_run_id],
+                env=env,
+                start_new_session=True,
+            )
+            for args in self.commands
+        ]
         try:
             yield self
         except BaseException:
@@ -63,8 +66,11 @@ class Helpers:
             try:
                 proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
-                print(f"warning: helper worker {proc.pid} did not stop within {grace:g} s "
-                      "after SIGTERM: killed", file=sys.stderr)
+                print(
+                    f"warning: helper worker {proc.pid} did not stop within {grace:g} s "
+                    "after SIGTERM: killed",
+                    file=sys.stderr,
+                )
                 proc.kill()
                 proc.wait()
 
@@ -73,9 +79,11 @@ class Helpers:
         codes = [proc.wait() for proc in self.procs]
         failed = [code for code in codes if code != 0]
         if failed:
-            raise UserError(f"{len(failed)} of {len(codes)} helper workers failed (exit "
-                            f"{failed[0]}; their error is above); completed trials are kept: "
-                            "run the same command again to resume")
+            raise UserError(
+                f"{len(failed)} of {len(codes)} helper workers failed (exit "
+                f"{failed[0]}; their error is above); completed trials are kept: "
+                "run the same command again to resume"
+            )
 
 
 def helper_storage(url: str) -> str:

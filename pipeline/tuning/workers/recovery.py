@@ -34,14 +34,21 @@ import optuna
 from pipeline.core.errors import first_line
 from pipeline.tracking import orphans
 from pipeline.tracking.tags import set_tags
-from pipeline.tuning.attrs import (PARENT_RUN_ID_ATTR, RETRY_OF_ATTR, RUN_ID_ATTR,
-                                   WORKER_ATTR, WORKER_START_ATTR)
+from pipeline.tuning.attrs import (
+    PARENT_RUN_ID_ATTR,
+    RETRY_OF_ATTR,
+    RUN_ID_ATTR,
+    WORKER_ATTR,
+    WORKER_START_ATTR,
+)
 
 
 def this_worker() -> dict[str, str]:
     """The trial user attrs naming this process: host:pid and its start time."""
-    return {WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}",
-            WORKER_START_ATTR: orphans.process_start(os.getpid())}
+    return {
+        WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}",
+        WORKER_START_ATTR: orphans.process_start(os.getpid()),
+    }
 
 
 class StaleTrialHandler:
@@ -51,8 +58,9 @@ class StaleTrialHandler:
         self.grace_period = grace_period
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        retry(study, trial, f"its worker sent no heartbeat for {self.grace_period} s "
-                            "(killed or lost)")
+        retry(
+            study, trial, f"its worker sent no heartbeat for {self.grace_period} s (killed or lost)"
+        )
 
 
 def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> None:
@@ -60,8 +68,11 @@ def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> 
     try:
         close_runs_of_dead_trial(study, trial, reason)
     except Exception as e:  # the tracking server's trouble must not stop this worker
-        print(f"warning: could not close the MLflow run of dead trial {trial.number}: "
-              f"{first_line(e)}", file=sys.stderr)
+        print(
+            f"warning: could not close the MLflow run of dead trial {trial.number}: "
+            f"{first_line(e)}",
+            file=sys.stderr,
+        )
     # FrozenTrial.set_user_attr changes this copy only: the retry inherits it.
     trial.set_user_attr(RETRY_OF_ATTR, trial.user_attrs.get(RETRY_OF_ATTR, trial.number))
     with warnings.catch_warnings():
@@ -69,8 +80,9 @@ def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> 
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
 
 
-def close_runs_of_dead_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial,
-                             reason: str) -> None:
+def close_runs_of_dead_trial(
+    study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str
+) -> None:
     """The trial's run KILLED; so is its worker's parent run when no live trial needs it."""
     client = mlflow.MlflowClient()
     run_id = trial.user_attrs.get(RUN_ID_ATTR)
@@ -82,8 +94,11 @@ def close_runs_of_dead_trial(study: optuna.Study, trial: optuna.trial.FrozenTria
             client.set_terminated(run_id, "KILLED")
     parent_id = trial.user_attrs.get(PARENT_RUN_ID_ATTR)
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    if (parent_id and client.get_run(parent_id).info.status == "RUNNING"
-            and not any(t.user_attrs.get(PARENT_RUN_ID_ATTR) == parent_id for t in running)):
+    if (
+        parent_id
+        and client.get_run(parent_id).info.status == "RUNNING"
+        and not any(t.user_attrs.get(PARENT_RUN_ID_ATTR) == parent_id for t in running)
+    ):
         set_tags(parent_id, {"end_reason": f"worker lost: trial {trial.number} {reason}"}, client)
         client.set_terminated(parent_id, "KILLED")
 
@@ -94,12 +109,12 @@ def dead_local_worker(trial: optuna.trial.FrozenTrial) -> str | None:
     host, _, pid = worker.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return None
-    return None if orphans.alive(int(pid), trial.user_attrs.get(WORKER_START_ATTR, "")) \
-        else worker
+    return None if orphans.alive(int(pid), trial.user_attrs.get(WORKER_START_ATTR, "")) else worker
 
 
 def fail_dead_local_trials(study: optuna.Study) -> list[int]:
     """Fail and retry the RUNNING trials whose worker on this host has died; their numbers."""
+
     def reason(trial: optuna.trial.FrozenTrial) -> str | None:
         worker = dead_local_worker(trial)
         return worker and f"its worker {worker} on this host has died (killed or out of memory)"
@@ -114,8 +129,11 @@ def fail_unstarted_trials(study: optuna.Study, grace_period: float) -> list[int]
 
     def reason(trial: optuna.trial.FrozenTrial) -> str | None:
         started = trial.datetime_start
-        if WORKER_ATTR in trial.user_attrs or started is None \
-                or now - started < timedelta(seconds=grace_period):
+        if (
+            WORKER_ATTR in trial.user_attrs
+            or started is None
+            or now - started < timedelta(seconds=grace_period)
+        ):
             return None
         return f"its worker never started it in {grace_period:g} s (lost as it began)"
 

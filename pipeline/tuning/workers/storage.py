@@ -21,17 +21,17 @@ import optuna
 from pipeline.core.credentials import password, without_password
 from pipeline.core.errors import UserError, first_line
 from pipeline.tracking.lifecycle import adopted
+from pipeline.tuning.tune_settings import TuneSettings
 from pipeline.tuning.workers.optuna_private import CappedRDBStorage
 from pipeline.tuning.workers.recovery import StaleTrialHandler
-from pipeline.tuning.tune_settings import TuneSettings
 
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 # Where each database's own clients read a password from, so that no URL has to hold it.
 PASSWORD_SOURCES = {
     "postgresql": "PGPASSWORD, a password file (~/.pgpass, or the one PGPASSFILE names) or a "
-                  "service file entry (PGSERVICE)",
+    "service file entry (PGSERVICE)",
     "mysql": "an option file named in the URL (?read_default_file=~/.my.cnf, its [client] "
-             "password)",
+    "password)",
 }
 
 
@@ -46,12 +46,18 @@ class WorkerStorage(CappedRDBStorage):
         try:
             super().record_heartbeat(trial_id)
         except Exception as e:
-            print(f"warning: heartbeat skipped ({type(e).__name__}: "
-                  f"{str(e).splitlines()[0][:120]})", file=sys.stderr)
+            print(
+                f"warning: heartbeat skipped ({type(e).__name__}: {str(e).splitlines()[0][:120]})",
+                file=sys.stderr,
+            )
 
 
-def make_storage(url: str, heartbeat: int | None = None, grace_period: int | None = None,
-                 max_trials: int | None = None) -> optuna.storages.BaseStorage:
+def make_storage(
+    url: str,
+    heartbeat: int | None = None,
+    grace_period: int | None = None,
+    max_trials: int | None = None,
+) -> optuna.storages.BaseStorage:
     """An RDB URL (sqlite:///, postgresql://, mysql+pymysql://) or a journal file path.
 
     With `heartbeat`, running trials record a heartbeat that often; a trial silent for
@@ -60,17 +66,23 @@ def make_storage(url: str, heartbeat: int | None = None, grace_period: int | Non
     """
     if "://" not in url:
         if Path(url).suffix in (".db", ".sqlite", ".sqlite3"):
-            raise UserError(f"storage {url}: looks like an SQLite file but has no scheme; "
-                            f"write sqlite:///{url} (or a .log path for a journal file)")
+            raise UserError(
+                f"storage {url}: looks like an SQLite file but has no scheme; "
+                f"write sqlite:///{url} (or a .log path for a journal file)"
+            )
         if max_trials is not None:
-            raise UserError(f"storage {url}: total_trials needs an RDB storage (sqlite:///..., "
-                            "postgresql://...) that counts trials for all workers at once")
+            raise UserError(
+                f"storage {url}: total_trials needs an RDB storage (sqlite:///..., "
+                "postgresql://...) that counts trials for all workers at once"
+            )
         return journal_storage(url)
     scheme = url.split("://")[0].split("+")[0]
     if scheme not in RDB_SCHEMES:
-        raise UserError(f"storage {without_password(url)}: unknown scheme {scheme!r}; use "
-                        "sqlite:///FILE, postgresql://USER:PW@HOST/DB, mysql+pymysql://... "
-                        "or a journal file path")
+        raise UserError(
+            f"storage {without_password(url)}: unknown scheme {scheme!r}; use "
+            "sqlite:///FILE, postgresql://USER:PW@HOST/DB, mysql+pymysql://... "
+            "or a journal file path"
+        )
     engine_kwargs = {}
     if scheme != "sqlite":
         # pre-ping: a pooled connection that a database restart closed is replaced on checkout;
@@ -78,11 +90,14 @@ def make_storage(url: str, heartbeat: int | None = None, grace_period: int | Non
         engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     with warnings.catch_warnings():  # heartbeats and their callback are "experimental"
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return open_rdb(url, engine_kwargs=engine_kwargs, max_trials=max_trials,
-                        heartbeat_interval=heartbeat,
-                        grace_period=grace_period if heartbeat else None,
-                        heartbeat_stale_trial_callback=(StaleTrialHandler(grace_period)
-                                                        if heartbeat else None))
+        return open_rdb(
+            url,
+            engine_kwargs=engine_kwargs,
+            max_trials=max_trials,
+            heartbeat_interval=heartbeat,
+            grace_period=grace_period if heartbeat else None,
+            heartbeat_stale_trial_callback=(StaleTrialHandler(grace_period) if heartbeat else None),
+        )
 
 
 def open_rdb(url: str, **kwargs) -> WorkerStorage:
@@ -92,8 +107,10 @@ def open_rdb(url: str, **kwargs) -> WorkerStorage:
             return WorkerStorage(url, **kwargs)
         except Exception as e:
             if not lost_creation_race(e):  # bad driver, unreachable host, bad credentials...
-                raise UserError(f"storage {without_password(url)}: cannot be opened "
-                                f"({type(e).__name__}: {first_line(e)})") from None
+                raise UserError(
+                    f"storage {without_password(url)}: cannot be opened "
+                    f"({type(e).__name__}: {first_line(e)})"
+                ) from None
             if attempt == attempts:
                 raise
             time.sleep(random.uniform(0.05, 0.3) * attempt)  # de-synchronize the next try
@@ -109,7 +126,8 @@ def lost_creation_race(error: Exception) -> bool:
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     return isinstance(error, IntegrityError) or (
-        isinstance(error, (ProgrammingError, OperationalError)) and "already exists" in str(error))
+        isinstance(error, (ProgrammingError, OperationalError)) and "already exists" in str(error)
+    )
 
 
 def journal_storage(path: str) -> optuna.storages.BaseStorage:
@@ -118,15 +136,18 @@ def journal_storage(path: str) -> optuna.storages.BaseStorage:
     try:
         return optuna.storages.JournalStorage(JournalFileBackend(path))
     except Exception as e:  # a missing folder, a file that is not a journal
-        raise UserError(f"storage {path}: cannot be opened as a journal file "
-                        f"({type(e).__name__}: {first_line(e)})") from None
+        raise UserError(
+            f"storage {path}: cannot be opened as a journal file "
+            f"({type(e).__name__}: {first_line(e)})"
+        ) from None
 
 
 def check_storage(settings: TuneSettings) -> optuna.storages.BaseStorage:
     """Open the storage and refuse a study of this name that tune cannot continue (other
     objectives or directions than `settings.objectives`); creates no study."""
-    storage = make_storage(settings.storage, settings.heartbeat, settings.grace_period,
-                           settings.total_trials)
+    storage = make_storage(
+        settings.storage, settings.heartbeat, settings.grace_period, settings.total_trials
+    )
     try:
         existing = optuna.load_study(study_name=settings.study_name, storage=storage)
     except KeyError:
@@ -136,15 +157,21 @@ def check_storage(settings: TuneSettings) -> optuna.storages.BaseStorage:
         return storage
     if len(settings.directions) > 1:
         names = ",".join(existing.metric_names or ["?"])
-        raise UserError(f"{where} exists with objective {names}; a frontier study optimizes "
-                        f"{settings.objectives}: choose another --study-name")
+        raise UserError(
+            f"{where} exists with objective {names}; a frontier study optimizes "
+            f"{settings.objectives}: choose another --study-name"
+        )
     if len(existing.directions) > 1:
-        raise UserError(f"{where} is multi-objective ({len(existing.directions)} objectives); "
-                        "tune maximizes val_acc alone unless --objectives says otherwise: "
-                        "choose another --study-name")
+        raise UserError(
+            f"{where} is multi-objective ({len(existing.directions)} objectives); "
+            "tune maximizes val_acc alone unless --objectives says otherwise: "
+            "choose another --study-name"
+        )
     if existing.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise UserError(f"{where} exists with direction {existing.direction.name}; tune "
-                        "maximizes val_acc: choose another --study-name")
+        raise UserError(
+            f"{where} exists with direction {existing.direction.name}; tune "
+            "maximizes val_acc: choose another --study-name"
+        )
     return storage
 
 
@@ -160,10 +187,12 @@ def refuse_logged_password(url: str) -> None:
     run_id = os.environ["MLFLOW_RUN_ID"]
     scheme = url.split("://")[0].split("+")[0]
     source = PASSWORD_SOURCES.get(scheme, "the database client's own environment or files")
-    raise UserError(f"storage {without_password(url)}: mlflow run logs and prints its -P values, "
-                    f"password included: leave the password out of the URL and give it "
-                    f"through {source}; then delete run {run_id}, whose parameter storage "
-                    f"holds it (mlflow runs delete --run-id {run_id}, then mlflow gc)")
+    raise UserError(
+        f"storage {without_password(url)}: mlflow run logs and prints its -P values, "
+        f"password included: leave the password out of the URL and give it "
+        f"through {source}; then delete run {run_id}, whose parameter storage "
+        f"holds it (mlflow runs delete --run-id {run_id}, then mlflow gc)"
+    )
 
 
 def lost_storage(error: BaseException) -> BaseException | None:
