@@ -10,7 +10,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 export MLFLOW_EXPERIMENT_NAME ?= fashion-mnist
 MLFLOW_RUN := $(VENV)/bin/mlflow run . --env-manager local --experiment-name $(MLFLOW_EXPERIMENT_NAME)
 
-.PHONY: all setup data main test test-fast test-avx2 test-load bench mlproject
+.PHONY: all setup data main test test-fast test-avx2 test-load lint bench mlproject
 
 all: main
 
@@ -49,6 +49,12 @@ test-avx2: setup
 # The concurrency tests (workers, servers, signals) 3 times with a CPU burner per core beside them.
 test-load: setup
 	$(PY) -m tests.under_load 3
+
+# ruff (lint, import order, format), the import layers (pyproject.toml's contracts).
+lint: setup
+	$(VENV)/bin/ruff check pipeline bench tests
+	$(VENV)/bin/ruff format --check pipeline bench tests
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: data
 	$(PY) -m bench
