@@ -238,7 +238,7 @@ def drive(port: int, requests: list[Request], clients: int, seconds: float) -> L
                 with lock:
                     if error:
                         load.errors[error] += 1
-                    else:
+                    elif latency is not None:
                         load.latencies_s.append(latency)
                         load.per_client[i] += 1
         finally:

@@ -21,9 +21,11 @@ NORMAL_STD = 0.05
 class Normalize(nn.Module):
     """Raw 0..255 pixels -> standardized floats, reshaped to (N, 1, 28, 28)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         # Buffers, not constants: they travel with the state dict and the logged model.
+        self.scale: torch.Tensor
+        self.shift: torch.Tensor
         self.register_buffer("scale", torch.tensor(1.0 / (255.0 * PIXEL_STD)))
         self.register_buffer("shift", torch.tensor(PIXEL_MEAN / PIXEL_STD))
 
@@ -207,18 +209,21 @@ def init_weights(model: nn.Module, scheme: str) -> None:
 
 
 def build_model(config: TrainConfig) -> nn.Module:
+    model: nn.Module
     if config.model == "fcn":
         model = FCN(config.hidden, config.dropout, config.batch_norm)
     else:
-        extra = (
-            {"translate": config.tta_shift, "head_hidden": config.head_hidden}
+        cnn: nn.Module = (
+            FastCNN(
+                dropout=config.dropout,
+                batch_norm=config.batch_norm,
+                translate=config.tta_shift,
+                head_hidden=config.head_hidden,
+            )
             if config.model == "fast_cnn"
-            else {}
+            else StudyCNN(dropout=config.dropout, batch_norm=config.batch_norm)
         )
-        cnn = FastCNN if config.model == "fast_cnn" else StudyCNN
         # channels_last lets oneDNN / cuDNN pick faster conv kernels (measured 1.45x on 2 cores).
-        model = cnn(dropout=config.dropout, batch_norm=config.batch_norm, **extra).to(
-            memory_format=torch.channels_last
-        )
+        model = cnn.to(memory_format=torch.channels_last)
     init_weights(model, config.init)
     return model

@@ -78,13 +78,13 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Comparison:
     """Welch's unequal-variance t-test (scipy.stats.ttest_ind, equal_var=False). With two
     constant samples scipy has no t (0 / 0); we say p is 1 when they are equal and 0 when
     they differ (no noise at all)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.size < 2 or b.size < 2:
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.size < 2 or y.size < 2:
         raise ValueError("Welch's t-test needs at least two values per group")
-    diff = float(a.mean() - b.mean())
-    if a.var() == 0 and b.var() == 0:
+    diff = float(x.mean() - y.mean())
+    if x.var() == 0 and y.var() == 0:
         return Comparison(diff, math.inf if diff else 0.0, math.inf, 0.0 if diff else 1.0)
-    result = scipy_stats.ttest_ind(a, b, equal_var=False)
+    result = scipy_stats.ttest_ind(x, y, equal_var=False)
     return Comparison(diff, float(result.statistic), float(result.df), float(result.pvalue))
 
 

@@ -32,7 +32,7 @@ def best_within(trials: list[dict], model: str, budget: float) -> dict | None:
 
 def answer(points: list[dict]) -> str:
     """Claim 5 in one sentence: which family wins from which budget on."""
-    spans = []
+    spans: list[tuple[str, float]] = []
     for p in points:
         if spans and spans[-1][0] == p["model"]:
             continue

@@ -33,7 +33,7 @@ def table_markdown(input: ReportInput, table: Table) -> list[str]:
         s = v.study
         study = (
             "not in the study"
-            if v.ours_only
+            if v.ours_only or s is None
             else " / ".join("-" if x is None else f"{100 * x:.2f}" for x in (s.val_acc, s.test_acc))
             + (f", {s.minutes:g}" if s.minutes else ", -")
         )
@@ -52,18 +52,17 @@ def table_markdown(input: ReportInput, table: Table) -> list[str]:
                 f"not in the study (`{t.model_uri}`, run `{t.run_id}`) |"
             )
     study_losses = [
-        key
+        (VARIANTS[key].label, s)
         for key in table.variants
-        if VARIANTS[key].study and VARIANTS[key].study.train_loss is not None
+        if (s := VARIANTS[key].study) and s.train_loss is not None
     ]
     if study_losses:
         lines += [
             "",
             "The study's losses (train / val / test): "
             + "; ".join(
-                f"{VARIANTS[k].label} {VARIANTS[k].study.train_loss:.4f} / "
-                f"{VARIANTS[k].study.val_loss:.4f} / {VARIANTS[k].study.test_loss:.4f}"
-                for k in study_losses
+                f"{label} {s.train_loss:.4f} / {s.val_loss:.4f} / {s.test_loss:.4f}"
+                for label, s in study_losses
             )
             + ".",
         ]
@@ -109,7 +108,7 @@ def per_class_markdown(input: ReportInput, keys: Sequence[str]) -> list[str]:
     for i, c in enumerate(CLASSES):
         cells = " | ".join(f"{100 * means[k][i]:.1f}" for k in keys)
         lines.append(f"| {c} | {cells} | {100 * (means['cnn'][i] - means[keys[0]][i]):+.1f} |")
-    counts = sum(r.confusion for r in input.runs[keys[0]]).astype(np.float64)
+    counts = np.sum([r.confusion for r in input.runs[keys[0]]], axis=0, dtype=np.float64)
     rates = counts / counts.sum(1, keepdims=True)
     np.fill_diagonal(rates, 0)
     top = np.dstack(np.unravel_index(np.argsort(-rates, axis=None)[:6], rates.shape))[0]
