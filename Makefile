@@ -55,6 +55,7 @@ lint: setup
 	$(VENV)/bin/ruff check pipeline bench tests
 	$(VENV)/bin/ruff format --check pipeline bench tests
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 
 bench: data
 	$(PY) -m bench

@@ -77,6 +77,7 @@ def read_study(folder: Path, wall_s: float, returncode: int) -> dict:
     import optuna
 
     from pipeline.core.training import TEST_ACC
+    from pipeline.tuning.attrs import completed_value
     from pipeline.tuning.summary import best_of_each_kind, sampled_by
 
     log = (folder / "tune.log").read_text()
@@ -98,7 +99,9 @@ def read_study(folder: Path, wall_s: float, returncode: int) -> dict:
         "tpe": list(sampled_by(study).values()).count("tpe"),
         "start_best_val": start.value if start else None,
         "own_best_val": own.value if own else None,
-        "own_vs_start_points": 100 * (own.value - start.value) if own and start else None,
+        "own_vs_start_points": 100 * (completed_value(own) - completed_value(start))
+        if own and start
+        else None,
         "champion_trial": best.number if best else None,
         "champion_val": best.value if best else None,
         "champion_test": best.user_attrs.get(TEST_ACC) if best else None,

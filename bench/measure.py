@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -270,7 +271,8 @@ def tracking_overhead(data, epochs: int, tmp: Path) -> dict:
     plain = train(config, data, progress=False)
     mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
     mlflow.set_experiment("bench")
-    tracked, model_bytes = {}, 0
+    tracked: dict[str, list[float]] = {}
+    model_bytes = 0
     # warm-up of the tracked path (the first torch.export in a process takes ~1.5 s)
     tracklog.train_run(dataclasses.replace(config, epochs=1), data, confusion=False, log_model=True)
     for system in ("false", "true", "false", "true"):  # alternated: drift hits both alike
@@ -278,6 +280,7 @@ def tracking_overhead(data, epochs: int, tmp: Path) -> dict:
         t0 = time.perf_counter()
         run = tracklog.train_run(config, data, confusion=False, log_model=True)
         tracked.setdefault(system, []).append(time.perf_counter() - t0)
+        assert run.model_id is not None  # log_model=True
         location = mlflow.get_logged_model(run.model_id).artifact_location
         model_bytes = sum(
             f.stat().st_size
@@ -312,7 +315,8 @@ def tracking_overhead(data, epochs: int, tmp: Path) -> dict:
         study = tune(settings, data)
     tune_call = time.perf_counter() - t0
     trial = study.trials[0]
-    in_trial = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    assert trial.duration is not None  # the study's one trial has ended
+    in_trial = trial.duration.total_seconds()
     off, on = median(tracked["false"]), median(tracked["true"])
     return {
         "epochs": epochs,
@@ -338,7 +342,7 @@ def trials_per_hour(data_dir: Path, seconds: float, epochs: int, tmp: Path) -> d
 
     from pipeline.core.training import share_threads
 
-    out = {"seconds": seconds, "epochs": epochs}
+    out: dict[str, Any] = {"seconds": seconds, "epochs": epochs}
     for mode, workers in (("1x2", 1), ("2x1", 2)):
         storage = f"sqlite:///{tmp / f'optuna-{mode}.db'}"
         env = dict(

@@ -25,7 +25,6 @@ guesses. The simulation decides what to measure next; real studies decide what t
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -35,12 +34,13 @@ import numpy as np
 import optuna
 import typer
 
+from pipeline.tuning.attrs import completed_value
 from pipeline.tuning.directions import resolve_pruner
 from pipeline.tuning.search.sampler import make_pruner, make_sampler
 from pipeline.tuning.space import load_space
 from pipeline.tuning.tune_settings import DEFAULT_EPOCHS, TuneOptions
 
-TUNE = {f.name: f.default for f in dataclasses.fields(TuneOptions)}  # tune's defaults
+TUNE = TuneOptions()  # tune's defaults
 
 
 def measured_trials(storages: list[str]) -> list[optuna.trial.FrozenTrial]:
@@ -99,12 +99,13 @@ class Surrogate:
         done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         last = max(max(t.intermediate_values) for t in done)
         # epoch e -> median val_acc still to gain from e to the end
+        ends = [(completed_value(t), t.intermediate_values) for t in done]
         self.gain = {
-            e: float(np.median([t.value - t.intermediate_values.get(e, t.value) for t in done]))
+            e: float(np.median([end - seen.get(e, end) for end, seen in ends]))
             for e in range(1, last + 1)
         }
         finals = [
-            t.value
+            completed_value(t)
             if t.state == optuna.trial.TrialState.COMPLETE
             else t.intermediate_values[max(t.intermediate_values)]
             + self.gain[min(max(t.intermediate_values), last)]
@@ -112,11 +113,7 @@ class Surrogate:
         ]
         self.encode = Encoder(trials)
         x = np.array([self.encode(t.params) for t in trials])
-        per_epoch = [
-            max((t.datetime_complete - t.datetime_start).total_seconds(), 1e-3)
-            / len(t.intermediate_values)
-            for t in trials
-        ]
+        per_epoch = [max(seconds(t), 1e-3) / len(t.intermediate_values) for t in trials]
         forest = dict(n_estimators=300, min_samples_leaf=2, random_state=0)
         self.value = RandomForestRegressor(**forest).fit(x, finals)
         self.seconds = RandomForestRegressor(**forest).fit(x, per_epoch)
@@ -127,12 +124,19 @@ class Surrogate:
         return float(self.value.predict(x)[0]), float(self.seconds.predict(x)[0])
 
 
+def seconds(trial: optuna.trial.FrozenTrial) -> float:
+    """A measured trial's wall seconds (its duration is None only while it runs)."""
+    if trial.duration is None:
+        raise ValueError(f"trial {trial.number} ({trial.state.name}) has not ended")
+    return trial.duration.total_seconds()
+
+
 def seed_spread(done: list[optuna.trial.FrozenTrial]) -> float:
     """The std of val_acc between runs of one configuration (the start points, under each
     study's seed), pooled over the configurations run more than once."""
     runs: dict[str, list[float]] = {}
     for t in done:
-        runs.setdefault(repr(sorted(t.params.items())), []).append(t.value)
+        runs.setdefault(repr(sorted(t.params.items())), []).append(completed_value(t))
     repeated = [v for v in runs.values() if len(v) > 1]
     if not repeated:
         raise typer.BadParameter(
@@ -154,7 +158,7 @@ def simulate(
     """One study: (the sampler's best minus the best start point, number of trials)."""
     space = load_space(space_path)
     rng = np.random.default_rng(seed)
-    pruner = make_pruner(resolve_pruner(TUNE["pruner"], TUNE["objectives"]), epochs)  # tune's
+    pruner = make_pruner(resolve_pruner(TUNE.pruner, TUNE.objectives), epochs)  # tune's
     study = optuna.create_study(direction="maximize", sampler=make_sampler(seed), pruner=pruner)
     starts = space.starts(epochs)
     fixed = {p.name: p.spec["value"] for p in space.params if p.kind == "fixed"}
@@ -193,10 +197,10 @@ def main(
     runs: Annotated[int, typer.Option(min=1, help="Simulated studies per space.")] = 40,
     budget: Annotated[
         float, typer.Option(help="Seconds after which no trial starts (tune --timeout).")
-    ] = TUNE["timeout"],
-    n_trials: Annotated[int, typer.Option(min=1, help="Trials at most (tune --n-trials).")] = TUNE[
-        "n_trials"
-    ],
+    ] = TUNE.timeout,
+    n_trials: Annotated[
+        int, typer.Option(min=1, help="Trials at most (tune --n-trials).")
+    ] = TUNE.n_trials,
     epochs: Annotated[
         int, typer.Option(min=1, help="Epochs of a finished trial.")
     ] = DEFAULT_EPOCHS["fcn"],

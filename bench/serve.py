@@ -26,8 +26,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 BIN = Path(sys.executable).parent  # mlflow, and the uvicorn it starts from PATH
 REQUEST_TIMEOUT_S = 120  # one request, even on a loaded machine
@@ -147,7 +151,7 @@ def running_in_group(pgid: int) -> bool:
 class Request:
     body: bytes  # {"inputs": pixels} as JSON
     classes: tuple[int, ...]  # the answer it must get, one class per image
-    pixels: object  # the same images as a float32 tensor, for the bare forward
+    pixels: torch.Tensor  # the same images as a float32 tensor, for the bare forward
 
 
 def requests_for(module, images, batch: int, count: int) -> list[Request]:
@@ -222,6 +226,7 @@ def drive(port: int, requests: list[Request], clients: int, seconds: float) -> L
             while k == i or time.monotonic() < deadline:
                 request = requests[k % len(requests)]
                 k += clients
+                error: str | None  # the exception's name, or what was wrong in the answer
                 t0 = time.perf_counter()
                 try:
                     conn.request(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -27,7 +29,7 @@ app = typer.Typer(
     help="Train, tune and compare PyTorch networks on FashionMNIST, tracked in MLflow.",
 )
 
-RUN = {
+RUN: dict[str, Callable[[Any], None]] = {
     "prepare": commands.prepare,
     "train": commands.train,
     "tune": tune,

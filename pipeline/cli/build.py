@@ -45,7 +45,9 @@ def add_command(app: typer.Typer, name: str, cls: type, run: Callable[[Any], Non
             )
         )
 
-    command.__signature__ = inspect.Signature([parameter(o) for o in options.of(cls)])
+    # typer reads the parameters through inspect.signature, which honours __signature__
+    signature = inspect.Signature([parameter(o) for o in options.of(cls)])
+    command.__signature__ = signature  # type: ignore[attr-defined]
     command.__doc__, command.__name__ = run.__doc__, name
     app.command(name)(command)
 
@@ -53,8 +55,10 @@ def add_command(app: typer.Typer, name: str, cls: type, run: Callable[[Any], Non
 def parameter(option: Option) -> inspect.Parameter:
     """One typer parameter from one option definition."""
     kind, default = option.kind, option.default
+    annotation: Any
     if kind == "choice":
-        annotation: Any = StrEnum(
+        # an enum made at run time from the option (mypy wants a literal name, a new type)
+        annotation = StrEnum(  # type: ignore[misc, no-redef]
             option.name.title().replace("_", ""), {c: c for c in option.choices}
         )
         default = annotation(default)

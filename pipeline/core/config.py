@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.core import options
 
@@ -41,7 +42,7 @@ MAX_WIDTH = 16_384
 MAX_SEED = 2**31 - 1
 
 
-def data_dir() -> dataclasses.Field:
+def data_dir() -> Any:
     """The `--data-dir` option every entry point that reads FashionMNIST has."""
     return options.path("data", "Folder of the IDX files and the tensor cache.", log=False)
 

@@ -155,7 +155,7 @@ def autocast(device: torch.device) -> torch.autocast:
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """Float32 logits for `images`, in eval mode (dropout off, batch norm on running
     statistics), `batch_size` at a time (default: the model's `eval_batch`, else EVAL_BATCH)."""
-    batch_size = batch_size or getattr(model, "eval_batch", EVAL_BATCH)
+    batch_size = batch_size or int(getattr(model, "eval_batch", EVAL_BATCH))
     model.eval()
     with autocast(images.device):
         return torch.cat(

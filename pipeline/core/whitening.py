@@ -60,6 +60,8 @@ def init_whitening(model: nn.Module, images: torch.Tensor) -> None:
     conv = first_conv(model)
     if conv.in_channels != 1 or conv.groups != 1:
         raise ValueError("whitening init expects a first convolution over one channel")
+    if isinstance(conv.padding, str):
+        raise ValueError("whitening init expects the first convolution's padding in pixels")
     kh, kw = conv.kernel_size
     normalize = next(m for m in model.modules() if isinstance(m, Normalize))
     x = normalize(images[:IMAGES]).float()

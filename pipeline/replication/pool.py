@@ -142,6 +142,7 @@ def _train_job(settings: ReplicateSettings, job: Job) -> SeedRun:
                 f"not started: stopped by signal {signal.Signals(_stopped_between_jobs[0]).name}"
             )
         interrupt.check()  # stopped during an earlier job of this worker
+        assert _WORKER_DATA is not None  # loaded by _start_worker, the pool's initializer
         return train_seed(settings, job, _WORKER_DATA)
     finally:
         _hold_signals()
@@ -174,7 +175,7 @@ def train_all(
         for future in pending:
             future.cancel()
         for child in context.active_children():
-            os.kill(child.pid, signal.SIGTERM)  # a running training ends its run KILLED
+            child.terminate()  # SIGTERM: a running training ends its run KILLED
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.core import options
 from pipeline.core.config import MAX_EPOCHS, TrainConfig, data_dir
@@ -96,7 +97,7 @@ class ReplicateSettings:
     data_dir: Path = Path("data")
 
     @classmethod
-    def build(cls, **typed: object) -> ReplicateSettings:
+    def build(cls, **typed: Any) -> ReplicateSettings:
         """The settings from options as typed (ReplicateOptions' names; 0: the default)."""
         return ReplicateOptions(**typed).resolve()
 

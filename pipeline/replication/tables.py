@@ -110,6 +110,7 @@ class TableRuns:
     def ending(self) -> Iterator[TableRuns]:
         """Inside it the tables close as they finish; any still open when it is left by an
         exception end KILLED (Ctrl-C, SIGTERM) or FAILED, with the reason."""
+        reason: str | None  # None: an expected end, which outcome() gives only with finished_on
         status, reason = "FAILED", "replicate ended before all of its variants were trained"
         try:
             yield self
@@ -119,6 +120,7 @@ class TableRuns:
         finally:
             client = mlflow.MlflowClient()
             for run_id in self.open.values():
-                client.set_tag(run_id, END_REASON, reason[:500])
+                if reason:
+                    client.set_tag(run_id, END_REASON, reason[:500])
                 client.set_terminated(run_id, status)
             self.open.clear()

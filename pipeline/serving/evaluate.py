@@ -17,6 +17,7 @@ import mlflow
 import numpy as np
 import torch
 import torch.nn.functional as F
+from mlflow.data.numpy_dataset import from_numpy
 from mlflow.entities import LoggedModelInput
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import confusion_matrix
@@ -245,7 +246,7 @@ def evaluate_run(
         "evaluated_run_id": info.run_id or "",
     }
     with tracked_run(f"evaluate {uri}", tags=tags) as run:
-        test = mlflow.data.from_numpy(
+        test = from_numpy(
             data.test.images.numpy(), targets=data.test.labels.numpy(), name="fashion-mnist-test"
         )
         model_input = LoggedModelInput(info.model_id) if info.model_id else None

@@ -76,6 +76,7 @@ def load_images(paths: list[Path]) -> tuple[list[Path], torch.Tensor]:
             with Image.open(path) as image:
                 tensors.append(to_tensor(image))
         except Image.DecompressionBombError:
+            assert Image.MAX_IMAGE_PIXELS  # Pillow raises it only when a limit is set
             raise UserError(
                 f"{path}: too many pixels (Pillow refuses more than "
                 f"{2 * Image.MAX_IMAGE_PIXELS:,} as a possible decompression "

@@ -148,11 +148,19 @@ def end(run_id: str, status: str, reason: str | None = None) -> None:
         print(f"warning: MLflow run {run_id} not ended {status}: {first_line(e)}", file=sys.stderr)
 
 
+def active_run() -> mlflow.ActiveRun:
+    """The active run, for code that only runs inside one (none is a bug, not a user error)."""
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("no active MLflow run")
+    return run
+
+
 def log_new_params(params: dict) -> None:
     """Log params in one call, skipping those the active run has already.
 
     `mlflow run` logs the entry point's parameters as the user spelled them ("1e-3"), and MLflow
     refuses to change a param, so ours ("0.001") may only add what it has not logged.
     """
-    logged = mlflow.MlflowClient().get_run(mlflow.active_run().info.run_id).data.params
+    logged = mlflow.MlflowClient().get_run(active_run().info.run_id).data.params
     mlflow.log_params({k: v for k, v in params.items() if k not in logged})

@@ -11,13 +11,14 @@ from __future__ import annotations
 import importlib.metadata
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import torch
+from mlflow.data.numpy_dataset import from_numpy
 from mlflow.entities import Metric
 from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import Array, ColSpec, DataType, Schema, TensorSpec
@@ -55,7 +56,7 @@ def train_run(
     confusion: bool = True,
     nested: bool = False,
     parent_run_id: str | None = None,
-    callbacks: tuple[Callback, ...] = (),
+    callbacks: Sequence[Callback] = (),
     tags: dict[str, str] | None = None,
     run_name: str | None = None,
     finished_on: tuple[type[BaseException], ...] = (),
@@ -194,11 +195,11 @@ def dataset_name(context: str) -> str:
 def log_dataset(data: FashionMNIST) -> dict[str, mlflow.data.Dataset]:
     """The splits as MLflow dataset inputs, each with its digest and context; returned by
     context (training, validation, test; no validation when none is held out)."""
-    logged = {}
+    logged: dict[str, mlflow.data.Dataset] = {}
     for context, split in zip(CONTEXTS, (data.train, data.val, data.test)):
         if not len(split):
             continue
-        dataset = logged[context] = mlflow.data.from_numpy(
+        dataset = logged[context] = from_numpy(
             split.images.numpy(), targets=split.labels.numpy(), name=dataset_name(context)
         )
         try:

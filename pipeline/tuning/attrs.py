@@ -6,6 +6,13 @@ champion's registration (tuning/registry/champion.py), possibly in another proce
 machine.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
 RUN_ID_ATTR = "mlflow_run_id"
 MODEL_ID_ATTR = "mlflow_model_id"  # a completed trial's logged model (registry/logged_models.py)
 PARENT_RUN_ID_ATTR = "mlflow_parent_run_id"  # the worker's run: closed when the worker dies
@@ -15,3 +22,11 @@ WORKER_ATTR = "worker"  # host:pid of the process that ran the trial
 WORKER_START_ATTR = "worker_start"  # its start time, so a reused pid is not taken for it
 EPOCHS_ATTR = "epochs"  # of the study: its trials' length, chosen when it was created
 TRIAL_MODEL_ATTR, TRIAL_EPOCHS_ATTR = "model", "epochs"  # a frontier trial's family and epochs
+
+
+def completed_value(trial: FrozenTrial) -> float:
+    """A completed trial's value in a single-objective study (Optuna's `value` is None for
+    the other states)."""
+    if trial.value is None:
+        raise ValueError(f"trial {trial.number} ({trial.state.name}) has no value")
+    return trial.value

@@ -12,17 +12,20 @@ Standard library only: `tune --help` and its argument errors stay instant.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pipeline.core.errors import ConfigError
 from pipeline.core.metrics import TRAIN_TIME, VAL_ACC
 
 FRONTIER = f"{VAL_ACC},{TRAIN_TIME}"
 OBJECTIVES = (VAL_ACC, FRONTIER)
-DIRECTION = {VAL_ACC: "maximize", TRAIN_TIME: "minimize"}
+Direction = Literal["maximize", "minimize"]  # as optuna.create_study takes them
+DIRECTION: dict[str, Direction] = {VAL_ACC: "maximize", TRAIN_TIME: "minimize"}
 FRONTIER_SPACE = "frontier.yaml"
 PRUNERS = ("auto", "halving", "percentile", "median", "hyperband", "none")
 
 
-def directions(objectives: str) -> list[str]:
+def directions(objectives: str) -> list[Direction]:
     return [DIRECTION[name] for name in objectives.split(",")]
 
 

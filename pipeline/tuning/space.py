@@ -283,7 +283,7 @@ def _start(
             raise fail(f"{name} is not a searched parameter of this space")
         s = param.spec
         if param.kind == "layers":
-            sizes = value if isinstance(value, list) else None
+            sizes = value if isinstance(value, list) else []
             ok = (
                 sizes
                 and s["depth"][0] <= len(sizes) <= s["depth"][1]
@@ -404,6 +404,7 @@ def _range(fail, spec: dict, kind: str) -> dict:
             raise fail(
                 f"{key} must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}"
             )
+    assert low is not None and high is not None  # the loop above refused anything else
     if low > high:
         raise fail(f"low ({low}) is greater than high ({high})")
     if not isinstance(log, bool):

@@ -22,13 +22,15 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullLocator
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from pipeline.tuning.attrs import completed_value
+
 vis = optuna.visualization.matplotlib
 ACC = "validation accuracy"
 SIZE = (10, 5.2)  # inches; the parallel coordinates widen with their number of axes
 MAX_WIDTH = 13.0  # inches: the parallel coordinates' widest
 STATE_COLOURS = {"COMPLETE": "tab:blue", "PRUNED": "0.6"}  # any other state: tab:orange
 STATE_WORDS = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed"}
-BEST = {"color": "tab:red", "linewidth": 2.5, "zorder": 5}
+BEST: dict[str, Any] = {"color": "tab:red", "linewidth": 2.5, "zorder": 5}
 
 
 def figures(study: optuna.Study) -> dict[str, Figure]:
@@ -99,7 +101,7 @@ def _intermediate(study: optuna.Study) -> Figure:
     best = _best(study)
     counts: dict[str, int] = {}
     for line in ax.get_lines():
-        state = states.get(line.get_label(), "")
+        state = states.get(str(line.get_label()), "")
         counts[state] = counts.get(state, 0) + 1
         if best is not None and line.get_label() == f"Trial{best.number}":
             line.set(**BEST, alpha=1)
@@ -120,8 +122,8 @@ def _intermediate(study: optuna.Study) -> Figure:
     ]
     if best is not None:
         handles.append(Line2D([], [], **BEST, label=f"best: trial {best.number}"))
-    if ax.get_legend():
-        ax.get_legend().remove()
+    if legend := ax.get_legend():
+        legend.remove()
     ax.legend(handles=handles, loc="lower right")
     return fig
 
@@ -159,7 +161,7 @@ def parallel_coordinate(study: optuna.Study) -> Figure:
         raise ValueError("no completed trial")
     names = list(dict.fromkeys(p for t in trials for p in t.params))  # sampling order
     names.sort(key=lambda p: not all(p in t.params for t in trials))  # stable: always-there first
-    values = [t.value for t in trials]
+    values = [completed_value(t) for t in trials]
     low, high = _padded(min(values), max(values), log=False)
     norm = matplotlib.colors.Normalize(low, high)
     # good trials dark, poor ones pale but not the yellow end, which vanishes on white
@@ -178,21 +180,21 @@ def parallel_coordinate(study: optuna.Study) -> Figure:
     for spine in host.spines.values():
         spine.set_visible(False)
     # The colour bar is the first axis: a line starts at its trial's value on it.
-    bar = host.inset_axes([-0.06, 0, 0.12, 1], transform=host.transData, label="val_acc")
+    bar = host.inset_axes((-0.06, 0, 0.12, 1), transform=host.transData, label="val_acc")
     fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), cax=bar)
     bar.yaxis.set_ticks_position("left")
     _ticks(bar, FloatDistribution(low, high), low, high)
 
     heights = [_axis(host, i + 1, name, trials) for i, name in enumerate(names)]
     best = study.best_trial
-    for trial in sorted(trials, key=lambda t: t.value):  # the best lines drawn last, on top
-        ys = [norm(trial.value)] + [
+    for trial in sorted(trials, key=completed_value):  # the best lines drawn last, on top
+        ys = [norm(completed_value(trial))] + [
             height(trial.params.get(name)) for name, height in zip(names, heights)
         ]
         style = (
             BEST
             if trial.number == best.number
-            else {"color": cmap(norm(trial.value)), "linewidth": 1.2, "alpha": 0.8}
+            else {"color": cmap(norm(completed_value(trial))), "linewidth": 1.2, "alpha": 0.8}
         )
         host.plot([0.06, *range(1, len(names) + 1)], ys, **style)  # 0.06: the bar's edge
     host.legend(

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from pipeline.core.data import FashionMNIST
 from pipeline.core.training import TEST_ACC
 from pipeline.tuning import pareto, study_figures
-from pipeline.tuning.attrs import RETRY_OF_ATTR
+from pipeline.tuning.attrs import RETRY_OF_ATTR, completed_value
 from pipeline.tuning.registry import champion
 from pipeline.tuning.search.sampler import N_STARTUP_TRIALS
 from pipeline.tuning.tune_settings import TuneSettings
@@ -49,12 +49,16 @@ def log_study(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -
         return
     best = study.best_trial
     mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
-    mlflow.log_metrics({"best_val_acc": best.value, "best_trial_number": best.number})
+    mlflow.log_metrics({"best_val_acc": completed_value(best), "best_trial_number": best.number})
     if TEST_ACC in best.user_attrs:
         mlflow.log_metric("best_test_acc", best.user_attrs[TEST_ACC])
     start, own = best_of_each_kind(study)
     mlflow.log_metrics(
-        {f"best_{kind}_val_acc": t.value for kind, t in (("start", start), ("sampled", own)) if t}
+        {
+            f"best_{kind}_val_acc": completed_value(t)
+            for kind, t in (("start", start), ("sampled", own))
+            if t
+        }
     )
     champion.register_champion(study, settings, data)
 
@@ -80,7 +84,7 @@ def summary(study: optuna.Study, settings: TuneSettings | None = None) -> str:
     return "\n".join(lines)
 
 
-def sampled_by(study: optuna.Study) -> dict[str, str]:
+def sampled_by(study: optuna.Study) -> dict[int, str]:
     """Who chose each trial's params, by trial number: "start" (a start point, or a retry of
     one), "random" (TPE's start-up: fewer than N_STARTUP_TRIALS trials had finished when it
     began) or "tpe"."""
@@ -149,7 +153,7 @@ def best_of_each_kind(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial | N
     def best(start: bool) -> optuna.trial.FrozenTrial | None:
         return max(
             (t for t in complete if is_start_point(t, by_number) == start),
-            key=lambda t: t.value,
+            key=completed_value,
             default=None,
         )
 
@@ -161,7 +165,7 @@ def search_vs_start(study: optuna.Study) -> list[str]:
     start, own = best_of_each_kind(study)
     if start is None or own is None:
         return []
-    gap = 100 * (own.value - start.value)
+    gap = 100 * (completed_value(own) - completed_value(start))
     verdict = (
         f"{gap:.2f} points ahead of"
         if gap > 0

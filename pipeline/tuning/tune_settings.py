@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from pipeline.tuning.directions import (
     FRONTIER_SPACE,
     OBJECTIVES,
     PRUNERS,
+    Direction,
     directions,
     resolve_pruner,
 )
@@ -32,7 +34,7 @@ MAX_TRIALS = 1_000_000
 MAX_WORKERS = 64  # processes on this machine, each with its own copy of the data
 
 
-def _by_model(values: dict[str, object]) -> str:
+def _by_model(values: Mapping[str, object]) -> str:
     return ", ".join(f"{value} for {model}" for model, value in values.items())
 
 
@@ -247,7 +249,7 @@ class TuneSettings:
         return self.objectives.split(",")
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Direction]:
         return directions(self.objectives)
 
     @property

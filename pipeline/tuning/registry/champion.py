@@ -35,6 +35,7 @@ from pipeline.core.data import FashionMNIST
 from pipeline.core.errors import first_line
 from pipeline.core.training import TEST_ACC
 from pipeline.serving import evaluate as evaluation
+from pipeline.tracking import lifecycle
 from pipeline.tuning.registry import logged_models
 from pipeline.tuning.tune_settings import TuneSettings
 
@@ -51,7 +52,7 @@ def register_champion(study: optuna.Study, settings: TuneSettings, data: Fashion
     best version of `fashion-mnist-<model>`."""
     client = mlflow.MlflowClient()
     name = registry_name(settings.model)
-    ranked = logged_models.ranked(mlflow.active_run().info.experiment_id, settings.tags())
+    ranked = logged_models.ranked(lifecycle.active_run().info.experiment_id, settings.tags())
     if not ranked:
         print("no trial of this study has a logged model: nothing to register")
         return

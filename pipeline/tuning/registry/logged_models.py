@@ -64,12 +64,13 @@ def registered_ids() -> set[str]:
     """Logged models that some registry version points at (its source `models:/<model id>`):
     never deleted here."""
     client = mlflow.MlflowClient()
-    ids = set()
+    ids: set[str] = set()
     for version in client.search_model_versions(max_results=10_000):
-        ids.add(version.model_id)
-        if (version.source or "").startswith("models:/m-"):
+        if version.model_id is not None:
+            ids.add(version.model_id)
+        if version.source and version.source.startswith("models:/m-"):
             ids.add(version.source.removeprefix("models:/").split("/")[0])
-    return ids - {None}
+    return ids
 
 
 def keep_best(experiment_id: str, study_tags: dict[str, str], keep: int | None) -> list[str]:

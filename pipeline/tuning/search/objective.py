@@ -16,7 +16,7 @@ import optuna
 
 from pipeline.core.data import FashionMNIST
 from pipeline.core.errors import first_line
-from pipeline.core.training import TEST_ACC, VAL_ACC, Diverged, EpochEnd, TrainResult
+from pipeline.core.training import TEST_ACC, VAL_ACC, Callback, Diverged, EpochEnd, TrainResult
 from pipeline.tracking import log as tracklog
 from pipeline.tuning.attrs import (
     FAIL_REASON_ATTR,
@@ -77,7 +77,7 @@ def make_objective(
     (time.monotonic), a trial may run OVERTIME_SHARE of its budget (tuning/search/budget.py)."""
     experiment_id = mlflow.MlflowClient().get_run(parent_run_id).info.experiment_id
 
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: optuna.Trial) -> float | tuple[float, float]:
         worker = this_worker()  # first: a trial without it is one whose worker never began
         for key, value in worker.items():
             trial.set_user_attr(key, value)
@@ -94,7 +94,7 @@ def make_objective(
             tags[RETRY_OF_ATTR] = str(trial.user_attrs[RETRY_OF_ATTR])
         ended = TrialEnd(trial)
         # a frontier: no pruning, nor reporting (Trial.report is single-objective)
-        callbacks = [] if is_frontier(settings) else [PruneOnValAcc(trial)]
+        callbacks: list[Callback] = [] if is_frontier(settings) else [PruneOnValAcc(trial)]
         if callbacks and deadline is not None and settings.timeout is not None:
             callbacks.append(Overtime(deadline, OVERTIME_SHARE * settings.timeout, config.epochs))
 
@@ -135,7 +135,8 @@ class TrialEnd:
     the block it wraps exits (a diverged trial's reason also goes to the trial)."""
 
     def __init__(self, trial: optuna.Trial):
-        self.trial, self.state, self.reason = trial, "FAIL", None
+        self.trial, self.state = trial, "FAIL"
+        self.reason: str | None = None
         self.run_ids: list[str] = []
 
     def __enter__(self) -> TrialEnd:

@@ -13,6 +13,7 @@ loads it, with `TrialSeededSampler` and the pruner named in the settings.
 from __future__ import annotations
 
 import warnings
+from typing import TypedDict
 
 import numpy as np
 import optuna
@@ -179,11 +180,20 @@ def make_sampler(seed: int) -> TrialSeededSampler:
     )
 
 
+class _StudyArgs(TypedDict):
+    """What optuna.create_study and optuna.load_study are both given."""
+
+    study_name: str
+    storage: optuna.storages.BaseStorage
+    sampler: optuna.samplers.BaseSampler
+    pruner: optuna.pruners.BasePruner
+
+
 def open_study(
     settings: TuneSettings, storage: optuna.storages.BaseStorage | None = None
 ) -> optuna.Study:
     storage = storage or check_storage(settings)
-    kwargs = dict(
+    kwargs = _StudyArgs(
         study_name=settings.study_name,
         storage=storage,
         sampler=make_sampler(settings.seed),
