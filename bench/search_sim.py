@@ -17,8 +17,9 @@ in a study and charges the epochs it ran. For each space it prints how far the
 sampler's own best trial ended from the best start point (mean and std over the runs) and in
 how many runs it reached or beat it.
 
-A param that a space fixes is not an Optuna param of its trials: the simulation hands the
-forest the space's fixed values, and measured studies must come from spaces that search it. A
+A param that a space does not search is not an Optuna param of its trials: the simulation
+hands the forest the space's value of it (fixed, or its recipe's), and measured studies must
+come from spaces that search it. A
 forest knows only what the trials measured: a space reaching far outside them is judged on
 guesses. The simulation decides what to measure next; real studies decide what to claim.
 """
@@ -161,7 +162,7 @@ def simulate(
     pruner = make_pruner(resolve_pruner(TUNE.pruner, TUNE.objectives), epochs)  # tune's
     study = optuna.create_study(direction="maximize", sampler=make_sampler(seed), pruner=pruner)
     starts = space.starts(epochs)
-    fixed = {p.name: p.spec["value"] for p in space.params if p.kind == "fixed"}
+    fixed = space.unsearched
     for params in starts:
         study.enqueue_trial(params)
     spent = 0.0

@@ -52,6 +52,13 @@ CASES = [
     ("train-max-shift", "train --max-shift 9", "max_shift: 9 must be an integer from 0 to 8"),
     ("train-seed", "train --seed -1", "seed: -1 must be an integer from 0"),
     ("train-unknown-option", "train --bogus 1", "--bogus"),
+    (
+        "train-unknown-recipe",
+        "train --recipe fast",
+        "recipe: 'fast' is not one of study_fcn, study_cnn, fast_cnn, wide_fcn",
+    ),
+    ("train-hidden-deep", "train --hidden 8,8,8,8,8,8,8,8,8", "hidden: 9 layers; give at most 8"),
+    ("train-recipe-then-bad-value", "train --recipe fast_cnn --lr 0", "lr: 0.0 must be"),
     ("train-data-dir-is-a-file", "train --data-dir afile", "afile: is a file, not a folder"),
     # tune: values and combinations
     ("tune-model", "tune --model vgg", "'--model'"),
@@ -99,12 +106,20 @@ CASES = [
     (
         "space-low-above-high",
         "tune --space low_high.yaml",
-        "low_high.yaml: lr: low (0.1) is greater than high (0.01)",
+        "low_high.yaml: lr: `low <= high` must hold, but got (low=0.1, high=0.01)",
     ),
     ("space-unknown-type", "tune --space unknown_type.yaml", "unknown_type.yaml: lr:"),
     ("space-empty-choices", "tune --space empty_choices.yaml", "empty_choices.yaml: optimizer:"),
     ("space-log-of-zero", "tune --space log_zero.yaml", "log_zero.yaml: lr:"),
     ("space-width-huge", "tune --space wide.yaml", "wide.yaml: hidden: width: must be within"),
+    ("space-step-inf", "tune --space step_inf.yaml", "step_inf.yaml: line 1: '.inf' is not a"),
+    ("space-twice", "tune --space twice.yaml", "twice.yaml: line 3: 'lr' is given twice"),
+    ("space-alias-bomb", "tune --space bomb.yaml", "bomb.yaml: line 2: an alias (*name)"),
+    (
+        "space-recipe-of-another-model",
+        "tune --model study_cnn --space search_spaces/cnn.yaml",
+        "cnn.yaml: starts from recipe fast_cnn, a fast_cnn; use --model fast_cnn",
+    ),
     (
         "space-bad-enqueue",
         "tune --space bad_enqueue.yaml",
@@ -266,6 +281,12 @@ def workspace(tmp_path) -> Path:
         "log_zero": "lr: {type: float, low: 0.0, high: 0.1, log: true}\n",
         "wide": "hidden: {type: layers, depth: [1, 2], width: {low: 64, high: 100000}}\n",
         "bad_enqueue": SPACE + "enqueue:\n  - {lr: 5.0}\n",
+        "step_inf": "lr: {type: float, low: 0.001, high: 0.01, step: .inf}\n",
+        "twice": SPACE + SPACE,
+        "bomb": "a: &a [x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"{b}: &{b} [{', '.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")
+        ),
     }
     for name, text in spaces.items():
         (tmp_path / f"{name}.yaml").write_text(text)

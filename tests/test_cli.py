@@ -43,7 +43,10 @@ def test_a_malformed_space_stops_tune_before_any_trial(tmp_path, command, data_d
     (tmp_path / "bad.yaml").write_text("lr: {type: float, low: 0.1, high: 0.01}\n")
     out = command("tune", "--space", "bad.yaml", "--data-dir", str(data_dir))
     assert out.returncode == 2
-    assert out.stderr == "error: bad.yaml: lr: low (0.1) is greater than high (0.01)\n"
+    assert (
+        out.stderr
+        == "error: bad.yaml: lr: `low <= high` must hold, but got (low=0.1, high=0.01).\n"
+    )
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()
 
 
@@ -60,6 +63,7 @@ HEAVY = ("torch", "mlflow", "optuna", "matplotlib")
         ["train", "--lr", "-1"],
         ["tune", "--epochs", "-1"],
         ["train", "--model", "vgg"],
+        ["train", "--recipe", "fast"],
         ["dashboard", "--port", "0"],
     ],
 )

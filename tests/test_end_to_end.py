@@ -1,5 +1,6 @@
 """On the real FashionMNIST: the train command and `mlflow run` leave what a user expects."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from pipeline.core import data
+from pipeline.core.recipes import RECIPES, TAG
 from pipeline.core.training import EPOCH_METRICS, TRAIN_TIME
 from tests.conftest import ROOT, cli
 
@@ -97,37 +99,24 @@ def test_train_without_holdout_trains_on_all_60000_and_logs_no_val(command, data
 
 
 def test_the_fast_cnn_recipe_trains_and_its_logged_model_flip_averages(command, data_dir):
+    """The recipe by name, shortened to 1 epoch of batches of 512 for speed: the run has its
+    other values and its name."""
     out = command(
         "train",
-        "--model",
+        "--recipe",
         "fast_cnn",
-        "--batch-norm",
-        "true",
-        "--optimizer",
-        "momentum",
-        "--lr",
-        "0.1",
-        "--weight-decay",
-        "5e-4",
-        "--batch-size",
-        "512",
         "--epochs",
         "1",
-        "--schedule",
-        "onecycle",
-        "--label-smoothing",
-        "0.1",
-        "--augment",
-        "true",
-        "--max-shift",
-        "0",
+        "--batch-size",
+        "512",
         "--data-dir",
         str(data_dir),
     )
     assert out.returncode == 0, out.stderr
     run = only_run()
-    assert run.data.params["augment"] == "true" and run.data.params["label_smoothing"] == "0.1"
-    assert run.data.params["max_shift"] == "0"
+    expected = dataclasses.replace(RECIPES["fast_cnn"], epochs=1, batch_size=512).to_dict()
+    assert run.data.params == {k: str(v) for k, v in expected.items()}
+    assert run.data.tags[TAG] == "fast_cnn"
     assert run.data.metrics["test_acc"] >= 0.80
     # The exported graph keeps the eval-mode flip averaging: it reproduces the logged accuracy,
     # and an image and its mirror get the same logits.
@@ -155,13 +144,15 @@ def test_mlflow_run_train_entry_point(tmp_path, tracking_env, data_dir):
             "--experiment-name",
             "tests",
             "-P",
+            "recipe=wide_fcn",
+            "-P",
             "epochs=1",
             "-P",
-            "lr=1e-3",
-            "-P",
-            "optimizer=adam",
+            "lr=1e-3",  # the recipe's value, given: logged as typed
             "-P",
             "hidden=64",
+            "-P",
+            "batch_size=512",  # undeclared: passed on as --batch_size
             "-P",
             f"data_dir={data_dir}",
         ],
@@ -174,7 +165,11 @@ def test_mlflow_run_train_entry_point(tmp_path, tracking_env, data_dir):
     assert out.returncode == 0, out.stderr[-2000:]
     run = only_run()
     assert run.info.status == "FINISHED"
-    assert run.data.params["hidden"] == "64" and run.data.params["lr"] == "1e-3"
+    params = run.data.params
+    assert (params["hidden"], params["lr"], params["epochs"]) == ("64", "1e-3", "1")
+    assert params["batch_size"] == "512" and run.data.tags[TAG] == "wide_fcn"
+    recipe = RECIPES["wide_fcn"].to_dict()  # what was not given is the recipe's
+    assert all(params[k] == str(recipe[k]) for k in ("optimizer", "dropout", "init", "augment"))
     assert "val_acc" in run.data.metrics and run.data.tags["mlflow.project.entryPoint"] == "train"
 
 

@@ -4,6 +4,7 @@ report's answer to claim 5 along its front."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -12,7 +13,7 @@ import optuna
 import pytest
 
 from pipeline.core import data
-from pipeline.core.config import TrainConfig
+from pipeline.core.recipes import RECIPES
 from pipeline.core.training import TRAIN_TIME, VAL_ACC
 from pipeline.replication.report.frontier import frontier_markdown
 from pipeline.tuning import directions, pareto, summary
@@ -152,21 +153,20 @@ def test_a_frontier_of_one_family_keeps_its_model_and_epochs(tmp_path):
     assert TuneOptions().resolve().pruner == "halving"
 
 
-def test_the_shipped_frontier_space_starts_from_each_family_s_recipe():
+def test_the_shipped_frontier_space_s_fast_cnn_family_is_the_recipe_around_its_lr():
+    """The fast_cnn family names its recipe instead of copying it: it fixes nothing itself,
+    and its start point is the recipe (at most tune's --epochs)."""
     settings = TuneOptions(objectives=directions.FRONTIER, epochs=4).resolve()
-    assert settings.space.path.name == "frontier.yaml" and settings.model == "fcn,fast_cnn"
+    space = settings.space
+    assert space.path.name == "frontier.yaml" and settings.model == "fcn,fast_cnn"
+    assert space.family_recipes == {"fast_cnn": "fast_cnn"}
+    assert all(p.kind != "fixed" for p in space.families["fast_cnn"])
     configs = [
-        settings.space.sample(
-            optuna.trial.FixedTrial(start), model="fcn", epochs=settings.epochs, seed=0
-        )
-        for start in settings.space.starts(settings.epochs)
+        space.sample(optuna.trial.FixedTrial(start), model="fcn", epochs=settings.epochs, seed=0)
+        for start in space.starts(settings.epochs)
     ]
     assert [(c.model, c.epochs) for c in configs] == [("fcn", 4), ("fast_cnn", 4)]
-    from pipeline.core.recipes import FAST_CNN
-
-    assert configs[1] == TrainConfig(
-        **{**FAST_CNN.to_dict(), "hidden": FAST_CNN.hidden, "epochs": 4}
-    )
+    assert configs[1] == dataclasses.replace(RECIPES["fast_cnn"], epochs=4)
 
 
 def trial(number, model, acc, seconds, epochs=1):

@@ -4,6 +4,7 @@ agree with the options classes (pipeline/core/options.py)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from pipeline.cli import mlproject
 from pipeline.cli.app import app
 from pipeline.cli.command_settings import COMMANDS, ENTRY_POINTS
 from pipeline.core import options
-from pipeline.core.config import TrainConfig, TrainOptions
+from pipeline.core.config import TrainConfig
+from pipeline.core.recipes import TrainOptions
 from pipeline.replication.replicate_settings import ReplicateOptions, ReplicateSettings
 from pipeline.tuning.tune_settings import DEFAULT_EPOCHS, TuneOptions, TuneSettings
 from tests.conftest import ROOT
@@ -30,7 +32,9 @@ def test_the_checked_in_mlproject_is_what_the_definitions_generate():
 
 @pytest.mark.parametrize("name", ENTRY_POINTS)
 def test_mlproject_names_defaults_and_flags_follow_the_definitions(name):
-    spec, defined = SPEC[name], [o for o in options.of(ENTRY_POINTS[name]) if not o.hidden]
+    spec, cls = SPEC[name], ENTRY_POINTS[name]
+    undeclared = {o.name for o in mlproject.undeclared(cls)}
+    defined = [o for o in options.of(cls) if not o.hidden and o.name not in undeclared]
     assert list(spec["parameters"]) == [o.name for o in defined]
     for option in defined:
         param = spec["parameters"][option.name]
@@ -65,6 +69,18 @@ def test_the_cli_options_are_the_definitions(name):
         assert str(default) == options.as_text(option, option.default) or default == option.default
         if option.kind == "choice":
             assert [c.value for c in type(param.default)] == list(option.choices)
+
+
+def test_mlproject_leaves_the_recipe_and_what_it_fills_undeclared():
+    """Declared with a default, each would reach `train` as given and override the recipe;
+    undeclared, MLflow passes on only those given. The entry point's comment names them all."""
+    undeclared = [o.name for o in mlproject.undeclared(TrainOptions)]
+    assert undeclared == ["recipe", *TrainConfig.fields()]
+    assert list(SPEC["train"]["parameters"]) == ["data_dir"]
+    text = Path(ROOT, "MLproject").read_text()
+    train = text[text.index("  train:") : text.index("  tune:")]
+    assert all(re.search(rf"\b{name}\b", train) for name in undeclared)
+    assert mlproject.undeclared(TuneOptions) == []
 
 
 def test_tune_help_says_the_epochs_the_code_uses():
@@ -108,14 +124,16 @@ def test_tune_helpers_get_the_resolved_settings_and_their_share():
 
 
 def test_to_argv_gives_the_options_back():
-    opts = TrainOptions(hidden="64,32", batch_norm=True, lr=1e-3, data_dir="d")
+    given = {"recipe": "wide_fcn", "hidden": "64,32", "batch_norm": True, "data_dir": "d"}
+    opts = options.build(TrainOptions, given)
     argv = options.to_argv(opts)
     typed = {flag[2:].replace("-", "_"): value for flag, value in zip(argv[::2], argv[1::2])}
     converted = {
         o.name: (float if o.kind == "float" else int if o.kind == "int" else str)(typed[o.name])
         for o in options.of(TrainOptions)
     }
-    assert TrainOptions(**converted) == opts
+    assert options.build(TrainOptions, converted) == opts
+    assert "--recipe" not in options.to_argv(options.build(TrainOptions, {}))
     assert "--quick" in options.to_argv(ReplicateOptions(quick=True))
     assert "--quick" not in options.to_argv(ReplicateOptions())
 

@@ -1,7 +1,7 @@
 """The options of the smaller entry points (prepare, evaluate, predict, dashboard), each defined
 once, and which options class belongs to which command.
 
-train's are pipeline/core/config.py's TrainOptions, tune's pipeline/tuning/tune_settings.py's
+train's are pipeline/core/recipes.py's TrainOptions, tune's pipeline/tuning/tune_settings.py's
 TuneOptions, replicate's pipeline/replication/replicate_settings.py's ReplicateOptions. The CLI
 (pipeline/cli/build.py) and MLproject (pipeline/cli/mlproject.py) are generated from them.
 """
@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core import options
-from pipeline.core.config import TrainOptions, data_dir
+from pipeline.core.config import data_dir
+from pipeline.core.recipes import TrainOptions
 from pipeline.replication.replicate_settings import ReplicateOptions
 from pipeline.tuning.tune_settings import DEFAULT_STORAGE, TuneOptions
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from pipeline.cli.command_settings import EvaluateOptions, PredictOptions, PrepareOptions
-from pipeline.core.config import TrainOptions
+from pipeline.core.recipes import TAG, TrainOptions
 from pipeline.replication.replicate_settings import ReplicateOptions
 
 
@@ -34,14 +34,16 @@ def prepare(opts: PrepareOptions) -> None:
 
 
 def train(opts: TrainOptions) -> None:
-    """Train one model as one MLflow run: per-epoch metrics, curves, confusion matrix, model."""
+    """Train one model as one MLflow run: per-epoch metrics, curves, confusion matrix, model.
+    `--recipe fast_cnn` trains a named configuration; the options given beside it override it."""
     from pipeline.core import data
     from pipeline.tracking import log as tracklog
     from pipeline.tracking import store
 
     dataset = data.load(opts.data_dir)
     store.configure()
-    trained = tracklog.train_run(opts.config, dataset, log_model=True)
+    tags = {TAG: opts.recipe} if opts.recipe else None  # the params say what it overrode
+    trained = tracklog.train_run(opts.config, dataset, log_model=True, tags=tags)
     final, result = trained.result.final, trained.result
     val = f"val_acc {final['val_acc']:.4f}, " if "val_acc" in final else "no val split, "
     print(

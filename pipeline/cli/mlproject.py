@@ -5,6 +5,13 @@ Every option of every entry point becomes one MLflow parameter of the same name 
 flag in the entry point's command. MLflow's parameter types are string and float: integers and
 booleans travel as strings (the CLI checks them); a --flag option (replicate's quick) is a
 true/false parameter that bash turns into the flag.
+
+An entry point with a preset (train's `recipe`) declares neither the preset nor the options it
+fills: MLflow passes an undeclared parameter only when given (`-P recipe=fast_cnn -P epochs=1`
+as `--recipe fast_cnn --epochs 1`, which the CLI reads as given), so the others take the
+recipe's values. Declared with defaults, every one would reach the CLI as given and override
+the recipe; declared empty, MLflow would log the empty strings as the run's parameters (it
+logs every parameter it passes, and a run's parameter keeps its first value).
 """
 
 from __future__ import annotations
@@ -59,12 +66,22 @@ def parameter(option: Option) -> str:
     return f"{option.name}: {spec}{note}"
 
 
+def undeclared(cls: type) -> list[Option]:
+    """A preset and the options it fills (see the module's docstring)."""
+    filled = options.filled_by_preset(cls)
+    return [o for o in options.of(cls) if o.kind == "preset"] + list(filled) if filled else []
+
+
+def declared(cls: type) -> list[Option]:
+    """The options the entry point declares."""
+    skip = {o.name for o in undeclared(cls)}
+    return [o for o in options.of(cls) if not o.hidden and o.name not in skip]
+
+
 def command(name: str, cls: type) -> tuple[list[str], list[str]]:
     """The entry point's command as words, and the words that must stay on their own line."""
     words, own_lines = ["python", "-m", "pipeline", name], []
-    for option in options.of(cls):
-        if option.hidden:
-            continue
+    for option in declared(cls):
         if option.kind == "flag":
             own_lines.append(FLAG.format(name=option.name, flag=option.flag))
         elif option.kind == "paths":
@@ -76,7 +93,16 @@ def command(name: str, cls: type) -> tuple[list[str], list[str]]:
 
 def entry_point(name: str, cls: type) -> str:
     lines = [f"  {name}:", "    parameters:"]
-    lines += [f"      {parameter(o)}" for o in options.of(cls) if not o.hidden]
+    lines += [f"      {parameter(o)}" for o in declared(cls)]
+    if undeclared(cls):
+        preset, *filled = undeclared(cls)
+        note = PRESET_NOTE.format(
+            command=name,
+            preset=preset.name,
+            accepted=preset.accepted(),
+            names=", ".join(o.name for o in filled),
+        )
+        lines += [f"    # {line}" for line in textwrap.wrap(note, WIDTH - 6)]
     words, own_lines = command(name, cls)
     if own_lines:
         lines += [f"    # {line}" for line in textwrap.wrap(FLAG_NOTE, WIDTH - 6)]
@@ -96,6 +122,11 @@ def entry_point(name: str, cls: type) -> str:
     return "\n".join(lines) + "\n"
 
 
+PRESET_NOTE = (
+    "Not declared, so that MLflow passes on only those given (-P {preset}=fast_cnn -P epochs=1 "
+    "as --{preset} fast_cnn --epochs 1) and the others take the {preset}'s values: {preset} "
+    "({accepted}), then {names} (python -m pipeline {command} --help)."
+)
 FLAG_NOTE = (
     "bash runs the command: a true/false parameter such as `quick=true` becomes "
     "the CLI's --quick flag; any other value than true/false becomes an unknown "

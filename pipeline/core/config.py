@@ -1,8 +1,9 @@
 """Typed configuration: the choices every entry point shares, and one frozen `TrainConfig`.
 
 Built once at the edge (the CLI, MLproject parameters, a search-space sample) and passed down.
-Each field is an option defined once (pipeline/core/options.py): `train`'s command line, its
-MLproject parameters and the parameters its runs log all come from these definitions.
+Each field is an option defined once (pipeline/core/options.py): `train`'s command line (with
+its `--recipe`: pipeline/core/recipes.py), its MLproject parameters and the parameters its runs
+log all come from these definitions.
 This module imports nothing heavy, so `--help` and argument errors stay instant.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pipeline.core import options
@@ -37,6 +37,10 @@ MAX_BATCH_SIZE = 50_000  # the whole training split: a larger batch is the same 
 # A 784-16384-16384-10 FCN already holds 281M weights (1.1 GB in float32, about 4x that with
 # gradients and Adam's state); --hidden 100000000 asked for 313 GB before failing.
 MAX_WIDTH = 16_384
+# The study's FCNs have 2 hidden layers and our spaces search 1 to 3. A plain stack of linear
+# layers (no residual connections) trains worse, not better, well before 8, so more is a typo:
+# `depth: [1, 400]` in a space reached the allocator before anything said no.
+MAX_DEPTH = 8
 # numpy's RandomState (behind Optuna's TPE) takes seeds below 2**32 (tune derives each trial's
 # sampler seed from this one and the trial number); torch takes any of these.
 MAX_SEED = 2**31 - 1
@@ -49,7 +53,7 @@ def data_dir() -> Any:
 
 def parse_hidden(value: str | list | tuple) -> tuple[int, ...]:
     """'300,200' (or [300, 200]) -> (300, 200); empty or an empty entry is refused."""
-    return options.parse_widths(value, "hidden", MAX_WIDTH)
+    return options.parse_widths(value, "hidden", MAX_WIDTH, MAX_DEPTH)
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,10 @@ class TrainConfig:
         MODELS,
     )
     hidden: tuple[int, ...] = options.widths(  # the study's base widths
-        (300, 200), "FCN hidden sizes, comma-separated (the CNNs ignore it).", high=MAX_WIDTH
+        (300, 200),
+        "FCN hidden sizes, comma-separated (the CNNs ignore it).",
+        most=MAX_DEPTH,
+        high=MAX_WIDTH,
     )
     optimizer: str = options.choice("sgd", "momentum is SGD with Nesterov 0.9.", OPTIMIZERS)
     lr: float = options.number(0.02, "Learning rate.", low=0, low_open=True)
@@ -165,14 +172,3 @@ class TrainConfig:
     @classmethod
     def fields(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(TrainConfig))
-
-
-@dataclass(frozen=True)
-class TrainOptions(TrainConfig):
-    """`train`'s options: the run's TrainConfig and where the data is."""
-
-    data_dir: Path = data_dir()
-
-    @property
-    def config(self) -> TrainConfig:
-        return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.fields()})

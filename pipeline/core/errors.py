@@ -6,6 +6,16 @@ command stopped by Ctrl-C or SIGTERM (pipeline/cli/app.py).
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
+# A value quoted in an error stays short, whatever was typed: a 400-digit integer, a list of a
+# million entries or a YAML alias bomb's expansion would otherwise become the "one line".
+_SHORT = reprlib.Repr()  # Python 3.11's takes no arguments
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict = 3, 6, 6
+_SHORT.maxstring, _SHORT.maxlong, _SHORT.maxother = 60, 40, 60
+QUOTE_LIMIT = 80
+
 
 class UserError(Exception):
     """Something the user can fix; its message is one line that says what is wrong and how."""
@@ -28,3 +38,9 @@ def first_line(e: BaseException | str) -> str:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     name = type(e).__name__ if isinstance(e, BaseException) else "unknown error"
     return (lines[0] if lines else name)[:200]
+
+
+def quote(value: Any) -> str:
+    """`repr(value)`, at most QUOTE_LIMIT characters (reprlib elides the middle of long parts)."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 3] + "..."

@@ -1,12 +1,14 @@
 """One definition per option: name, kind, default, accepted values and help, in one dataclass field.
 
 Each entry point's options are a frozen dataclass whose fields are made by the helpers below
-(`integer`, `number`, `choice`, `text`, `path`, `switch`, `flag`, `widths`, `paths`). Everything
-else derives from those fields: the command line (pipeline/cli/build.py), MLproject
+(`integer`, `number`, `choice`, `text`, `path`, `switch`, `flag`, `widths`, `paths`, `preset`).
+Everything else derives from those fields: the command line (pipeline/cli/build.py), MLproject
 (`python -m pipeline.cli.mlproject`), the arguments of `tune --workers` helpers (`to_argv`) and
 the parameters runs log (`params`). A class's `__post_init__` calls `check(self)`, which
 normalizes and validates every field against its definition, so a bad value is one line of
 ConfigError naming the option wherever the object is built (CLI, MLproject, a search space).
+A `preset` names a set of values for the other options (train's --recipe): `build` fills those
+not given from it.
 
 Standard library only: the core uses it, and `--help` must stay instant.
 """
@@ -16,13 +18,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import ConfigError, quote
 
-KINDS = ("int", "float", "choice", "str", "path", "switch", "flag", "widths", "paths")
+KINDS = ("int", "float", "choice", "str", "path", "switch", "flag", "widths", "paths", "preset")
 
 
 @dataclass(frozen=True)
@@ -35,9 +39,11 @@ class Option:
     low_open: bool = False  # low itself excluded (lr > 0)
     high_open: bool = False  # high itself excluded (dropout < 1)
     choices: tuple[str, ...] = ()
+    most: int | None = None  # widths: at most this many sizes
     zero: str = ""  # what 0 stands for ("no limit", "3 seeds"): said in help and errors
     hidden: bool = False  # plumbing between our own processes: not in --help, MLproject, params
     log: bool | str = True  # logged as a run parameter; a str: under that name
+    presets: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
     name: str = ""  # filled in by `of`
 
     @property
@@ -53,10 +59,10 @@ class Option:
 
     def accepted(self) -> str:
         """What the option accepts, in words: 'an integer from 1 to 10000', 'a number > 0'."""
-        if self.kind == "choice":
+        if self.kind in ("choice", "preset"):
             return f"one of {', '.join(self.choices)}"
         if self.kind == "widths":
-            return f"comma-separated sizes from 1 to {self.high}"
+            return f"up to {self.most} comma-separated sizes from 1 to {self.high}"
         if self.kind not in ("int", "float"):
             return ""
         what = "an integer" if self.kind == "int" else "a number"
@@ -77,7 +83,7 @@ class Option:
     def full_help(self) -> str:
         """The help text with the accepted values and the meaning of 0, as --help shows it (no
         square brackets: typer's rich help reads them as markup)."""
-        accepted = self.accepted() if self.kind in ("int", "float", "widths") else ""
+        accepted = self.accepted() if self.kind in ("int", "float", "widths", "preset") else ""
         notes = "; ".join(
             n for n in (accepted and f"Accepts {accepted}", self.zero and f"0: {self.zero}") if n
         )
@@ -91,43 +97,16 @@ def _field(kind: str, default: Any, help: str, **spec: Any) -> Any:
     return dataclasses.field(default=default, metadata={"option": option})
 
 
-def integer(
-    default: int,
-    help: str,
-    *,
-    low: int,
-    high: int,
-    zero: str = "",
-    hidden: bool = False,
-    log: bool | str = True,
-) -> Any:
-    """An integer option within [low, high]; `zero`: what 0 means, when it means something."""
-    return _field("int", default, help, low=low, high=high, zero=zero, hidden=hidden, log=log)
+def integer(default: int, help: str, *, low: int, high: int, **more: Any) -> Any:
+    """An integer option within [low, high]; `more`: Option's zero (what 0 means, when it means
+    something), hidden, log."""
+    return _field("int", default, help, low=low, high=high, **more)
 
 
-def number(
-    default: float,
-    help: str,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-    zero: str = "",
-    log: bool | str = True,
-) -> Any:
-    """A finite float option within its bounds (open or closed)."""
-    return _field(
-        "float",
-        default,
-        help,
-        low=low,
-        high=high,
-        low_open=low_open,
-        high_open=high_open,
-        zero=zero,
-        log=log,
-    )
+def number(default: float, help: str, **bounds: Any) -> Any:
+    """A finite float option within its bounds: Option's low, high, low_open, high_open (the
+    bound excluded), and zero and log."""
+    return _field("float", default, help, **bounds)
 
 
 def choice(default: str, help: str, choices: tuple[str, ...], log: bool | str = True) -> Any:
@@ -152,9 +131,16 @@ def flag(help: str, log: bool | str = True) -> Any:
     return _field("flag", False, help, log=log)
 
 
-def widths(default: tuple[int, ...], help: str, *, high: int) -> Any:
-    """Layer sizes typed as '300,200'; each from 1 to `high`."""
-    return _field("widths", tuple(default), help, low=1, high=high)
+def widths(default: tuple[int, ...], help: str, *, most: int, high: int) -> Any:
+    """Layer sizes typed as '300,200': at most `most` of them, each from 1 to `high`."""
+    return _field("widths", tuple(default), help, low=1, high=high, most=most)
+
+
+def preset(presets: Mapping[str, Any], help: str) -> Any:
+    """A name from `presets` (objects whose attributes are the other options' values): the
+    options not given take its values (empty: none); see `build`. Not logged as a parameter:
+    a run records it as it says (train: a tag)."""
+    return _field("preset", "", help, choices=tuple(presets), presets=presets, log=False)
 
 
 def paths(help: str) -> Any:
@@ -162,13 +148,29 @@ def paths(help: str) -> Any:
     return _field("paths", dataclasses.MISSING, help, log=False)
 
 
-def of(cls: type) -> tuple[Option, ...]:
-    """The options of a settings class (or instance), in field order."""
-    return tuple(
-        dataclasses.replace(f.metadata["option"], name=f.name)
-        for f in dataclasses.fields(cls)
-        if "option" in f.metadata
-    )
+def of(cls: Any) -> tuple[Option, ...]:
+    """The options of a settings class (or instance), in field order, a preset first (the
+    others override its values)."""
+    fields = [f for f in dataclasses.fields(cls) if "option" in f.metadata]
+    found = [dataclasses.replace(f.metadata["option"], name=f.name) for f in fields]
+    return tuple(sorted(found, key=lambda o: o.kind != "preset"))
+
+
+def filled_by_preset(cls: Any) -> tuple[Option, ...]:
+    """The options a preset of `cls` gives values to (none without a preset)."""
+    some = [value for o in of(cls) for value in o.presets.values()][:1]
+    return tuple(o for o in of(cls) if some and o.kind != "preset" and hasattr(some[0], o.name))
+
+
+def build(cls: type, given: Mapping[str, Any]) -> Any:
+    """`cls` from the options given: those not given take the named preset's values, if one is
+    named, else their defaults. The one way to make a class that has a preset."""
+    values = dict(given)
+    for option in (o for o in of(cls) if o.kind == "preset"):
+        preset = option.presets.get(values.get(option.name, ""))  # unknown: check() says so
+        if preset is not None:
+            values = {**{o.name: getattr(preset, o.name) for o in filled_by_preset(cls)}, **values}
+    return cls(**values)
 
 
 def as_text(option: Option, value: Any) -> str:
@@ -194,7 +196,7 @@ def to_argv(obj: Any) -> list[str]:
     argv: list[str] = []
     for option in of(obj):
         value = getattr(obj, option.name)
-        if option.hidden:
+        if option.hidden or (option.kind == "preset" and not value):
             continue
         if option.kind == "flag":
             argv += [option.flag] if value else []
@@ -224,30 +226,29 @@ def _check(option: Option, value: Any) -> Any:
     if kind == "switch":
         return parse_bool(value, name)
     if kind == "widths":
-        return parse_widths(value, name, option.high)
+        return parse_widths(value, name, option.high, option.most)
     if kind == "path":
         if not isinstance(value, (str, os.PathLike)) or not str(value):
-            raise ConfigError(f"{name}: {value!r} must be a path")
+            raise ConfigError(f"{name}: {quote(value)} must be a path")
         return value if isinstance(value, Path) else Path(value)
     if kind == "paths":
         return tuple(Path(p) for p in value)
     if kind == "flag":
         if not isinstance(value, bool):
-            raise ConfigError(f"{name}: {value!r} must be true or false")
+            raise ConfigError(f"{name}: {quote(value)} must be true or false")
         return value
-    if kind in ("str", "choice"):
-        if not isinstance(value, str) or (kind == "choice" and value not in option.choices):
-            raise ConfigError(f"{name}: {value!r} is not {option.accepted() or 'a string'}")
+    if kind in ("str", "choice", "preset"):
+        allowed = (*option.choices, "") if kind == "preset" else option.choices  # "": none
+        if not isinstance(value, str) or (kind != "str" and value not in allowed):
+            raise ConfigError(f"{name}: {quote(value)} is not {option.accepted() or 'a string'}")
         return value
-    ok = (
-        isinstance(value, int)
-        if kind == "int"
-        else (isinstance(value, (int, float)) and math.isfinite(value))
-    )
-    ok = ok and not isinstance(value, bool) and _within(option, value)
+    ok = isinstance(value, int) if kind == "int" else (isinstance(value, (int, float)))
+    # finite and within float's range (a 400-digit int is not; NaN compares False)
+    ok = ok and not isinstance(value, bool) and abs(value) <= sys.float_info.max
+    ok = ok and _within(option, value)
     if not ok:
         zero = f" (0: {option.zero})" if option.zero else ""
-        raise ConfigError(f"{name}: {value!r} must be {option.accepted()}{zero}")
+        raise ConfigError(f"{name}: {quote(value)} must be {option.accepted()}{zero}")
     return value
 
 
@@ -267,26 +268,32 @@ def parse_bool(value: str | bool, name: str) -> bool:
         return True
     if lowered in ("false", "0", "no"):
         return False
-    raise ConfigError(f"{name}: {value!r} must be true or false")
+    raise ConfigError(f"{name}: {quote(value)} must be true or false")
 
 
-def parse_widths(value: str | list | tuple, name: str, high: float | None) -> tuple[int, ...]:
-    """'300,200' (or [300, 200]) -> (300, 200); empty, or an empty entry, is refused: an FCN
-    without hidden layers is not what anyone typing --hidden meant."""
+def parse_widths(
+    value: str | list | tuple, name: str, high: float | None, most: int | None = None
+) -> tuple[int, ...]:
+    """'300,200' (or [300, 200]) -> (300, 200): at most `most` sizes from 1 to `high`; empty,
+    or an empty entry, is refused: an FCN without hidden layers is not what anyone typing
+    --hidden meant."""
     parts = value if isinstance(value, (list, tuple)) else str(value).replace(" ", "").split(",")
     example = "use comma-separated integers such as 300,200"
     if not parts or parts == [""]:
-        raise ConfigError(f"{name}: {value!r} is empty; give at least one layer size; {example}")
+        raise ConfigError(f"{name}: {quote(value)} is empty; {example}")
     if "" in parts:
-        raise ConfigError(f"{name}: {value!r} has an empty entry; {example}")
+        raise ConfigError(f"{name}: {quote(value)} has an empty entry; {example}")
+    if most is not None and len(parts) > most:
+        raise ConfigError(f"{name}: {len(parts)} layers; give at most {most}")
     try:
         sizes = tuple(int(p) for p in parts)
     except (TypeError, ValueError):
         sizes = ()
     if not sizes or any(isinstance(p, (bool, float)) for p in parts):
-        raise ConfigError(f"{name}: {value!r} is not a list of positive layer sizes; {example}")
+        what = "is not a list of positive layer sizes"
+        raise ConfigError(f"{name}: {quote(value)} {what}; {example}")
     if not all(1 <= s <= (high or math.inf) for s in sizes):
         raise ConfigError(
-            f"{name}: {value!r} is not a list of positive layer sizes up to {high}; {example}"
+            f"{name}: {quote(value)} is not a list of positive layer sizes up to {high}; {example}"
         )
     return sizes

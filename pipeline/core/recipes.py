@@ -1,13 +1,20 @@
-"""Recipes: named training configurations, each defined here once and trained by name
-(`train --recipe NAME`; options given after it override its values).
+"""Recipes: named training configurations, each defined here once and trained by name, and
+`train`'s options, which name one.
 
-Search spaces start from them (`recipe:` in search_spaces/*.yaml), the study's tables and the
-benchmark train them, and docs and tests refer to them by name instead of copying values.
+`python -m pipeline train --recipe fast_cnn` trains FAST_CNN; options given beside it override
+its values (`--recipe fast_cnn --epochs 1`), under `mlflow run . -e train -P recipe=fast_cnn -P
+epochs=1` as well. Search spaces start from them (`recipe:` in search_spaces/*.yaml), the
+study's tables and the benchmark train them, and docs and tests refer to them by name instead of
+copying values.
 """
 
 from __future__ import annotations
 
-from pipeline.core.config import TrainConfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.core import options
+from pipeline.core.config import TrainConfig, data_dir
 
 BASE = TrainConfig()  # 784-300-200-10, SGD lr 0.02, batch 512, 50 epochs, default init
 CNN = TrainConfig(
@@ -19,7 +26,7 @@ CNN = TrainConfig(
     dropout=0.3,
     schedule="cosine",
 )
-# Our fast CNN recipe (issue 5): the first trial of search_spaces/cnn.yaml, measured by `bench`.
+# Our fast CNN recipe (issue 5): search_spaces/cnn.yaml's base and first trial, measured by `bench`.
 # Flips without shifts, batch 128, 10 epochs: on 2 cores the best test accuracy in about 5
 # minutes of the variants we measured (docs/performance.md). A hidden layer of 128 before the
 # logits (4.8 M multiply-adds per image instead of 4.3 M) won the validation split against
@@ -44,8 +51,8 @@ FAST_CNN = TrainConfig(
     head_hidden=128,
     whiten=True,
 )
-# Our FCN past 90.5% test (issue 15): the last start point of search_spaces/fcn.yaml, which a
-# `tune --epochs 40` study trains among its start points; `bench --only recipes` measures it
+# Our FCN past 90.5% test (issue 15): search_spaces/fcn.yaml's base and last start point, which
+# a `tune --epochs 40` study trains among its start points; `bench --only recipes` measures it
 # over 3 seeds.
 WIDE_FCN = TrainConfig(
     model="fcn",
@@ -68,3 +75,22 @@ RECIPES: dict[str, TrainConfig] = {
     "fast_cnn": FAST_CNN,
     "wide_fcn": WIDE_FCN,
 }
+
+TAG = "recipe"  # the tag of a run trained from a recipe: its name
+
+
+@dataclass(frozen=True)
+class TrainOptions(TrainConfig):
+    """`train`'s options: a recipe, the run's TrainConfig values and where the data is. Made by
+    `options.build(TrainOptions, given)`: the values not given are the recipe's."""
+
+    recipe: str = options.preset(
+        RECIPES,
+        "A named configuration (pipeline/core/recipes.py) whose values the options not given "
+        "take; empty: train's own defaults, those shown here (the study's base FCN, study_fcn).",
+    )
+    data_dir: Path = data_dir()
+
+    @property
+    def config(self) -> TrainConfig:
+        return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.fields()})
