@@ -79,6 +79,19 @@ def test_a_cache_path_that_is_not_a_file_is_refused_and_kept(tmp_path, kind):
     ]
 
 
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EIO], ids=errno.errorcode.get)
+def test_a_cache_that_cannot_be_read_says_so_not_that_it_is_corrupt(tmp_path, monkeypatch, code):
+    cache = tmp_path / data.CACHE_NAME
+    cache.write_bytes(b"a cache")
+
+    def read_bytes(self):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    with pytest.raises(data.DataError, match=f"cannot be read \\({os.strerror(code)}\\)$"):
+        data.prepare(tmp_path)
+
+
 @pytest.mark.parametrize("kind", NOT_FOLDERS)
 def test_a_data_dir_that_is_not_a_folder_is_refused(tmp_path, kind):
     make_kind(kind, tmp_path / "d")

@@ -220,7 +220,11 @@ def _checksum(payload: dict) -> str:
 def _read_cache(cache: Path) -> dict:
     hint = f"delete {cache} and run `python -m pipeline prepare` again"
     try:
-        payload = torch.load(cache, weights_only=True)
+        content = cache.read_bytes()
+    except OSError as e:  # no permission to read it: not a damage to delete it for
+        raise DataError(f"the data cache {cache} cannot be read ({e.strerror or e})") from None
+    try:
+        payload = torch.load(io.BytesIO(content), weights_only=True)
         ok = (
             payload["format"] == CACHE_FORMAT
             and payload["train_images"].shape == (60_000, 28, 28)
