@@ -14,7 +14,6 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from enum import Enum, StrEnum
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -27,11 +26,11 @@ TYPES = {
     "int": int,
     "float": float,
     "str": str,
-    "path": Path,
+    "path": str,  # checked and made a Path by the options class: Path("") would be "."
     "switch": str,
     "flag": bool,
     "widths": str,
-    "paths": list[Path],
+    "paths": list[str],
 }
 
 
@@ -92,7 +91,7 @@ def parameter(option: Option) -> inspect.Parameter:
     else:
         annotation = TYPES[kind]
         default = options.as_text(option, default) if kind in ("switch", "widths") else default
-        metavar = "true|false" if kind == "switch" else None
+        metavar = {"switch": "true|false", "path": "PATH"}.get(kind)
         info = typer.Option(help=option.full_help(), metavar=metavar, hidden=option.hidden)
     return inspect.Parameter(
         option.name,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.core import files
 from pipeline.core.errors import UserError
 
 CLASSES = (
@@ -157,35 +159,39 @@ def read_idx(name: str, path: Path) -> np.ndarray:
 def prepare(data_dir: str | os.PathLike) -> dict:
     """Verify the raw files and write the tensor cache once; return the cache's contents."""
     data_dir = Path(data_dir)
-    if data_dir.exists() and not data_dir.is_dir():
+    blocked = files.not_a_folder(data_dir)
+    if blocked:
         raise DataError(
-            f"{data_dir}: is a file, not a folder; give --data-dir a folder (it is "
-            "created if missing)"
+            f"{data_dir}: {blocked}; give --data-dir a folder (it is created if missing)"
         )
     cache = data_dir / CACHE_NAME
     if cache.is_file():
         return _read_cache(cache)  # a corrupt cache is an error, never silently rebuilt over
-    files = find_raw_files(data_dir)
-    arrays = {name: torch.from_numpy(read_idx(name, path).copy()) for name, path in files.items()}
+    if os.path.lexists(cache):  # a folder, a FIFO, a dangling link: nothing we may replace
+        raise DataError(
+            f"{cache}: is {files.kind(cache)}, not the data cache; move it away, or give "
+            "--data-dir another folder"
+        )
+    sources = find_raw_files(data_dir)
+    arrays = {name: torch.from_numpy(read_idx(name, path).copy()) for name, path in sources.items()}
     payload = {
         "format": CACHE_FORMAT,
-        "sources": {name: str(path) for name, path in files.items()},
+        "sources": {name: str(path) for name, path in sources.items()},
         "train_images": arrays["train-images-idx3-ubyte"],
         "train_labels": arrays["train-labels-idx1-ubyte"],
         "test_images": arrays["t10k-images-idx3-ubyte"],
         "test_labels": arrays["t10k-labels-idx1-ubyte"],
     }
     payload["checksum"] = _checksum(payload)
+    buffer = io.BytesIO()  # serialized in memory: a failing disk then raises a plain OSError
+    torch.save(payload, buffer)
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # a file on the way, no permission
+        with files.new_folders(data_dir):
+            files.write_atomic(cache, buffer.getbuffer())  # whole or not at all
+    except OSError as e:  # a file on the way, no permission, a full disk
         raise DataError(
-            f"{data_dir}: cannot create the folder ({e.strerror or e}); give "
-            "--data-dir a folder you can write"
+            f"--data-dir {data_dir}: cannot write the data cache {CACHE_NAME}: {files.advice(e)}"
         ) from None
-    tmp = cache.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(cache)  # atomic: a crash never leaves a half-written cache behind
     return payload
 
 
@@ -214,7 +220,11 @@ def _checksum(payload: dict) -> str:
 def _read_cache(cache: Path) -> dict:
     hint = f"delete {cache} and run `python -m pipeline prepare` again"
     try:
-        payload = torch.load(cache, weights_only=True)
+        content = cache.read_bytes()
+    except OSError as e:  # no permission to read it: not a damage to delete it for
+        raise DataError(f"the data cache {cache} cannot be read ({e.strerror or e})") from None
+    try:
+        payload = torch.load(io.BytesIO(content), weights_only=True)
         ok = (
             payload["format"] == CACHE_FORMAT
             and payload["train_images"].shape == (60_000, 28, 28)

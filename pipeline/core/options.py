@@ -227,12 +227,15 @@ def _check(option: Option, value: Any) -> Any:
         return parse_bool(value, name)
     if kind == "widths":
         return parse_widths(value, name, option.high, option.most)
-    if kind == "path":
-        if not isinstance(value, (str, os.PathLike)) or not str(value):
-            raise ConfigError(f"{name}: {quote(value)} must be a path")
-        return value if isinstance(value, Path) else Path(value)
-    if kind == "paths":
-        return tuple(Path(p) for p in value)
+    if kind in ("path", "paths"):
+        # Path("") is Path("."): an empty path must be refused before it becomes one, else
+        # `--data-dir ""` writes its cache into the current folder.
+        for p in [value] if kind == "path" else value:
+            if not isinstance(p, (str, os.PathLike)) or not os.fspath(p):
+                raise ConfigError(
+                    f"{name}: {quote(p)} is not a path; name a file or folder (. is this one)"
+                )
+        return Path(value) if kind == "path" else tuple(Path(p) for p in value)
     if kind == "flag":
         if not isinstance(value, bool):
             raise ConfigError(f"{name}: {quote(value)} must be true or false")

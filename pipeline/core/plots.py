@@ -6,6 +6,7 @@ callers save it to a file or log it to MLflow.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +14,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from pipeline.core import files
 from pipeline.core.data import CLASSES
+from pipeline.core.errors import UserError
 
 SPLIT_STYLE = {"train": ("tab:blue", "-"), "val": ("tab:orange", "-"), "test": ("tab:green", "--")}
 # The train numbers are running means while the weights change (and dropout is on), so they can
@@ -135,9 +138,17 @@ def save_sample_grids(
             "64 images of the first training batch",
         ),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, fig in figures.items():
-        fig.savefig(out_dir / name, dpi=110)
+    blocked = files.not_a_folder(out_dir)
+    if blocked:
+        raise UserError(f"{out_dir}: {blocked}; move it away to have the sample grids there")
+    try:
+        with files.new_folders(out_dir):
+            for name, fig in figures.items():
+                png = io.BytesIO()
+                fig.savefig(png, format="png", dpi=110)
+                files.write_atomic(out_dir / name, png.getbuffer())
+    except OSError as e:  # a full disk, a read-only folder
+        raise UserError(f"{out_dir}: cannot write the sample grids: {files.advice(e)}") from None
     return [out_dir / name for name in figures]
 
 

@@ -14,7 +14,6 @@ replication/report/folder.py allows it, checked before anything trains.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -26,13 +25,12 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.core.config import MODELS
 from pipeline.core.data import FashionMNIST
-from pipeline.core.errors import UserError
 from pipeline.core.training import pick_device
 from pipeline.replication.experiments import VARIANTS, variant_keys
 from pipeline.replication.pool import Job, plan, subset, train_all
 from pipeline.replication.replicate_settings import ReplicateSettings
 from pipeline.replication.report.folder import check_out_dir, write_report
-from pipeline.replication.report.inputs import ReportInput, SeedRun, TunedRow, from_json
+from pipeline.replication.report.inputs import ReportInput, SeedRun, TunedRow, read_results
 from pipeline.replication.tables import TableRuns, summary_metrics
 from pipeline.tracking import lifecycle
 from pipeline.tuning.pareto import read_latest
@@ -171,15 +169,4 @@ def train_every_seed(
 def render(results_path: Path, out_dir: Path) -> Path:
     """Rebuild the report from a results.json of an earlier call, without training."""
     check_out_dir(out_dir)
-    try:
-        report = from_json(json.loads(results_path.read_text()))
-    except (OSError, ValueError) as e:
-        raise UserError(
-            f"--from-results {results_path}: cannot read it ({e}); pass the "
-            "results.json of a replicate report"
-        ) from None
-    except (KeyError, TypeError) as e:
-        raise UserError(
-            f"--from-results {results_path}: not a replicate results.json (missing {e})"
-        ) from None
-    return write_report(report, out_dir)
+    return write_report(read_results(results_path), out_dir)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pipeline.core import files as fs
 from pipeline.core.data import CLASSES
 from pipeline.core.errors import UserError
 from pipeline.serving import evaluate
@@ -52,18 +53,30 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def image_files(paths: list[Path]) -> list[Path]:
-    """The files named, and the PNG/JPEG files inside any folder named, in order."""
+    """The files named, and the PNG/JPEG files inside any folder named, in order. Only regular
+    files (symbolic links to them too) are read: opening a FIFO would wait for a writer for good,
+    and a device may never end."""
     files = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
+            try:
+                found = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
+            except OSError as e:
+                raise UserError(f"{path}: cannot list the folder ({e.strerror or e})") from None
             if not found:
                 raise UserError(f"{path}: a folder without PNG or JPEG files")
-            files += found
-        elif path.exists():
-            files.append(path)
         else:
-            raise UserError(f"{path}: no such file")
+            found = [path]
+        for file in found:
+            if not file.is_file():
+                what = fs.kind(file)
+                raise UserError(
+                    f"{file}: no such file"
+                    if what == "missing"
+                    else f"{file}: is {what}; predict reads only regular files (PNG, JPEG) "
+                    "and folders of them"
+                )
+        files += found
     return files
 
 
