@@ -76,7 +76,7 @@ def read_study(folder: Path, wall_s: float, returncode: int) -> dict:
     """What the study did, from its log's lines and its Optuna storage."""
     import optuna
 
-    from pipeline.core.training import TEST_ACC
+    from pipeline.core.metrics import TEST_ACC
     from pipeline.tuning.summary import best_of_each_kind, sampled_by
 
     log = (folder / "tune.log").read_text()

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from statistics import median
 
+from pipeline.core.metrics import EPOCH_TIME, TEST_ACC, VAL_ACC
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -143,16 +145,16 @@ def fcn_core(data, epochs: int, gflops: float) -> dict:
     return {
         "epochs": epochs,
         "wall_s": result.train_time_s,
-        "epoch_s_median": median([h["epoch_time_s"] for h in result.history]),
-        "narrow_epoch_s": median([h["epoch_time_s"] for h in narrow.history]),
+        "epoch_s_median": median([h[EPOCH_TIME] for h in result.history]),
+        "narrow_epoch_s": median([h[EPOCH_TIME] for h in narrow.history]),
         "gflop_per_epoch": flops / 1e9,
         "floor_s": floor,
         "ratio_to_floor": result.train_time_s / floor,
         "gemm_epoch_s": gemm,
         "gemm_gflops": flops / gemm / 1e9,
         "ratio_to_gemm_floor": result.train_time_s / (epochs * gemm),
-        "test_acc": result.final["test_acc"],
-        "val_acc": result.final["val_acc"],
+        TEST_ACC: result.final[TEST_ACC],
+        VAL_ACC: result.final[VAL_ACC],
     }
 
 
@@ -166,8 +168,8 @@ def study_loop(data_dir: Path, epochs: int, train_subset: int | None) -> dict:
         "epochs": epochs,
         "wall_s": out["wall_s"],
         "epoch_s_median": median(out["epoch_times_s"]),
-        "test_acc": out["final"]["test_acc"],
-        "val_acc": out["final"]["val_acc"],
+        TEST_ACC: out["final"][TEST_ACC],
+        VAL_ACC: out["final"][VAL_ACC],
     }
 
 
@@ -185,13 +187,13 @@ def cnn(data, name: str, epochs: int | None, thresholds: tuple[float, ...] = ())
     out = {
         "config": config.to_dict(),
         "wall_s": result.train_time_s,
-        "epoch_s_median": median([h["epoch_time_s"] for h in result.history]),
-        "test_acc": result.final["test_acc"],
-        "val_acc": result.final["val_acc"],
-        "best_test_acc": max(h["test_acc"] for h in result.history),
+        "epoch_s_median": median([h[EPOCH_TIME] for h in result.history]),
+        TEST_ACC: result.final[TEST_ACC],
+        VAL_ACC: result.final[VAL_ACC],
+        "best_test_acc": max(h[TEST_ACC] for h in result.history),
     }
     for t in thresholds:
-        out[f"seconds_to_test_{100 * t:.1f}"] = time_to_accuracy(result.history, t, "test_acc")
+        out[f"seconds_to_test_{100 * t:.1f}"] = time_to_accuracy(result.history, t, TEST_ACC)
     return out
 
 
@@ -224,15 +226,15 @@ def recipes(data, seeds: tuple[int, ...], epochs: int | None) -> dict:
         runs[name].append(
             {
                 "seed": seed,
-                "test_acc": result.final["test_acc"],
-                "val_acc": result.final.get("val_acc"),
+                TEST_ACC: result.final[TEST_ACC],
+                VAL_ACC: result.final.get(VAL_ACC),
                 "wall_s": result.train_time_s,
-                "best_test_acc": max(h["test_acc"] for h in result.history),
-                "seconds_to_test_94.0": time_to_accuracy(result.history, 0.94, "test_acc"),
+                "best_test_acc": max(h[TEST_ACC] for h in result.history),
+                "seconds_to_test_94.0": time_to_accuracy(result.history, 0.94, TEST_ACC),
             }
         )
         print(
-            f"... {name} seed {seed}: test {100 * result.final['test_acc']:.2f}% in "
+            f"... {name} seed {seed}: test {100 * result.final[TEST_ACC]:.2f}% in "
             f"{result.train_time_s:.0f} s",
             file=sys.stderr,
             flush=True,
@@ -240,7 +242,7 @@ def recipes(data, seeds: tuple[int, ...], epochs: int | None) -> dict:
     out = {}
     for name, rows in runs.items():
         summary = {"config": configs[name].to_dict(), "runs": rows}
-        for key in ("test_acc", "val_acc", "wall_s"):
+        for key in (TEST_ACC, VAL_ACC, "wall_s"):
             if any(r[key] is None for r in rows):  # val_acc of a model trained on all 60,000
                 continue
             values = np.array([r[key] for r in rows])
@@ -470,7 +472,7 @@ def serving(
         "model": tracklog.describe(config),
         "epochs": epochs,
         "model_uri": model_uri,
-        "test_acc": run.result.final["test_acc"],
+        TEST_ACC: run.result.final[TEST_ACC],
         "seconds_per_cell": seconds,
         "bare": bare,
         "cells": cells,

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.core import data
 from pipeline.core.config import TrainConfig
-from pipeline.core.training import TRAIN_TIME, VAL_ACC
+from pipeline.core.metrics import TRAIN_TIME, VAL_ACC
 from pipeline.replication.report.frontier import frontier_markdown
 from pipeline.tuning import directions, pareto, summary
 from pipeline.tuning.study import tune

@@ -5,8 +5,8 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from pipeline.core.config import TrainConfig
+from pipeline.core.metrics import EPOCH_METRICS
 from pipeline.core.training import (
-    EPOCH_METRICS,
     EVAL_BATCH,
     Diverged,
     make_optimizer,

@@ -26,14 +26,12 @@ from pipeline.core.augment import cutout, flip_and_shift
 from pipeline.core.config import TrainConfig
 from pipeline.core.data import FashionMNIST, Split
 from pipeline.core.errors import UserError
-from pipeline.core.metrics import (  # noqa: F401
-    EPOCH_METRICS,
+from pipeline.core.metrics import (
     EPOCH_TIME,
     TEST_ACC,
     TEST_LOSS,
     TRAIN_ACC,
     TRAIN_LOSS,
-    TRAIN_TIME,
     VAL_ACC,
     VAL_LOSS,
 )
@@ -51,7 +49,7 @@ class Diverged(UserError):
 
     def __init__(self, epoch: int, loss: float):
         super().__init__(
-            f"training diverged at epoch {epoch}: train_loss is {loss}; "
+            f"training diverged at epoch {epoch}: {TRAIN_LOSS} is {loss}; "
             "lower --lr or add batch norm"
         )
         self.epoch, self.loss = epoch, loss

@@ -1,4 +1,6 @@
-"""Words for people: counts that read right."""
+"""Words for people: counts that read right, the networks' names in figures and tables."""
+
+MODEL_LABELS = {"fcn": "FCN", "fast_cnn": "fast CNN", "study_cnn": "study CNN"}
 
 
 def plural(n: int, word: str) -> str:

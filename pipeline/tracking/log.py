@@ -22,14 +22,17 @@ from mlflow.entities import Metric
 from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import Array, ColSpec, DataType, Schema, TensorSpec
 
-from pipeline.core import plots
+from pipeline.core import plots, stats
 from pipeline.core.config import TrainConfig
 from pipeline.core.data import CLASSES, FashionMNIST, Split
-from pipeline.core.training import TRAIN_TIME, Callback, EpochEnd, TrainResult, predict, train
+from pipeline.core.metrics import TRAIN_TIME
+from pipeline.core.training import Callback, EpochEnd, TrainResult, predict, train
+from pipeline.core.words import MODEL_LABELS
 from pipeline.tracking import fashion_mnist_pyfunc
 from pipeline.tracking.lifecycle import log_new_params, tracked_run
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+CURVES_FIGURE, CONFUSION_FIGURE = "curves.png", "confusion_matrix.png"  # run artifacts
 CONTEXTS = ("training", "validation", "test")
 # Which split each metric is measured on: its name's prefix (train_loss, val_acc, test_acc).
 PREFIX_CONTEXT = {"train_": "training", "val_": "validation", "test_": "test"}
@@ -98,7 +101,8 @@ def train_run(
             )
         except finished_on:  # pruned: the curves so far, then the normal end
             mlflow.log_figure(
-                plots.curves(history, f"{title} (stopped at epoch {len(history)})"), "curves.png"
+                plots.curves(history, f"{title} (stopped at epoch {len(history)})"),
+                CURVES_FIGURE,
             )
             raise
         model_id = None
@@ -212,10 +216,11 @@ def log_dataset(data: FashionMNIST) -> dict[str, mlflow.data.Dataset]:
     return logged
 
 
-def confusion_counts(model: torch.nn.Module, split: Split) -> np.ndarray:
-    pred = predict(model, split.images).argmax(1)
-    k = len(CLASSES)
-    return torch.bincount(split.labels * k + pred, minlength=k * k).reshape(k, k).cpu().numpy()
+def model_confusion(model: torch.nn.Module, split: Split) -> np.ndarray:
+    """`model`'s confusion matrix on `split` (rows true classes)."""
+    predicted = predict(model, split.images).argmax(1)
+    true, predicted = split.labels.cpu().numpy(), predicted.cpu().numpy()
+    return stats.confusion_counts(true, predicted, len(CLASSES))
 
 
 def log_results(
@@ -228,14 +233,14 @@ def log_results(
     """Total time (on the logged model too), curves and (optionally: it takes a second or two)
     the test confusion matrix."""
     mlflow.log_metric(TRAIN_TIME, result.train_time_s, model_id=model_id)
-    mlflow.log_figure(plots.curves(result.history, title), "curves.png")
+    mlflow.log_figure(plots.curves(result.history, title), CURVES_FIGURE)
     if confusion:
         log_confusion(result.model, data, title)
 
 
 def log_confusion(model: torch.nn.Module, data: FashionMNIST, title: str) -> None:
-    counts = confusion_counts(model, data.test.to(next(model.parameters()).device))
-    mlflow.log_figure(plots.confusion(counts, title), "confusion_matrix.png")
+    counts = model_confusion(model, data.test.to(next(model.parameters()).device))
+    mlflow.log_figure(plots.confusion(counts, title), CONFUSION_FIGURE)
 
 
 def save_model(
@@ -283,7 +288,7 @@ def describe(config: TrainConfig) -> str:
     arch = (
         f"FCN {'-'.join(map(str, (784, *config.hidden, 10)))}"
         if config.model == "fcn"
-        else {"study_cnn": "study CNN", "fast_cnn": "fast CNN"}[config.model]
+        else MODEL_LABELS[config.model]
     )
     extras = [f"dropout {config.dropout:g}"] if config.dropout else []
     extras += ["batch norm"] if config.batch_norm else []

@@ -22,6 +22,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullLocator
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from pipeline.core.metrics import VAL_ACC
+
 vis = optuna.visualization.matplotlib
 ACC = "validation accuracy"
 SIZE = (10, 5.2)  # inches; the parallel coordinates widen with their number of axes
@@ -172,13 +174,13 @@ def parallel_coordinate(study: optuna.Study) -> Figure:
     width = min(MAX_WIDTH, max(7.0, 1.5 + 0.95 * (len(names) + 1)))
     fig, host = plt.subplots(figsize=(width, SIZE[1]))
     host.set(xlim=(-0.3, len(names) + 0.3), ylim=(0, 1), facecolor="white")
-    host.set_xticks(range(len(names) + 1), ["val_acc", *names], fontsize=9)
+    host.set_xticks(range(len(names) + 1), [VAL_ACC, *names], fontsize=9)
     host.yaxis.set_visible(False)
     host.grid(False)
     for spine in host.spines.values():
         spine.set_visible(False)
     # The colour bar is the first axis: a line starts at its trial's value on it.
-    bar = host.inset_axes([-0.06, 0, 0.12, 1], transform=host.transData, label="val_acc")
+    bar = host.inset_axes([-0.06, 0, 0.12, 1], transform=host.transData, label=VAL_ACC)
     fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), cax=bar)
     bar.yaxis.set_ticks_position("left")
     _ticks(bar, FloatDistribution(low, high), low, high)

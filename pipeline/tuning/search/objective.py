@@ -16,7 +16,8 @@ import optuna
 
 from pipeline.core.data import FashionMNIST
 from pipeline.core.errors import first_line
-from pipeline.core.training import TEST_ACC, VAL_ACC, Diverged, EpochEnd, TrainResult
+from pipeline.core.metrics import TEST_ACC, VAL_ACC
+from pipeline.core.training import Diverged, EpochEnd, TrainResult
 from pipeline.tracking import log as tracklog
 from pipeline.tuning.attrs import (
     FAIL_REASON_ATTR,
@@ -86,7 +87,7 @@ def make_objective(
         )
         tags = {
             **study_tags,
-            "trial_number": str(trial.number),
+            logged_models.TRIAL_TAG: str(trial.number),
             "trial_state": "RUNNING",
             WORKER_ATTR: worker[WORKER_ATTR],
         }
