@@ -10,12 +10,11 @@ heartbeats; see docs/scaling-out.md).
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
-from pathlib import Path
 
 import mlflow
+import psutil
 
 from pipeline.core.errors import first_line
 from pipeline.tracking.tags import set_tags
@@ -24,22 +23,19 @@ HOST_TAG, PID_TAG, START_TAG = "owner_host", "owner_pid", "owner_start"
 
 
 def process_start(pid: int) -> str:
-    """The process's start time in clock ticks since boot (Linux), '' where unknown."""
+    """The process's start time in seconds since boot, '' where unknown. psutil gives it since
+    the epoch, through the boot time; less that boot time, a step of the system clock (NTP),
+    which moves both, cannot make a live owner look like another process."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return f"{psutil.Process(pid).create_time() - psutil.boot_time():.2f}"
+    except psutil.Error:
         return ""
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
 
 
 def alive(pid: int, start: str) -> bool:
     """Is process `pid` (started at `start`, '' when unknown) still running on this host?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not psutil.pid_exists(pid):
         return False
-    except PermissionError:
-        pass  # exists, owned by another user
     return not start or process_start(pid) in ("", start)
 
 
