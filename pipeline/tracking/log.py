@@ -27,7 +27,7 @@ from pipeline.core.config import TrainConfig
 from pipeline.core.data import CLASSES, FashionMNIST, Split
 from pipeline.core.metrics import TRAIN_TIME
 from pipeline.core.training import Callback, EpochEnd, TrainResult, predict, train
-from pipeline.core.words import MODEL_LABELS
+from pipeline.core.words import describe
 from pipeline.tracking import fashion_mnist_pyfunc
 from pipeline.tracking.lifecycle import log_new_params, tracked_run
 
@@ -281,24 +281,3 @@ def save_model(
         # it would load the model once more; tests serve it for real
         validate_serving_input=False,
     )
-
-
-def describe(config: TrainConfig) -> str:
-    """A short human title for figures: model, widths, optimizer and lr."""
-    arch = (
-        f"FCN {'-'.join(map(str, (784, *config.hidden, 10)))}"
-        if config.model == "fcn"
-        else MODEL_LABELS[config.model]
-    )
-    extras = [f"dropout {config.dropout:g}"] if config.dropout else []
-    extras += ["batch norm"] if config.batch_norm else []
-    extras += [f"init {config.init}"] if config.init != "default" else []
-    extras += [f"{config.schedule} schedule"] if config.schedule != "constant" else []
-    extras += [f"label smoothing {config.label_smoothing:g}"] if config.label_smoothing else []
-    extras += (
-        [f"flips + shifts of {config.max_shift}" if config.max_shift else "flips"]
-        if config.augment
-        else []
-    )
-    extras += [] if config.holdout else ["all 60,000 training images"]
-    return ", ".join([f"{arch}: {config.optimizer} lr {config.lr:g}", *extras])
