@@ -17,7 +17,7 @@ import mlflow
 import psutil
 
 from pipeline.core.errors import first_line
-from pipeline.tracking.tags import set_tags
+from pipeline.tracking.tags import END_REASON, set_tags
 
 HOST_TAG, PID_TAG, START_TAG = "owner_host", "owner_pid", "owner_start"
 
@@ -69,7 +69,7 @@ def close_orphans() -> list[str]:
             set_tags(
                 run.info.run_id,
                 {
-                    "end_reason": (
+                    END_REASON: (
                         f"its process {pid} on {socket.gethostname()} ended without closing it "
                         "(killed, out of memory or power loss); closed by a later command"
                     )

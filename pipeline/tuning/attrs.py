@@ -15,3 +15,5 @@ WORKER_ATTR = "worker"  # host:pid of the process that ran the trial
 WORKER_START_ATTR = "worker_start"  # its start time, so a reused pid is not taken for it
 EPOCHS_ATTR = "epochs"  # of the study: its trials' length, chosen when it was created
 TRIAL_MODEL_ATTR, TRIAL_EPOCHS_ATTR = "model", "epochs"  # a frontier trial's family and epochs
+# On a trial's MLflow run: its Optuna state (RUNNING, COMPLETE, PRUNED, FAIL) and why it ended so
+TRIAL_STATE_TAG, TRIAL_REASON_TAG = "trial_state", "trial_reason"
