@@ -26,7 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench import ROOT
+
 SLOW_EPOCH_S = 13.2  # the slow machine's 1024-512 FCN epoch at batch 256, the trial alone
 
 
@@ -38,11 +39,13 @@ def on_core(cpu: int | None):
 def start_study(
     seed: int, folder: Path, data_dir: Path, cpu: int | None, nice: int = 0
 ) -> subprocess.Popen:
+    from pipeline.tracking.store import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
+
     folder.mkdir(parents=True)
     env = dict(
         os.environ,
-        MLFLOW_TRACKING_URI="sqlite:///mlflow.db",
-        MLFLOW_EXPERIMENT_NAME="fashion-mnist",
+        MLFLOW_TRACKING_URI=DEFAULT_TRACKING_URI,
+        MLFLOW_EXPERIMENT_NAME=DEFAULT_EXPERIMENT,
         PYTHONPATH=str(ROOT),
     )
     for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
@@ -75,15 +78,20 @@ def start_study(
 def read_study(folder: Path, wall_s: float, returncode: int) -> dict:
     """What the study did, from its log's lines and its Optuna storage."""
     import optuna
+    from sqlalchemy.engine import make_url
 
-    from pipeline.core.training import TEST_ACC
+    from pipeline.core.metrics import TEST_ACC
     from pipeline.tuning.attrs import completed_value
     from pipeline.tuning.summary import best_of_each_kind, sampled_by
+    from pipeline.tuning.tune_settings import DEFAULT_STORAGE, TuneOptions
 
     log = (folder / "tune.log").read_text()
     line = re.search(r"~([\d.]+) s per epoch .* trials of (\d+) epochs", log)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name="fcn", storage=f"sqlite:///{folder / 'optuna.db'}")
+    # tune's default storage and study name, in the folder the study ran in
+    url = make_url(DEFAULT_STORAGE)
+    storage = url.set(database=str(folder / str(url.database))).render_as_string()
+    study = optuna.load_study(study_name=TuneOptions().resolve().study_name, storage=storage)
     states = [t.state.name for t in study.trials]
     start, own = best_of_each_kind(study)
     best = study.best_trial if "COMPLETE" in states else None

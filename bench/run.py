@@ -1,17 +1,17 @@
 """The speed benchmark: one run, one machine, every figure (`python -m bench --help`).
 
-Measures (bench/measure.py), in this order: how long `python -m pipeline --help` and an argument
-error take; the float32 matmul rate (the floor's reference); the base FCN for 50 epochs through
-our core, its FLOPs and its ratio to the floor; the same through a faithful copy of the study's
-DataLoader loop (bench/study_loop.py); the study's CNN for 10 epochs as the replication report
-trains it; our fast CNN recipe and its time to 93.5% / 94.0% test accuracy; the CNN recipe
-held out and on all 60,000 images and the FCN recipe that passes 90.5%, over 3 seeds; the cost
-of MLflow tracking and of an Optuna trial around the same training; and tune's trials per hour
-with one 2-thread process vs two 1-thread processes on one storage; make's default study over 4
-seeds on an emulated slow machine and on this one (bench/default_study.py); and the base FCN
-served by `mlflow models serve` under 1, 4 and 16 concurrent clients (bench/serve.py). It prints
-a table (bench/table.py) and writes every figure as JSON. It asserts nothing: it is a tool, not
-a test.
+Measures, in this order: how long `python -m pipeline --help` and an argument error take; the
+float32 matmul rate (the floor's reference); the base FCN for 50 epochs through our core, its
+FLOPs and its ratio to the floor; the same through a faithful copy of the study's DataLoader
+loop (bench/study_loop.py); the study's CNN for 10 epochs as the replication report trains it;
+our fast CNN recipe and its time to 93.5% / 94.0% test accuracy; the CNN recipe held out and on
+all 60,000 images and the FCN recipe that passes 90.5%, over 3 seeds (all these in
+bench/measure.py); the cost of MLflow tracking and of an Optuna trial around the same training,
+and tune's trials per hour with one 2-thread process vs two 1-thread processes on one storage
+(bench/overhead.py); make's default study over 4 seeds on an emulated slow machine and on this
+one (bench/default_study.py); and the base FCN served by `mlflow models serve` under 1, 4 and 16
+concurrent clients (bench/overhead.py, bench/serve.py). It prints a table (bench/table.py) and
+writes every figure as JSON. It asserts nothing: it is a tool, not a test.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Annotated
 
 import typer
 
-from bench import measure
+from bench import measure, overhead
 from bench.default_study import default_study
 from bench.table import table
 
@@ -160,12 +160,12 @@ def plan(
         "recipes": lambda: m.recipes(data, (0, 1) if quick else (0, 1, 2), 1 if quick else None),
         # 50 epochs (the study's run length): long enough for MLflow's system-metrics sampler
         # (every 5 s) to take several samples in each run
-        "tracking": lambda: m.tracking_overhead(data, 1 if quick else 50, tmp),
-        "tune": lambda: m.trials_per_hour(data_dir, tune_seconds, 20, tmp),
+        "tracking": lambda: overhead.tracking_overhead(data, 1 if quick else 50, tmp),
+        "tune": lambda: overhead.trials_per_hour(data_dir, tune_seconds, 20, tmp),
         # make's default study, 4 seeds on an emulated slow machine and on this one
         "study": lambda: default_study(data_dir, study_args[0], tmp, study_args[1]),
         # a briefly trained base FCN behind `mlflow models serve`; --quick: one worker, 1 s
-        "serving": lambda: m.serving(
+        "serving": lambda: overhead.serving(
             data,
             tmp,
             1 if quick else 2,

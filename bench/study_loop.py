@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.core.metrics import TEST_ACC, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS, VAL_ACC, VAL_LOSS
+
 
 def torchvision_root(data_dir: Path, raw_files: dict[str, Path]) -> Path:
     """A torchvision root (FashionMNIST/raw/ with the decompressed IDX files) made from the
@@ -94,12 +96,12 @@ def train(
         test = evaluate(model, test_loader, loss_fn)
         history.append(
             {
-                "train_loss": running / n,
-                "train_acc": correct / n,
-                "val_loss": val[0],
-                "val_acc": val[1],
-                "test_loss": test[0],
-                "test_acc": test[1],
+                TRAIN_LOSS: running / n,
+                TRAIN_ACC: correct / n,
+                VAL_LOSS: val[0],
+                VAL_ACC: val[1],
+                TEST_LOSS: test[0],
+                TEST_ACC: test[1],
             }
         )
         epoch_times.append(time.perf_counter() - t0)

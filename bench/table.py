@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pipeline.core.metrics import TEST_ACC
+
 
 def table(results: dict) -> str:
     r = results
@@ -33,7 +35,7 @@ def _fcn(r: dict) -> list[str]:
         f"base FCN, our core:        {f['wall_s']:.1f} s for {f['epochs']} epochs "
         f"({f['epoch_s_median']:.2f} s/epoch; {f['gflop_per_epoch']:.0f} GFLOP/epoch;"
         f" floor {f['floor_s']:.1f} s; {f['ratio_to_floor']:.2f}x the floor), "
-        f"test {100 * f['test_acc']:.2f}%",
+        f"test {100 * f[TEST_ACC]:.2f}%",
         f"  its matmuls alone, at the batch's shapes: {f['gemm_epoch_s']:.2f} s/epoch "
         f"({f['gemm_gflops']:.0f} GFLOP/s); the whole training is "
         f"{f['ratio_to_gemm_floor']:.2f}x that",
@@ -53,7 +55,7 @@ def _study_loop(r: dict) -> list[str]:
     s = r["study_loop"]
     line = (
         f"base FCN, study's loop:    {s['wall_s']:.1f} s for {s['epochs']} epochs "
-        f"({s['epoch_s_median']:.2f} s/epoch), test {100 * s['test_acc']:.2f}%"
+        f"({s['epoch_s_median']:.2f} s/epoch), test {100 * s[TEST_ACC]:.2f}%"
     )
     if "fcn" in r and r["fcn"]["epochs"] == s["epochs"] and not r["quick"]:
         line += f"; ours is {s['wall_s'] / r['fcn']['wall_s']:.1f}x faster"
@@ -69,7 +71,7 @@ def _cnn(key: str, label: str):
         out = [
             f"{label}, {c['config']['epochs']} epochs: ".ljust(27)
             + f"{c['wall_s']:.1f} s ({c['epoch_s_median']:.1f} s/epoch), test "
-            f"{100 * c['test_acc']:.2f}% (best epoch {100 * c['best_test_acc']:.2f}%)"
+            f"{100 * c[TEST_ACC]:.2f}% (best epoch {100 * c['best_test_acc']:.2f}%)"
         ]
         marks = ", ".join(
             f"{k.split('_')[-1]}%: " + ("not reached" if v is None else f"{v:.0f} s")
@@ -92,7 +94,7 @@ def _recipes(r: dict) -> list[str]:
         c = r["recipes"].get(key)
         if c is None:  # a results file from before this recipe was measured
             continue
-        seeds = ", ".join(f"{100 * run['test_acc']:.2f}" for run in c["runs"])
+        seeds = ", ".join(f"{100 * run[TEST_ACC]:.2f}" for run in c["runs"])
         val = f"val {100 * c['val_acc_mean']:.2f}%" if "val_acc_mean" in c else "no val split"
         lines.append(
             f"{label}, {c['config']['epochs']} epochs, {len(c['runs'])} seeds: test "

@@ -116,26 +116,25 @@ batch_size: 32
 
 @pytest.fixture
 def settings(tmp_path, tracking_env):
-    """make(...) -> TuneSettings of a tiny FCN study with private stores."""
+    """make(...) -> the TuneSettings of a tiny FCN study with private stores, resolved from
+    TuneOptions (so every other value is tune's default); keyword arguments are options."""
     import mlflow
 
-    from pipeline.tuning.space import load_space
-    from pipeline.tuning.tune_settings import TuneSettings
+    from pipeline.tuning.tune_settings import TuneOptions
 
-    def make(space_text=SMALL_SPACE, n_trials=3, pruner="median", study_name="s"):
+    def make(space_text=SMALL_SPACE, **overrides):
         path = tmp_path / "space.yaml"
         path.write_text(space_text)
         mlflow.set_experiment("tests")
-        return TuneSettings(
-            model="fcn",
-            space=load_space(path),
-            study_name=study_name,
+        typed = dict(
+            space=str(path),
             storage=f"sqlite:///{tmp_path / 'optuna.db'}",
-            n_trials=n_trials,
-            timeout=None,
+            study_name="s",
+            n_trials=3,
+            timeout=0,
             epochs=2,
-            seed=0,
-            pruner=pruner,
+            pruner="median",
         )
+        return TuneOptions(**{**typed, **overrides}).resolve()
 
     return make

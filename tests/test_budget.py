@@ -119,7 +119,7 @@ def test_a_new_study_gets_the_fitted_length_and_a_resumed_one_its_own(
     assert resumed.epochs == 14
     assert "trials of 14 epochs as this study began" in capsys.readouterr().out
     given = budget.fit(
-        dataclasses.replace(settings, study_name="other", epochs=3),
+        dataclasses.replace(opts, study_name="other", epochs=3).resolve(),
         tiny_data,
         storage,
         epochs_given=True,
@@ -151,7 +151,7 @@ def test_a_study_where_tpe_never_ran_and_nothing_was_pruned_says_so():
     study = optuna.create_study(direction="maximize")
     finished(study, 0.90, 0, fixed={"lr": 1e-3})
     finished(study, 0.89, 1, fixed={"lr": 1e-3})
-    settings = dataclasses.replace(TuneOptions().resolve(), epochs=14)
+    settings = TuneOptions(epochs=14).resolve()
     assert set(summary.sampled_by(study).values()) == {"start"}
     lines = summary.summary(study, settings).splitlines()
     assert lines[-2:] == [

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from pipeline.core import data
+from pipeline.core.metrics import EPOCH_METRICS, TRAIN_TIME
 from pipeline.core.recipes import RECIPES, TAG
-from pipeline.core.training import EPOCH_METRICS, TRAIN_TIME
 from tests.conftest import ROOT, cli
 
 pytestmark = pytest.mark.slow

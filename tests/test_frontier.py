@@ -13,8 +13,8 @@ import optuna
 import pytest
 
 from pipeline.core import data
+from pipeline.core.metrics import TRAIN_TIME, VAL_ACC
 from pipeline.core.recipes import RECIPES
-from pipeline.core.training import TRAIN_TIME, VAL_ACC
 from pipeline.replication.report.frontier import frontier_markdown
 from pipeline.tuning import directions, pareto, summary
 from pipeline.tuning.study import tune

@@ -3,7 +3,6 @@ kept."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import mlflow
@@ -68,7 +67,7 @@ def test_keep_best_deletes_the_rest_of_the_study_but_never_a_registered_model(tr
 
 
 def test_a_study_keeps_the_models_of_its_best_trials(settings, tiny_data, monkeypatch):
-    s = dataclasses.replace(settings(n_trials=4), keep_models=1)
+    s = settings(n_trials=4, keep_models=1)
     files = {}
     real_keep_best = logged_models.keep_best
 

@@ -138,6 +138,15 @@ def test_to_argv_gives_the_options_back():
     assert "--quick" not in options.to_argv(ReplicateOptions())
 
 
+def test_tune_settings_take_every_default_from_tune_options():
+    # a default of its own would be a second definition, free to drift from the option's
+    own = [f.name for f in dataclasses.fields(TuneSettings) if f.default is not dataclasses.MISSING]
+    assert own == []
+    settings = TuneOptions().resolve()
+    for name in ("storage", "seed", "grace_period", "heartbeat", "keep_models", "objectives"):
+        assert getattr(settings, name) == getattr(TuneOptions(), name)
+
+
 def test_tune_settings_keep_their_contract():
     fields = {f.name for f in dataclasses.fields(TuneSettings)}
     assert {

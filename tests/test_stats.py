@@ -1,4 +1,5 @@
-"""Per-class scores, spread, Welch's t-test and time-to-accuracy on numbers checked by hand."""
+"""Confusion counts, per-class scores, spread, Welch's t-test and time-to-accuracy on numbers
+checked by hand."""
 
 import math
 
@@ -15,6 +16,12 @@ def test_per_class_scores_from_a_confusion_matrix():
     assert s["precision"] == pytest.approx([8 / 9, 9 / 11, 0.0])
     assert s["f1"][0] == pytest.approx(2 * 0.8 * (8 / 9) / (0.8 + 8 / 9))
     assert list(s["support"]) == [10, 10, 0]
+
+
+def test_confusion_counts_put_true_classes_in_rows():
+    # class 3: never seen, never predicted; its row and column still there, empty
+    counts = stats.confusion_counts(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 0, 2]), 4)
+    assert counts.tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]
 
 
 def test_per_class_from_counts_equals_per_class_from_labels():

@@ -8,6 +8,7 @@ import matplotlib
 import optuna
 import pytest
 
+from pipeline.tuning import parallel_figure
 from pipeline.tuning import study_figures as plots
 from pipeline.tuning.space import load_space
 
@@ -121,7 +122,7 @@ def test_integers_come_from_the_distributions_not_from_names():
         ),
         n_trials=8,
     )
-    fig = plots.parallel_coordinate(study)
+    fig = parallel_figure.parallel_coordinate(study)
     fig.canvas.draw()
     axes = axes_of(fig)
     assert tick_texts(axes["units"]) and all(t.isdigit() for t in tick_texts(axes["units"]))
@@ -145,7 +146,7 @@ def test_log_axes_have_a_few_plain_ticks(fcn_figures):
 
 def test_a_narrow_log_range_still_gets_several_ticks():
     study = fake_study("search_spaces/cnn.yaml", "fast_cnn", 12)
-    fig = plots.parallel_coordinate(study)
+    fig = parallel_figure.parallel_coordinate(study)
     fig.canvas.draw()
     axes = axes_of(fig)
     assert tick_texts(axes["lr"]) == ["0.03", "0.1", "0.3"]  # 0.02..0.4: 1-3-10 steps
@@ -178,7 +179,7 @@ def test_the_best_trial_is_highlighted(fcn_figures):
     red = [
         line
         for line in host.get_lines()
-        if matplotlib.colors.same_color(line.get_color(), plots.BEST["color"])
+        if matplotlib.colors.same_color(line.get_color(), parallel_figure.BEST["color"])
     ]
     assert len(red) == 1
     assert red[0].get_ydata()[0] == max(line.get_ydata()[0] for line in host.get_lines())

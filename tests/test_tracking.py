@@ -111,6 +111,21 @@ def test_runs_of_other_hosts_or_reused_pids_are_judged_correctly(tracking_env):
     assert client.get_run(other_host).info.status == "RUNNING"
 
 
+def test_a_process_start_is_read_since_boot_and_unknown_for_no_process():
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=-1)
+    try:
+        start = orphans.process_start(child.pid)
+        # the kernel's own record, field 22 of /proc/PID/stat: clock ticks since boot
+        ticks = open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[19]
+        assert float(start) == pytest.approx(int(ticks) / os.sysconf("SC_CLK_TCK"), abs=1e-6)
+        assert orphans.alive(child.pid, start)
+        assert not orphans.alive(child.pid, f"{float(start) - 1:.2f}")  # the pid, reused
+    finally:
+        child.communicate(b"")
+    assert not orphans.alive(child.pid, start)
+    assert orphans.process_start(4194304) == ""  # above any pid_max: no such process
+
+
 def test_commands_starting_together_close_the_same_orphans_without_an_error(tracking_env, capfd):
     # Tune workers started together all close a dead worker's runs at once; MLflow's set_tag
     # then failed the later writers of end_reason with a UNIQUE constraint (CI, stop 18).

@@ -5,12 +5,11 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from pipeline.core.config import TrainConfig
+from pipeline.core.metrics import EPOCH_METRICS
+from pipeline.core.optimizers import make_optimizer, make_schedule
 from pipeline.core.training import (
-    EPOCH_METRICS,
     EVAL_BATCH,
     Diverged,
-    make_optimizer,
-    make_schedule,
     predict,
     train,
 )

@@ -11,7 +11,6 @@ from pipeline.tuning.registry import logged_models
 from pipeline.tuning.search import objective, sampler
 from pipeline.tuning.search.sampler import open_study
 from pipeline.tuning.study import tune
-from pipeline.tuning.tune_settings import TuneSettings
 from pipeline.tuning.workers import storage
 
 
@@ -164,8 +163,7 @@ def history(study):
 
 def test_the_same_seed_and_config_give_the_same_study(settings, tiny_data, tmp_path, no_summary):
     first = tune(settings(n_trials=2), tiny_data)
-    again = settings(n_trials=2)
-    again = TuneSettings(**{**again.__dict__, "storage": f"sqlite:///{tmp_path / 'again.db'}"})
+    again = settings(n_trials=2, storage=f"sqlite:///{tmp_path / 'again.db'}")
     assert history(tune(again, tiny_data)) == history(first)
 
 
@@ -179,8 +177,7 @@ def test_a_resumed_study_continues_the_sampler_s_sequence(settings, tiny_data, n
 
 
 def test_the_study_wide_cap_counts_every_worker_s_trials(settings, tiny_data, no_summary):
-    s = settings(n_trials=10)
-    s = TuneSettings(**{**s.__dict__, "total_trials": 2})
+    s = settings(n_trials=10, total_trials=2)
     tune(s, tiny_data)
     study = tune(s, tiny_data)  # a second worker finds the study full at once
     assert len(study.trials) == 2

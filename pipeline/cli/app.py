@@ -73,7 +73,9 @@ def fail(message: str, code: int) -> None:
         try:
             import mlflow
 
-            mlflow.MlflowClient().set_tag(run_id, "end_reason", f"error: {message}"[:500])
+            from pipeline.tracking.tags import END_REASON
+
+            mlflow.MlflowClient().set_tag(run_id, END_REASON, f"error: {message}"[:500])
         except Exception:  # a store that is itself the problem: the line above says enough
             pass
     sys.exit(code)

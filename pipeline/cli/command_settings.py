@@ -15,9 +15,8 @@ from pipeline.core import options
 from pipeline.core.config import data_dir
 from pipeline.core.recipes import TrainOptions
 from pipeline.replication.replicate_settings import ReplicateOptions
+from pipeline.tracking.registered import DEFAULT_MODEL_URI
 from pipeline.tuning.tune_settings import DEFAULT_STORAGE, TuneOptions
-
-DEFAULT_MODEL_URI = "models:/fashion-mnist-fcn@champion"
 
 
 @dataclass(frozen=True)

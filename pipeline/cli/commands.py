@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from pipeline.cli.command_settings import EvaluateOptions, PredictOptions, PrepareOptions
+from pipeline.core.metrics import TEST_ACC, VAL_ACC
 from pipeline.core.recipes import TAG, TrainOptions
 from pipeline.replication.replicate_settings import ReplicateOptions
 
@@ -45,10 +46,10 @@ def train(opts: TrainOptions) -> None:
     tags = {TAG: opts.recipe} if opts.recipe else None  # the params say what it overrode
     trained = tracklog.train_run(opts.config, dataset, log_model=True, tags=tags)
     final, result = trained.result.final, trained.result
-    val = f"val_acc {final['val_acc']:.4f}, " if "val_acc" in final else "no val split, "
+    val = f"val_acc {final[VAL_ACC]:.4f}, " if VAL_ACC in final else "no val split, "
     print(
         f"run {trained.run_id}: {val}test_acc "
-        f"{final['test_acc']:.4f}, {result.train_time_s:.1f} s; model models:/"
+        f"{final[TEST_ACC]:.4f}, {result.train_time_s:.1f} s; model models:/"
         f"{trained.model_id}. {store.look_at_it()}"
     )
 

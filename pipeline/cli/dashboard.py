@@ -41,7 +41,12 @@ def check_exists(url: str) -> None:
     """Refuse an SQLite or journal storage whose file does not exist."""
     if "://" in url and not url.startswith("sqlite:"):
         return  # a database server: make_storage reports what is wrong with it
-    path = url.split("://", 1)[1].removeprefix("/").split("?")[0] if "://" in url else url
+    if "://" in url:
+        from sqlalchemy.engine import make_url  # SQLAlchemy: not for --help
+
+        path = make_url(url).database or ""
+    else:
+        path = url
     if path in ("", ":memory:"):
         raise UserError(
             f"storage {url}: an in-memory database holds no study; give the "

@@ -292,11 +292,9 @@ def parse_widths(
         sizes = tuple(int(p) for p in parts)
     except (TypeError, ValueError):
         sizes = ()
-    if not sizes or any(isinstance(p, (bool, float)) for p in parts):
-        what = "is not a list of positive layer sizes"
+    bad_type = not sizes or any(isinstance(p, (bool, float)) for p in parts)
+    if bad_type or not all(1 <= s <= (high or math.inf) for s in sizes):
+        limit = f" up to {high}" if high else ""
+        what = f"is not a list of positive layer sizes{limit}"
         raise ConfigError(f"{name}: {quote(value)} {what}; {example}")
-    if not all(1 <= s <= (high or math.inf) for s in sizes):
-        raise ConfigError(
-            f"{name}: {quote(value)} is not a list of positive layer sizes up to {high}; {example}"
-        )
     return sizes

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from pipeline.core import files
 from pipeline.core.data import CLASSES
 from pipeline.core.errors import UserError
+from pipeline.core.metrics import TEST_ACC, VAL_ACC
 
 SPLIT_STYLE = {"train": ("tab:blue", "-"), "val": ("tab:orange", "-"), "test": ("tab:green", "--")}
 # The train numbers are running means while the weights change (and dropout is on), so they can
@@ -56,9 +57,9 @@ def curves(history: Sequence[dict[str, float]], title: str) -> Figure:
         )
     final = history[-1]
     loss_ax.set(title="Cross-entropy loss", xlabel="epoch", ylabel="loss")
-    val = f"val {100 * final['val_acc']:.2f}%, " if "val_acc" in final else ""
+    val = f"val {100 * final[VAL_ACC]:.2f}%, " if VAL_ACC in final else ""
     acc_ax.set(
-        title=f"Accuracy (final: {val}test {100 * final['test_acc']:.2f}%)",
+        title=f"Accuracy (final: {val}test {100 * final[TEST_ACC]:.2f}%)",
         xlabel="epoch",
         ylabel="accuracy (%)",
     )

@@ -1,7 +1,9 @@
-"""Numbers from numbers: per-class scores, spread over seeds, Welch's t-test, time-to-accuracy.
+"""Numbers from numbers: confusion counts, per-class scores, spread over seeds, Welch's t-test,
+time-to-accuracy.
 
-sklearn.metrics gives the per-class scores, scipy.stats the t-test: `evaluate` and the
-replication report both use them, and the tests need no model, no data and no tracking store.
+sklearn.metrics gives the confusion counts and per-class scores, scipy.stats the t-test:
+training runs, `evaluate` and the replication report all use them, and the tests need no model,
+no data and no tracking store.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as scipy_stats
-from sklearn.metrics import precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from pipeline.core.metrics import EPOCH_TIME, VAL_ACC
+
+ALPHA = 0.05  # significance level: a difference with p >= ALPHA is inside the noise
 
 
 def class_scores(
@@ -30,6 +36,12 @@ def class_scores(
         "f1": f1,
         "support": np.asarray(support, dtype=np.int64),
     }
+
+
+def confusion_counts(true: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """The confusion matrix of classes 0..n_classes-1: rows true classes, columns predicted
+    ones (what `per_class` reads)."""
+    return confusion_matrix(true, predicted, labels=np.arange(n_classes))
 
 
 def per_class(counts: np.ndarray) -> dict[str, np.ndarray]:
@@ -70,7 +82,7 @@ class Comparison:
     df: float
     p: float
 
-    def significant(self, alpha: float = 0.05) -> bool:
+    def significant(self, alpha: float = ALPHA) -> bool:
         return self.p < alpha
 
 
@@ -91,8 +103,8 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Comparison:
 def time_to_accuracy(
     history: Sequence[dict[str, float]],
     threshold: float,
-    metric: str = "val_acc",
-    clock: str = "epoch_time_s",
+    metric: str = VAL_ACC,
+    clock: str = EPOCH_TIME,
 ) -> float | None:
     """Wall seconds (summed per-epoch times, evaluation included) until `metric` first reaches
     `threshold`; None when it never does."""

@@ -19,7 +19,8 @@ import torch
 from pipeline.core.config import TrainConfig
 from pipeline.core.data import FashionMNIST
 from pipeline.core.models import build_model
-from pipeline.core.training import EVAL_BATCH, make_optimizer, pick_device, predict, train_step
+from pipeline.core.optimizers import make_optimizer
+from pipeline.core.training import EVAL_BATCH, pick_device, predict, train_step
 
 WARMUP_STEPS = 3  # the first steps allocate buffers and pick kernels
 MIN_STEPS = 3  # per window

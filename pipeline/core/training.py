@@ -26,18 +26,17 @@ from pipeline.core.augment import cutout, flip_and_shift
 from pipeline.core.config import TrainConfig
 from pipeline.core.data import FashionMNIST, Split
 from pipeline.core.errors import UserError
-from pipeline.core.metrics import (  # noqa: F401
-    EPOCH_METRICS,
+from pipeline.core.metrics import (
     EPOCH_TIME,
     TEST_ACC,
     TEST_LOSS,
     TRAIN_ACC,
     TRAIN_LOSS,
-    TRAIN_TIME,
     VAL_ACC,
     VAL_LOSS,
 )
 from pipeline.core.models import build_model
+from pipeline.core.optimizers import make_optimizer, make_schedule
 from pipeline.core.whitening import init_whitening
 
 # Inference batch, unless the model names its own (`eval_batch`, as the CNNs do). Measured on 2
@@ -51,7 +50,7 @@ class Diverged(UserError):
 
     def __init__(self, epoch: int, loss: float):
         super().__init__(
-            f"training diverged at epoch {epoch}: train_loss is {loss}; "
+            f"training diverged at epoch {epoch}: {TRAIN_LOSS} is {loss}; "
             "lower --lr or add batch norm"
         )
         self.epoch, self.loss = epoch, loss
@@ -98,51 +97,6 @@ def default_workers() -> int:
 def share_threads(workers: int) -> int:
     """Each process's share of this process's threads when `workers` train at once."""
     return max(1, torch.get_num_threads() // workers)
-
-
-def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
-    # fused: one kernel for all parameters per step (PyTorch has it on CPU and CUDA for SGD,
-    # Adam and AdamW), instead of a loop of elementwise ops per parameter tensor.
-    lr, wd = config.lr, config.weight_decay
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=wd, fused=True)
-    if config.optimizer == "momentum":
-        return torch.optim.SGD(
-            params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd, fused=True
-        )
-    if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=wd)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd, fused=True)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=wd, fused=True)
-
-
-def make_schedule(
-    config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-step learning-rate factor: constant; or linear warm-up for one epoch (large early
-    steps of adaptive optimizers are the usual divergence) then cosine decay to zero; or one
-    cycle: a linear rise to the peak over 20% of the steps, then a linear fall to zero."""
-    if config.schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    total = config.epochs * steps_per_epoch
-    if config.schedule == "onecycle":
-        peak = max(round(0.2 * total), 1)
-
-        def onecycle(step: int) -> float:
-            if step < peak:
-                return (step + 1) / peak
-            return max(total - step, 0) / max(total - peak, 1)
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, onecycle)
-    warmup = steps_per_epoch if config.epochs > 1 else 0
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def autocast(device: torch.device) -> torch.autocast:

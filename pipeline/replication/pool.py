@@ -91,7 +91,7 @@ def train_seed(settings: ReplicateSettings, job: Job, data: FashionMNIST) -> See
         },
     )
     run_id, result = trained.run_id, trained.result
-    counts = tracklog.confusion_counts(result.model, data.test)
+    counts = tracklog.model_confusion(result.model, data.test)
     recall = per_class(counts)["recall"]
     client = mlflow.MlflowClient()
     now = int(1000 * time.time())

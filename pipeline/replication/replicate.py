@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.core.config import MODELS
 from pipeline.core.data import FashionMNIST
+from pipeline.core.metrics import TEST_ACC, VAL_ACC
 from pipeline.core.training import pick_device
 from pipeline.replication.experiments import VARIANTS, variant_keys
 from pipeline.replication.pool import Job, plan, subset, train_all
@@ -33,7 +34,10 @@ from pipeline.replication.report.folder import check_out_dir, write_report
 from pipeline.replication.report.inputs import ReportInput, SeedRun, TunedRow, read_results
 from pipeline.replication.tables import TableRuns, summary_metrics
 from pipeline.tracking import lifecycle
+from pipeline.tracking.registered import CHAMPION_ALIAS, champion_uri, registry_name
 from pipeline.tuning.pareto import read_latest
+from pipeline.tuning.registry.logged_models import TRIAL_TAG
+from pipeline.tuning.tune_settings import STUDY_TAG
 
 
 def machine(settings: ReplicateSettings | None = None) -> str:
@@ -72,8 +76,8 @@ class Progress:
         f = run.final
         print(
             f"[{self.done}/{self.total}, {(time.perf_counter() - self.start) / 60:.1f} min] "
-            f"{label}, seed {seed}: val {100 * f['val_acc']:.2f}%, test "
-            f"{100 * f['test_acc']:.2f}%, {run.train_time_s:.0f} s",
+            f"{label}, seed {seed}: val {100 * f[VAL_ACC]:.2f}%, test "
+            f"{100 * f[TEST_ACC]:.2f}%, {run.train_time_s:.0f} s",
             flush=True,
         )
 
@@ -83,20 +87,20 @@ def tuned_champions() -> list[TunedRow]:
     client = mlflow.MlflowClient()
     rows = []
     for model in MODELS:
-        name = f"fashion-mnist-{model}"
+        name = registry_name(model)
         try:
-            version = client.get_model_version_by_alias(name, "champion")
+            version = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
         except MlflowException:
             continue
         try:
             rows.append(
                 TunedRow(
-                    f"{model} ({version.tags.get('study_name', '?')} trial "
-                    f"{version.tags.get('trial_number', '?')})",
-                    f"models:/{name}@champion",
+                    f"{model} ({version.tags.get(STUDY_TAG, '?')} trial "
+                    f"{version.tags.get(TRIAL_TAG, '?')})",
+                    champion_uri(model),
                     version.run_id or "",
-                    float(version.tags["val_acc"]),
-                    float(version.tags["test_acc"]),
+                    float(version.tags[VAL_ACC]),
+                    float(version.tags[TEST_ACC]),
                 )
             )
         except (KeyError, ValueError):

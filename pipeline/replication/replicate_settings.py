@@ -14,11 +14,11 @@ from pipeline.core import options
 from pipeline.core.config import MAX_EPOCHS, TrainConfig, data_dir
 from pipeline.core.recipes import CNN
 from pipeline.replication.experiments import VARIANTS
+from pipeline.tuning.tune_settings import MAX_WORKERS
 
 QUICK_EPOCHS, QUICK_CNN_EPOCHS, QUICK_SEEDS, QUICK_TRAIN_SIZE = 2, 1, 2, 10_000
 SEEDS = 3
 MAX_SEEDS = 100  # each seed trains every variant again: 100 is days of CPU time already
-MAX_WORKERS = 64  # processes on this machine, each with its own copy of the data
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import numpy as np
 from mlflow.entities import Metric
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from pipeline.core.metrics import TEST_ACC, VAL_ACC
 from pipeline.replication.experiments import TABLES, VARIANTS, Table
 from pipeline.replication.replicate_settings import ReplicateSettings
 from pipeline.replication.report import figures, text
@@ -30,7 +31,7 @@ def summary_metrics(runs: dict[str, list[SeedRun]], keys) -> dict[str, float]:
     """val_acc / test_acc mean (and std, with two seeds or more) over seeds, per variant."""
     out = {}
     for key in keys:
-        for name in ("val_acc", "test_acc"):
+        for name in (VAL_ACC, TEST_ACC):
             values = final_values(runs[key], name)
             out[f"{name}_mean.{key}"] = float(np.mean(values))
             if len(values) > 1:

@@ -20,17 +20,18 @@ import torch.nn.functional as F
 from mlflow.data.numpy_dataset import from_numpy
 from mlflow.entities import LoggedModelInput
 from mlflow.exceptions import MlflowException
-from sklearn.metrics import confusion_matrix
 
 from pipeline.core import plots, stats
 from pipeline.core.credentials import without_password
 from pipeline.core.data import CLASSES, FashionMNIST, Split
 from pipeline.core.errors import UserError, first_line
-from pipeline.core.training import EVAL_BATCH, TEST_ACC, TEST_LOSS
+from pipeline.core.metrics import TEST_ACC, TEST_LOSS
+from pipeline.core.training import EVAL_BATCH
+from pipeline.tracking import log as tracklog
 from pipeline.tracking.fashion_mnist_pyfunc import INPUT_SHAPE
 from pipeline.tracking.lifecycle import tracked_run
+from pipeline.tracking.registered import DEFAULT_MODEL_URI
 
-DEFAULT_MODEL_URI = "models:/fashion-mnist-fcn@champion"
 N_SHOWN = 40  # misclassified images in the grid
 
 
@@ -178,7 +179,7 @@ def evaluate(model: torch.nn.Module, split: Split, batch_size: int = EVAL_BATCH)
     loss = F.cross_entropy(logits, labels).item()
     true, predicted = labels.cpu().numpy(), logits.argmax(1).cpu().numpy()
     k = len(CLASSES)
-    counts = confusion_matrix(true, predicted, labels=np.arange(k))
+    counts = stats.confusion_counts(true, predicted, k)
     return Evaluation(
         accuracy=float(np.trace(counts) / counts.sum()),
         loss=loss,
@@ -247,12 +248,14 @@ def evaluate_run(
     }
     with tracked_run(f"evaluate {uri}", tags=tags) as run:
         test = from_numpy(
-            data.test.images.numpy(), targets=data.test.labels.numpy(), name="fashion-mnist-test"
+            data.test.images.numpy(),
+            targets=data.test.labels.numpy(),
+            name=tracklog.dataset_name("test"),
         )
         model_input = LoggedModelInput(info.model_id) if info.model_id else None
         mlflow.log_input(test, context="evaluation", model=model_input)
         mlflow.log_metrics(result.metrics(), model_id=info.model_id or None, dataset=test)
-        mlflow.log_figure(plots.confusion(result.counts, title), "confusion_matrix.png")
+        mlflow.log_figure(plots.confusion(result.counts, title), tracklog.CONFUSION_FIGURE)
         mlflow.log_figure(misclassified_figure(result, data.test, title), "misclassified.png")
         mlflow.log_dict(
             {

@@ -19,10 +19,10 @@ from pipeline.core.data import CLASSES
 from pipeline.core.errors import UserError
 from pipeline.serving import evaluate
 from pipeline.tracking import store
+from pipeline.tracking.fashion_mnist_pyfunc import INPUT_SHAPE
 
-DEFAULT_MODEL_URI = "models:/fashion-mnist-fcn@champion"
 SUFFIXES = (".png", ".jpg", ".jpeg")
-SIZE = 28
+SIZE = INPUT_SHAPE[-1]  # the side of the square images the models take
 # FashionMNIST backgrounds are black (0): a border brighter than mid-grey means dark-on-light.
 BRIGHT_BORDER = 128
 

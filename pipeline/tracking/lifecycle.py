@@ -29,8 +29,8 @@ from mlflow.environment_variables import (
 
 from pipeline.core.errors import first_line
 from pipeline.tracking import orphans
+from pipeline.tracking.tags import END_REASON
 
-END_REASON = "end_reason"
 # What an experiment is for, in MLflow 3's terms. MLflow 3.17's UI shows it in its kind selector
 # but opens experiments on its own GenAI / Model training switch (store.look_at_it's links say
 # which); its code reads the tag only where that switch is turned off.

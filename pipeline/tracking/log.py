@@ -23,14 +23,17 @@ from mlflow.entities import Metric
 from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import Array, ColSpec, DataType, Schema, TensorSpec
 
-from pipeline.core import plots
+from pipeline.core import plots, stats
 from pipeline.core.config import TrainConfig
 from pipeline.core.data import CLASSES, FashionMNIST, Split
-from pipeline.core.training import TRAIN_TIME, Callback, EpochEnd, TrainResult, predict, train
+from pipeline.core.metrics import TRAIN_TIME
+from pipeline.core.training import Callback, EpochEnd, TrainResult, predict, train
+from pipeline.core.words import describe
 from pipeline.tracking import fashion_mnist_pyfunc
 from pipeline.tracking.lifecycle import log_new_params, tracked_run
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+CURVES_FIGURE, CONFUSION_FIGURE = "curves.png", "confusion_matrix.png"  # run artifacts
 CONTEXTS = ("training", "validation", "test")
 # Which split each metric is measured on: its name's prefix (train_loss, val_acc, test_acc).
 PREFIX_CONTEXT = {"train_": "training", "val_": "validation", "test_": "test"}
@@ -99,7 +102,8 @@ def train_run(
             )
         except finished_on:  # pruned: the curves so far, then the normal end
             mlflow.log_figure(
-                plots.curves(history, f"{title} (stopped at epoch {len(history)})"), "curves.png"
+                plots.curves(history, f"{title} (stopped at epoch {len(history)})"),
+                CURVES_FIGURE,
             )
             raise
         model_id = None
@@ -213,10 +217,10 @@ def log_dataset(data: FashionMNIST) -> dict[str, mlflow.data.Dataset]:
     return logged
 
 
-def confusion_counts(model: torch.nn.Module, split: Split) -> np.ndarray:
-    pred = predict(model, split.images).argmax(1)
-    k = len(CLASSES)
-    return torch.bincount(split.labels * k + pred, minlength=k * k).reshape(k, k).cpu().numpy()
+def model_confusion(model: torch.nn.Module, split: Split) -> np.ndarray:
+    """`model`'s confusion matrix on `split` (rows true classes)."""
+    predicted = predict(model, split.images).argmax(1).cpu().numpy()
+    return stats.confusion_counts(split.labels.cpu().numpy(), predicted, len(CLASSES))
 
 
 def log_results(
@@ -229,14 +233,14 @@ def log_results(
     """Total time (on the logged model too), curves and (optionally: it takes a second or two)
     the test confusion matrix."""
     mlflow.log_metric(TRAIN_TIME, result.train_time_s, model_id=model_id)
-    mlflow.log_figure(plots.curves(result.history, title), "curves.png")
+    mlflow.log_figure(plots.curves(result.history, title), CURVES_FIGURE)
     if confusion:
         log_confusion(result.model, data, title)
 
 
 def log_confusion(model: torch.nn.Module, data: FashionMNIST, title: str) -> None:
-    counts = confusion_counts(model, data.test.to(next(model.parameters()).device))
-    mlflow.log_figure(plots.confusion(counts, title), "confusion_matrix.png")
+    counts = model_confusion(model, data.test.to(next(model.parameters()).device))
+    mlflow.log_figure(plots.confusion(counts, title), CONFUSION_FIGURE)
 
 
 def save_model(
@@ -277,24 +281,3 @@ def save_model(
         # it would load the model once more; tests serve it for real
         validate_serving_input=False,
     )
-
-
-def describe(config: TrainConfig) -> str:
-    """A short human title for figures: model, widths, optimizer and lr."""
-    arch = (
-        f"FCN {'-'.join(map(str, (784, *config.hidden, 10)))}"
-        if config.model == "fcn"
-        else {"study_cnn": "study CNN", "fast_cnn": "fast CNN"}[config.model]
-    )
-    extras = [f"dropout {config.dropout:g}"] if config.dropout else []
-    extras += ["batch norm"] if config.batch_norm else []
-    extras += [f"init {config.init}"] if config.init != "default" else []
-    extras += [f"{config.schedule} schedule"] if config.schedule != "constant" else []
-    extras += [f"label smoothing {config.label_smoothing:g}"] if config.label_smoothing else []
-    extras += (
-        [f"flips + shifts of {config.max_shift}" if config.max_shift else "flips"]
-        if config.augment
-        else []
-    )
-    extras += [] if config.holdout else ["all 60,000 training images"]
-    return ", ".join([f"{arch}: {config.optimizer} lr {config.lr:g}", *extras])

@@ -10,36 +10,32 @@ heartbeats; see docs/scaling-out.md).
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
-from pathlib import Path
 
 import mlflow
+import psutil
 
 from pipeline.core.errors import first_line
-from pipeline.tracking.tags import set_tags
+from pipeline.tracking.tags import END_REASON, set_tags
 
 HOST_TAG, PID_TAG, START_TAG = "owner_host", "owner_pid", "owner_start"
 
 
 def process_start(pid: int) -> str:
-    """The process's start time in clock ticks since boot (Linux), '' where unknown."""
+    """The process's start time in seconds since boot, '' where unknown. psutil gives it since
+    the epoch, through the boot time; less that boot time, a step of the system clock (NTP),
+    which moves both, cannot make a live owner look like another process."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return f"{psutil.Process(pid).create_time() - psutil.boot_time():.2f}"
+    except psutil.Error:
         return ""
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
 
 
 def alive(pid: int, start: str) -> bool:
     """Is process `pid` (started at `start`, '' when unknown) still running on this host?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not psutil.pid_exists(pid):
         return False
-    except PermissionError:
-        pass  # exists, owned by another user
     return not start or process_start(pid) in ("", start)
 
 
@@ -73,7 +69,7 @@ def close_orphans() -> list[str]:
             set_tags(
                 run.info.run_id,
                 {
-                    "end_reason": (
+                    END_REASON: (
                         f"its process {pid} on {socket.gethostname()} ended without closing it "
                         "(killed, out of memory or power loss); closed by a later command"
                     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import mlflow
 from mlflow.entities import RunTag
 
+END_REASON = "end_reason"  # why a run ended, on every run that did not simply finish
+
 
 def set_tags(run_id: str, tags: dict[str, str], client: mlflow.MlflowClient | None = None) -> None:
     """Set (or overwrite) `tags` on run `run_id`, tolerating a concurrent writer of the same

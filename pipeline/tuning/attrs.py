@@ -30,3 +30,7 @@ def completed_value(trial: FrozenTrial) -> float:
     if trial.value is None:
         raise ValueError(f"trial {trial.number} ({trial.state.name}) has no value")
     return trial.value
+
+
+# On a trial's MLflow run: its Optuna state (RUNNING, COMPLETE, PRUNED, FAIL) and why it ended so
+TRIAL_STATE_TAG, TRIAL_REASON_TAG = "trial_state", "trial_reason"

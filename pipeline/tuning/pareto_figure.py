@@ -13,12 +13,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-STYLE = {
-    "fcn": ("FCN", "tab:blue", "o"),
-    "fast_cnn": ("fast CNN", "tab:orange", "s"),
-    "study_cnn": ("study CNN", "tab:green", "^"),
-}
-OTHER = ("other", "tab:gray", "D")
+from pipeline.core.metrics import TRAIN_TIME, VAL_ACC
+from pipeline.core.words import MODEL_LABELS
+
+STYLE = {"fcn": ("tab:blue", "o"), "fast_cnn": ("tab:orange", "s"), "study_cnn": ("tab:green", "^")}
+OTHER = ("tab:gray", "D")
 
 
 def figure(rows: list[dict], study_name: str) -> Figure:
@@ -28,8 +27,8 @@ def figure(rows: list[dict], study_name: str) -> Figure:
     ax = fig.subplots()
     front = [r for r in rows if r["on_front"]]
     # the staircase: at each time budget, the best accuracy that fits in it
-    xs = [r["train_time_s"] for r in front] + [max(r["train_time_s"] for r in rows) * 1.15]
-    ys = [100 * r["val_acc"] for r in front]
+    xs = [r[TRAIN_TIME] for r in front] + [max(r[TRAIN_TIME] for r in rows) * 1.15]
+    ys = [100 * r[VAL_ACC] for r in front]
     ax.step(
         xs,
         ys + ys[-1:],
@@ -43,13 +42,13 @@ def figure(rows: list[dict], study_name: str) -> Figure:
     present = {r["model"] for r in rows}
     models = [m for m in STYLE if m in present] + sorted(present - set(STYLE))
     for model in models:
-        label, color, marker = STYLE.get(model, OTHER)
+        color, marker = STYLE.get(model, OTHER)
         for on_front in (True, False):
             mine = [r for r in rows if r["model"] == model and r["on_front"] == on_front]
             if mine:
                 ax.scatter(
-                    [r["train_time_s"] for r in mine],
-                    [100 * r["val_acc"] for r in mine],
+                    [r[TRAIN_TIME] for r in mine],
+                    [100 * r[VAL_ACC] for r in mine],
                     s=80 if on_front else 45,
                     marker=marker,
                     zorder=3,
@@ -61,7 +60,7 @@ def figure(rows: list[dict], study_name: str) -> Figure:
     for r in front:
         ax.annotate(
             f"{r['epochs']} ep",
-            (r["train_time_s"], 100 * r["val_acc"]),
+            (r[TRAIN_TIME], 100 * r[VAL_ACC]),
             fontsize=9,
             xytext=(6, -12),
             textcoords="offset points",
@@ -77,10 +76,10 @@ def figure(rows: list[dict], study_name: str) -> Figure:
             [],
             [],
             ls="",
-            marker=STYLE.get(m, OTHER)[2],
-            color=STYLE.get(m, OTHER)[1],
+            marker=STYLE.get(m, OTHER)[1],
+            color=STYLE.get(m, OTHER)[0],
             markersize=8,
-            label=STYLE.get(m, OTHER)[0],
+            label=MODEL_LABELS.get(m, "other"),
         )
         for m in models
     ]

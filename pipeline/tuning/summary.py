@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline.core.data import FashionMNIST
-from pipeline.core.training import TEST_ACC
+from pipeline.core.metrics import TEST_ACC, VAL_ACC
 from pipeline.tuning import pareto, study_figures
 from pipeline.tuning.attrs import RETRY_OF_ATTR, completed_value
 from pipeline.tuning.registry import champion
@@ -49,13 +49,13 @@ def log_study(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -
         return
     best = study.best_trial
     mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
-    mlflow.log_metrics({"best_val_acc": completed_value(best), "best_trial_number": best.number})
+    mlflow.log_metrics({f"best_{VAL_ACC}": completed_value(best), "best_trial_number": best.number})
     if TEST_ACC in best.user_attrs:
-        mlflow.log_metric("best_test_acc", best.user_attrs[TEST_ACC])
+        mlflow.log_metric(f"best_{TEST_ACC}", best.user_attrs[TEST_ACC])
     start, own = best_of_each_kind(study)
     mlflow.log_metrics(
         {
-            f"best_{kind}_val_acc": completed_value(t)
+            f"best_{kind}_{VAL_ACC}": completed_value(t)
             for kind, t in (("start", start), ("sampled", own))
             if t
         }

@@ -32,6 +32,15 @@ DEFAULT_EPOCHS = {"fcn": 20, "fast_cnn": FAST_CNN.epochs, "study_cnn": CNN.epoch
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 MAX_TRIALS = 1_000_000
 MAX_WORKERS = 64  # processes on this machine, each with its own copy of the data
+# A full trial takes at most this share of --timeout (tuning/search/budget.py). With the default
+# 540 s: 20 epochs up to 10.0 s per epoch of the 1024-512 FCN (the fast 2-core Xeon: 4 s), 14 up
+# to 14.3 s: the slow 2-core EPYC (13.2 s) and its emulation here (one core shared with a busy
+# process, which timed 10.7-12.1 s) sit inside that band, not at an edge, where timing noise
+# would flip the choice (at a share of 0.4 one emulated study timed 10.7 s, took 20-epoch
+# trials and ran 9 trials).
+TRIAL_SHARE = 0.37
+# The tags that name a study on its runs and logged models (`TuneSettings.tags`).
+STUDY_TAG, STORAGE_TAG = "study_name", "optuna_storage"
 
 
 def _by_model(values: Mapping[str, object]) -> str:
@@ -73,8 +82,8 @@ class TuneOptions:
         low=0,
         high=MAX_EPOCHS,
         zero=f"{_by_model(DEFAULT_EPOCHS)} (their recipes' lengths), fewer where one trial "
-        "would take over 37% of --timeout on this machine; a resumed study's own; the "
-        "space's own with families",
+        f"would take over {TRIAL_SHARE:.0%} of --timeout on this machine; a resumed study's "
+        "own; the space's own with families",
     )
     study_name: str = options.text(
         "", "Optuna study; empty: the model name. The same name resumes the study."
@@ -225,6 +234,9 @@ class TuneOptions:
 
 @dataclass(frozen=True)
 class TuneSettings:
+    """What `tune` runs, as `TuneOptions.resolve()` makes it: no defaults of its own, so each
+    default is TuneOptions' (0 or empty there: None here, or the value by model)."""
+
     model: str
     space: SearchSpace
     study_name: str
@@ -233,16 +245,16 @@ class TuneSettings:
     timeout: float | None  # seconds; checked between trials
     epochs: int
     seed: int
-    pruner: str = "halving"
-    total_trials: int | None = None  # study-wide cap, shared by all workers (RDB storages)
-    heartbeat: int | None = 60  # seconds between a running trial's heartbeats (RDB storages)
-    grace_period: int = 180  # seconds without a heartbeat after which a trial's worker is dead
-    keep_models: int | None = 10  # logged models kept per study (tuning/registry/logged_models.py)
-    workers: int = 1  # processes of this call, sharing n_trials (tuning/workers/processes.py)
+    pruner: str  # resolved: never "auto"
+    total_trials: int | None  # study-wide cap, shared by all workers (RDB storages)
+    heartbeat: int | None  # seconds between a running trial's heartbeats (RDB storages)
+    grace_period: int  # seconds without a heartbeat after which a trial's worker is dead
+    keep_models: int | None  # logged models kept per study (tuning/registry/logged_models.py)
+    workers: int  # processes of this call, sharing n_trials (tuning/workers/processes.py)
     # A `tune --workers` helper: its trials nest under this run of the main worker; it logs no
     # study summary and registers nothing.
-    helper_of: str | None = None
-    objectives: str = OBJECTIVES[0]  # "val_acc", or "val_acc,train_time_s" (the frontier)
+    helper_of: str | None
+    objectives: str  # "val_acc", or "val_acc,train_time_s" (the frontier)
 
     @property
     def metric_names(self) -> list[str]:
@@ -262,7 +274,7 @@ class TuneSettings:
         password: the same tag whether the password came inline or from the environment)."""
         from pipeline.core.credentials import without_password  # SQLAlchemy: not for --help
 
-        return {"study_name": self.study_name, "optuna_storage": without_password(self.storage)}
+        return {STUDY_TAG: self.study_name, STORAGE_TAG: without_password(self.storage)}
 
     def params(self) -> dict[str, object]:
         """The parameters the parent run logs: TuneOptions' (the resolved values; the space as

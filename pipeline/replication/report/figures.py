@@ -9,6 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from pipeline.core.data import CLASSES
+from pipeline.core.metrics import TRAIN_LOSS, VAL_ACC, VAL_LOSS
 from pipeline.replication.experiments import TABLES, VARIANTS, Table
 from pipeline.replication.report.inputs import ReportInput, per_class_accuracy
 
@@ -27,9 +28,9 @@ def table_figure(input: ReportInput, table: Table) -> Figure:
         epochs = np.arange(1, n + 1)
         label = f"{VARIANTS[key].label} (n={len(runs)})"
         for ax, name, style, scale, lab in (
-            (loss_ax, "train_loss", "--", 1, None),
-            (loss_ax, "val_loss", "-", 1, label),
-            (acc_ax, "val_acc", "-", 100, label),
+            (loss_ax, TRAIN_LOSS, "--", 1, None),
+            (loss_ax, VAL_LOSS, "-", 1, label),
+            (acc_ax, VAL_ACC, "-", 100, label),
         ):
             values = scale * np.array([[h[name] for h in r.history[:n]] for r in runs])
             ax.plot(
@@ -69,10 +70,10 @@ def table_figure(input: ReportInput, table: Table) -> Figure:
     )
     # Zoom the accuracy axis on the interesting part: above the worst first-epoch mean.
     floor = min(
-        100 * np.mean([r.history[0]["val_acc"] for r in input.runs[k]]) for k in table.variants
+        100 * np.mean([r.history[0][VAL_ACC] for r in input.runs[k]]) for k in table.variants
     )
     top = max(
-        100 * max(h["val_acc"] for r in input.runs[k] for h in r.history) for k in table.variants
+        100 * max(h[VAL_ACC] for r in input.runs[k] for h in r.history) for k in table.variants
     )
     acc_ax.set_ylim(max(floor - 1, 0), min(top + 0.7, 100))
     fig.suptitle(f"Table {table.number}: {table.title}")

@@ -8,7 +8,8 @@ carries its frontier.json (every completed trial: model, epochs, val_acc, train_
 
 from __future__ import annotations
 
-LABELS = {"fcn": "FCN", "fast_cnn": "fast CNN", "study_cnn": "study CNN"}
+from pipeline.core.metrics import TRAIN_TIME, VAL_ACC
+from pipeline.core.words import MODEL_LABELS as LABELS
 
 
 def label(model: str) -> str:
@@ -19,15 +20,15 @@ def front(trials: list[dict]) -> list[dict]:
     """The trials at which the best val_acc within the time so far rises, fastest first: the
     Pareto front, each point a time budget."""
     out: list[dict] = []
-    for t in sorted(trials, key=lambda t: (t["train_time_s"], -t["val_acc"])):
-        if not out or t["val_acc"] > out[-1]["val_acc"]:
+    for t in sorted(trials, key=lambda t: (t[TRAIN_TIME], -t[VAL_ACC])):
+        if not out or t[VAL_ACC] > out[-1][VAL_ACC]:
             out.append(t)
     return out
 
 
 def best_within(trials: list[dict], model: str, budget: float) -> dict | None:
-    fits = [t for t in trials if t["model"] == model and t["train_time_s"] <= budget]
-    return max(fits, key=lambda t: t["val_acc"], default=None)
+    fits = [t for t in trials if t["model"] == model and t[TRAIN_TIME] <= budget]
+    return max(fits, key=lambda t: t[VAL_ACC], default=None)
 
 
 def answer(points: list[dict]) -> str:
@@ -36,7 +37,7 @@ def answer(points: list[dict]) -> str:
     for p in points:
         if spans and spans[-1][0] == p["model"]:
             continue
-        spans.append((p["model"], p["train_time_s"]))
+        spans.append((p["model"], p[TRAIN_TIME]))
     said = "; ".join(f"the {label(m)} from {t:.1f} s" for m, t in spans)
     cnn = [t for m, t in spans if m != "fcn"]
     if not cnn:
@@ -78,14 +79,14 @@ def frontier_markdown(study: dict | None) -> list[str]:
     for p in points:
         cells = []
         for m in models:
-            best = best_within(trials, m, p["train_time_s"])
+            best = best_within(trials, m, p[TRAIN_TIME])
             cells.append(
                 "none this fast"
                 if best is None
-                else f"{100 * best['val_acc']:.2f}% ({best['epochs']} ep)"
+                else f"{100 * best[VAL_ACC]:.2f}% ({best['epochs']} ep)"
             )
         lines.append(
-            f"| {p['train_time_s']:.1f} | {label(p['model'])} (trial {p['number']}, "
+            f"| {p[TRAIN_TIME]:.1f} | {label(p['model'])} (trial {p['number']}, "
             f"{p['epochs']} ep) | {' | '.join(cells)} |"
         )
     return lines + ["", answer(points), ""]

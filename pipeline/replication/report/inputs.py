@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pipeline.core import files
 from pipeline.core.data import CLASSES
 from pipeline.core.errors import UserError, first_line
-from pipeline.core.metrics import EPOCH_METRICS
+from pipeline.core.metrics import EPOCH_METRICS, TRAIN_LOSS, TRAIN_TIME, VAL_LOSS
 from pipeline.core.stats import Spread, per_class
 from pipeline.replication.experiments import VARIANTS, variant_keys
 
@@ -82,7 +82,7 @@ def to_json(input: ReportInput) -> dict:
                 "variant": r.variant,
                 "seed": r.seed,
                 "run_id": r.run_id,
-                "train_time_s": r.train_time_s,
+                TRAIN_TIME: r.train_time_s,
                 "final": r.final,
                 "history": r.history,
                 "test_confusion_counts": r.confusion.tolist(),
@@ -197,7 +197,7 @@ def from_json(d: dict) -> ReportInput:
                 r["seed"],
                 r["run_id"],
                 r["history"],
-                r["train_time_s"],
+                r[TRAIN_TIME],
                 np.asarray(r["test_confusion_counts"]),
             )
         )
@@ -248,7 +248,7 @@ def final_values(runs: Sequence[SeedRun], name: str) -> list[float]:
     """The final epoch's `name` of every run; "gap" is val loss - train loss, "time" the
     whole training's seconds."""
     if name == "gap":
-        return [r.final["val_loss"] - r.final["train_loss"] for r in runs]
+        return [r.final[VAL_LOSS] - r.final[TRAIN_LOSS] for r in runs]
     if name == "time":
         return [r.train_time_s for r in runs]
     return [r.final[name] for r in runs]

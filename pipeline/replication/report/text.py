@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from pipeline.core.data import CLASSES
+from pipeline.core.metrics import TEST_ACC, TEST_LOSS, TRAIN_LOSS, VAL_ACC, VAL_LOSS
 from pipeline.core.stats import time_to_accuracy
 from pipeline.core.words import plural
 from pipeline.replication.experiments import CLAIMS, TABLES, TIME_TO_ACC, VARIANTS, Table
@@ -38,10 +39,10 @@ def table_markdown(input: ReportInput, table: Table) -> list[str]:
             + (f", {s.minutes:g}" if s.minutes else ", -")
         )
         lines.append(
-            f"| {v.label} | {len(runs)} | {fmt(spread(runs, 'train_loss'))} | "
-            f"{fmt(spread(runs, 'val_loss'))} | {fmt(spread(runs, 'test_loss'))} | "
-            f"{fmt(spread(runs, 'gap'))} | {fmt(spread(runs, 'val_acc'), True)} | "
-            f"{fmt(spread(runs, 'test_acc'), True)} | {fmt(spread(runs, 'time'), digits=1)} | "
+            f"| {v.label} | {len(runs)} | {fmt(spread(runs, TRAIN_LOSS))} | "
+            f"{fmt(spread(runs, VAL_LOSS))} | {fmt(spread(runs, TEST_LOSS))} | "
+            f"{fmt(spread(runs, 'gap'))} | {fmt(spread(runs, VAL_ACC), True)} | "
+            f"{fmt(spread(runs, TEST_ACC), True)} | {fmt(spread(runs, 'time'), digits=1)} | "
             f"{study} |"
         )
     if table.number == 5:

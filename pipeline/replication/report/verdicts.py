@@ -7,15 +7,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.core.stats import welch
+from pipeline.core.metrics import TEST_ACC, VAL_ACC, VAL_LOSS
+from pipeline.core.stats import ALPHA, welch
 from pipeline.core.words import plural
 from pipeline.replication.experiments import VARIANTS
 from pipeline.replication.report.inputs import ReportInput, final_values, fmt, spread
 
-ALPHA = 0.05
 
-
-def compare(input: ReportInput, a: str, b: str, metric: str = "test_acc") -> tuple[int, str]:
+def compare(input: ReportInput, a: str, b: str, metric: str = TEST_ACC) -> tuple[int, str]:
     """+1 / -1 when `a` is significantly above / below `b` (Welch, two-sided, p < ALPHA),
     0 inside the noise; and the sentence that says so with the numbers."""
     va, vb = final_values(input.runs[a], metric), final_values(input.runs[b], metric)
@@ -52,7 +51,7 @@ def verdict(parts: Sequence[int], wanted: Sequence[int]) -> str:
 
 def claim_1(input: ReportInput) -> tuple[str, list[str]]:
     """Adam > RMSprop > (the better) SGD."""
-    sgd = best_of(input, ("sgd_0.02", "sgd_0.05"), "test_acc")
+    sgd = best_of(input, ("sgd_0.02", "sgd_0.05"), TEST_ACC)
     p1, s1 = compare(input, "adam_8e-5", "rmsprop_1e-4")
     p2, s2 = compare(input, "rmsprop_1e-4", sgd)
     return verdict((p1, p2), (1, 1)), [s1, s2 + f" (the better SGD rate is {VARIANTS[sgd].label})"]
@@ -64,7 +63,7 @@ def claim_2(input: ReportInput) -> tuple[str, list[str]]:
     p3, s3 = compare(input, "dropout_0.5", "sgd_0.02")
     base = input.runs["sgd_0.02"]
     gap = spread(base, "gap")
-    rise = np.mean([r.final["val_loss"] / min(h["val_loss"] for h in r.history) - 1 for r in base])
+    rise = np.mean([r.final[VAL_LOSS] / min(h[VAL_LOSS] for h in r.history) - 1 for r in base])
     overfits = rise > 0.05
     s2 = (
         f"base FCN generalisation gap (val loss - train loss) {fmt(gap)}; its final val loss "
@@ -75,8 +74,8 @@ def claim_2(input: ReportInput) -> tuple[str, list[str]]:
         p1 == 1
         and 100
         * (
-            np.mean(final_values(input.runs["dropout_0.1"], "test_acc"))
-            - np.mean(final_values(base, "test_acc"))
+            np.mean(final_values(input.runs["dropout_0.1"], TEST_ACC))
+            - np.mean(final_values(base, TEST_ACC))
         )
         < 1.0
     )
@@ -90,9 +89,9 @@ def claim_3(input: ReportInput) -> tuple[str, list[str]]:
     inits = ("sgd_0.02", "init_normal", "init_xavier_normal", "init_kaiming_uniform")
     lines, parts = [], []
     for target, metric, best in (
-        ("init_kaiming_uniform", "test_acc", True),
-        ("init_xavier_normal", "val_acc", True),
-        ("init_normal", "test_acc", False),
+        ("init_kaiming_uniform", TEST_ACC, True),
+        ("init_xavier_normal", VAL_ACC, True),
+        ("init_normal", TEST_ACC, False),
     ):
         others = [k for k in inits if k != target]
         rival = (best_of if best else worst_of)(input, others, metric)
@@ -121,7 +120,7 @@ def claim_4(input: ReportInput) -> tuple[str, list[str]]:
 def claim_5(input: ReportInput) -> tuple[str, list[str]]:
     """The CNN beats the best FCN, in fewer epochs and less time."""
     fcns = [k for k in input.runs if VARIANTS[k].config.model == "fcn"]
-    best = best_of(input, fcns, "test_acc")
+    best = best_of(input, fcns, TEST_ACC)
     p1, s1 = compare(input, "cnn", best)
     cnn_t = np.mean(final_values(input.runs["cnn"], "time"))
     fcn_t = np.mean(final_values(input.runs[best], "time"))

@@ -33,18 +33,15 @@ from mlflow.entities import LoggedModel
 from pipeline.core import plots
 from pipeline.core.data import FashionMNIST
 from pipeline.core.errors import first_line
-from pipeline.core.training import TEST_ACC
+from pipeline.core.metrics import TEST_ACC, VAL_ACC
 from pipeline.serving import evaluate as evaluation
 from pipeline.tracking import lifecycle
+from pipeline.tracking.log import CONFUSION_FIGURE
+from pipeline.tracking.registered import CHAMPION_ALIAS as ALIAS
+from pipeline.tracking.registered import registry_name
 from pipeline.tuning.registry import logged_models
-from pipeline.tuning.tune_settings import TuneSettings
-
-ALIAS = "champion"
-VAL_ACC_TAG = "val_acc"
-
-
-def registry_name(model: str) -> str:
-    return f"fashion-mnist-{model}"
+from pipeline.tuning.registry.logged_models import TRIAL_TAG
+from pipeline.tuning.tune_settings import STUDY_TAG, TuneSettings
 
 
 def register_champion(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -> None:
@@ -63,7 +60,7 @@ def register_champion(study: optuna.Study, settings: TuneSettings, data: Fashion
             f"note: the study's best trial {study.best_trial.number} has no logged model "
             f"here; the best that has one is trial {trial}"
         )
-    tags = {"study_name": settings.study_name, "trial_number": trial}
+    tags = {STUDY_TAG: settings.study_name, TRIAL_TAG: trial}
     registered = versions_of(client, name, tags)
     if registered:
         print(
@@ -76,8 +73,8 @@ def register_champion(study: optuna.Study, settings: TuneSettings, data: Fashion
     if champion is not None:
         print(
             f"champion: {name} version {champion.version} (study "
-            f"{champion.tags.get('study_name')}, trial {champion.tags.get('trial_number')}, "
-            f"val_acc {champion.tags[VAL_ACC_TAG]})"
+            f"{champion.tags.get(STUDY_TAG)}, trial {champion.tags.get(TRIAL_TAG)}, "
+            f"{VAL_ACC} {champion.tags[VAL_ACC]})"
         )
 
 
@@ -94,19 +91,19 @@ def register(
 ) -> None:
     """Register the trial's logged model as a new version; its confusion matrix and test
     accuracy go on the active (parent) run."""
-    trial = tags["trial_number"]
-    val_acc, test_acc = metric(best, logged_models.VAL_ACC), metric(best, TEST_ACC)
+    trial = tags[TRIAL_TAG]
+    val_acc, test_acc = metric(best, VAL_ACC), metric(best, TEST_ACC)
     uri = f"models:/{best.model_id}"
     # The exported program as `evaluate` loads it (it refuses .eval(): it is in eval mode).
     counts = evaluation.evaluate(evaluation.load(uri), data.test).counts
     mlflow.log_figure(
-        plots.confusion(counts, f"best model: trial {trial} of {tags['study_name']}"),
-        "confusion_matrix.png",
+        plots.confusion(counts, f"best model: trial {trial} of {tags[STUDY_TAG]}"),
+        CONFUSION_FIGURE,
     )
-    mlflow.log_metric("best_model_test_acc", test_acc)
+    mlflow.log_metric(f"best_model_{TEST_ACC}", test_acc)
     # The tags come with the version in one call: a version is never seen without them.
     version = mlflow.register_model(
-        uri, name, tags={**tags, VAL_ACC_TAG: f"{val_acc:.6g}", "test_acc": f"{test_acc:.4f}"}
+        uri, name, tags={**tags, VAL_ACC: f"{val_acc:.6g}", TEST_ACC: f"{test_acc:.4f}"}
     )
     first = versions_of(client, name, tags)[0]
     if first.version != version.version:  # another worker registered it at the same moment
@@ -134,7 +131,7 @@ def best_version(client: mlflow.MlflowClient, name: str):
 
     def val_acc(version) -> float:
         try:
-            return float(version.tags[VAL_ACC_TAG])
+            return float(version.tags[VAL_ACC])
         except (KeyError, ValueError):
             return math.nan
 

@@ -20,11 +20,12 @@ from mlflow.entities import LoggedModel, LoggedModelStatus
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from pipeline.core.errors import first_line
-from pipeline.core.training import VAL_ACC
+from pipeline.core.metrics import VAL_ACC
 from pipeline.tracking import log as tracklog
+from pipeline.tuning.tune_settings import STORAGE_TAG, STUDY_TAG
 
 VALIDATION = tracklog.dataset_name("validation")  # the dataset val_acc is linked to
-STUDY_TAG, STORAGE_TAG, TRIAL_TAG = "study_name", "optuna_storage", "trial_number"
+TRIAL_TAG = "trial_number"
 MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # MLflow's note on a model of its registry versions
 
 

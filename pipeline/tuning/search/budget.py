@@ -25,16 +25,10 @@ from pipeline.core.timing import epoch_seconds
 from pipeline.core.training import EpochEnd
 from pipeline.tuning.attrs import EPOCHS_ATTR
 from pipeline.tuning.search.sampler import expected_epochs
-from pipeline.tuning.tune_settings import TuneSettings
+from pipeline.tuning.tune_settings import TRIAL_SHARE, TuneSettings
 
 # Trial lengths to choose from, coarse so that timing noise on one machine picks the same one.
 EPOCH_TIERS = (20, 14, 10, 7, 5, 3, 2, 1)
-# A full trial takes at most this share of --timeout. With the default 540 s: 20 epochs up to
-# 10.0 s per epoch of the 1024-512 FCN (the fast 2-core Xeon: 4 s), 14 up to 14.3 s: the slow
-# 2-core EPYC (13.2 s) and its emulation here (one core shared with a busy process, which timed
-# 10.7-12.1 s) sit inside that band, not at an edge, where timing noise would flip the choice
-# (at a share of 0.4 one emulated study timed 10.7 s, took 20-epoch trials and ran 9 trials).
-TRIAL_SHARE = 0.37
 OVERTIME_SHARE = 0.2  # a trial may end at most this share of --timeout past it
 
 

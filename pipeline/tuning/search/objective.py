@@ -16,7 +16,8 @@ import optuna
 
 from pipeline.core.data import FashionMNIST
 from pipeline.core.errors import first_line
-from pipeline.core.training import TEST_ACC, VAL_ACC, Callback, Diverged, EpochEnd, TrainResult
+from pipeline.core.metrics import TEST_ACC, VAL_ACC
+from pipeline.core.training import Callback, Diverged, EpochEnd, TrainResult
 from pipeline.tracking import log as tracklog
 from pipeline.tuning.attrs import (
     FAIL_REASON_ATTR,
@@ -26,6 +27,8 @@ from pipeline.tuning.attrs import (
     RUN_ID_ATTR,
     TRIAL_EPOCHS_ATTR,
     TRIAL_MODEL_ATTR,
+    TRIAL_REASON_TAG,
+    TRIAL_STATE_TAG,
     WORKER_ATTR,
 )
 from pipeline.tuning.registry import logged_models
@@ -86,8 +89,8 @@ def make_objective(
         )
         tags = {
             **study_tags,
-            "trial_number": str(trial.number),
-            "trial_state": "RUNNING",
+            logged_models.TRIAL_TAG: str(trial.number),
+            TRIAL_STATE_TAG: "RUNNING",
             WORKER_ATTR: worker[WORKER_ATTR],
         }
         if RETRY_OF_ATTR in trial.user_attrs:
@@ -153,9 +156,9 @@ class TrialEnd:
         client = mlflow.MlflowClient()
         try:
             for run_id in self.run_ids:
-                client.set_tag(run_id, "trial_state", self.state)
+                client.set_tag(run_id, TRIAL_STATE_TAG, self.state)
                 if self.reason:
-                    client.set_tag(run_id, "trial_reason", self.reason)
+                    client.set_tag(run_id, TRIAL_REASON_TAG, self.reason)
         except Exception as e:  # e.g. SQLite "database is locked" under load: must not mask
             if error is None:  # how the trial ended (a stop request above all)
                 raise

@@ -69,6 +69,9 @@ class FirstRungs(optuna.pruners.BasePruner):
 
 
 HALVING_ETA = 3  # each rung keeps the best third of the trials that reached it
+# The percentile and median pruners wait for 5 finished trials and 3 epochs: early epochs of a
+# slow starter look poor.
+WAIT = {"n_startup_trials": 5, "n_warmup_steps": 3}
 
 
 def halving_rungs(epochs: int) -> tuple[int, ...]:
@@ -97,10 +100,9 @@ def _make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
         # in the default study) and their order there says little about epoch 20: the median
         # cut 12 of TPE's trials that stood level with them (docs/history.md).
         # (Optuna names the share it keeps: the best 75%.)
-        return optuna.pruners.PercentilePruner(75.0, n_startup_trials=5, n_warmup_steps=3)
+        return optuna.pruners.PercentilePruner(75.0, **WAIT)
     if name == "median":
-        # Wait for 5 finished trials and 3 epochs: early epochs of a slow starter look poor.
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3)
+        return optuna.pruners.MedianPruner(**WAIT)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=2)
     return optuna.pruners.NopPruner()

@@ -33,11 +33,13 @@ import optuna
 
 from pipeline.core.errors import first_line
 from pipeline.tracking import orphans
-from pipeline.tracking.tags import set_tags
+from pipeline.tracking.tags import END_REASON, set_tags
 from pipeline.tuning.attrs import (
     PARENT_RUN_ID_ATTR,
     RETRY_OF_ATTR,
     RUN_ID_ATTR,
+    TRIAL_REASON_TAG,
+    TRIAL_STATE_TAG,
     WORKER_ATTR,
     WORKER_START_ATTR,
 )
@@ -89,7 +91,7 @@ def close_runs_of_dead_trial(
     if run_id:
         # Tagged even when closed already: a command's start may have closed it as an orphan
         # of a dead process (tracking/orphans.py), knowing nothing of its trial.
-        set_tags(run_id, {"trial_state": "FAIL", "trial_reason": reason}, client)
+        set_tags(run_id, {TRIAL_STATE_TAG: "FAIL", TRIAL_REASON_TAG: reason}, client)
         if client.get_run(run_id).info.status == "RUNNING":
             client.set_terminated(run_id, "KILLED")
     parent_id = trial.user_attrs.get(PARENT_RUN_ID_ATTR)
@@ -99,7 +101,7 @@ def close_runs_of_dead_trial(
         and client.get_run(parent_id).info.status == "RUNNING"
         and not any(t.user_attrs.get(PARENT_RUN_ID_ATTR) == parent_id for t in running)
     ):
-        set_tags(parent_id, {"end_reason": f"worker lost: trial {trial.number} {reason}"}, client)
+        set_tags(parent_id, {END_REASON: f"worker lost: trial {trial.number} {reason}"}, client)
         client.set_terminated(parent_id, "KILLED")
 
 
