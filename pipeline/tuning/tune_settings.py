@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ DEFAULT_EPOCHS = {"fcn": 20, "fast_cnn": FAST_CNN.epochs, "study_cnn": CNN.epoch
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 MAX_TRIALS = 1_000_000
 MAX_WORKERS = 64  # processes on this machine, each with its own copy of the data
+RAY_ADDRESS = re.compile(r"auto|local|[\w.-]+:\d{1,5}")  # ray.init's forms we accept
 
 
 def _by_model(values: Mapping[str, object]) -> str:
@@ -135,9 +137,16 @@ class TuneOptions:
     workers: int = options.integer(
         1,
         "Worker processes of this call, on one study, sharing the threads and n_trials "
-        "(python -m bench measured 2 no faster than 1 for the FCN study on 2 cores).",
+        "(python -m bench measured 2 no faster than 1 for the FCN study on 2 cores); with "
+        "--ray, Ray tasks sharing the cluster's CPUs.",
         low=1,
         high=MAX_WORKERS,
+    )
+    ray: str = options.text(
+        "",
+        "Run the --workers as Ray tasks on a Ray cluster (docs/ray.md): auto (the cluster this "
+        "machine belongs to), local (one started here for this call) or the head's HOST:PORT; "
+        "empty: processes on this machine. Needs pip install -r requirements-ray.txt.",
     )
     # a `tune --workers` helper (pipeline/tuning/workers/processes.py): the main worker's parent run
     helper_of: str = options.text("", "", hidden=True)
@@ -151,6 +160,11 @@ class TuneOptions:
                 "never end; set one of them"
             )
         resolve_pruner(self.pruner, self.objectives)  # a pruner on a frontier: refused
+        if self.ray and not RAY_ADDRESS.fullmatch(self.ray):
+            raise ConfigError(
+                f"ray: {self.ray!r} is no Ray cluster; use auto, local or the head's "
+                "HOST:PORT (such as 10.0.0.5:6379)"
+            )
         if self.heartbeat and self.grace_period <= self.heartbeat:
             raise ConfigError(
                 f"grace_period: {self.grace_period} must be greater than "
@@ -199,13 +213,14 @@ class TuneOptions:
             workers=len(shares(self.n_trials, self.workers)),
             helper_of=self.helper_of or None,
             objectives=self.objectives,
+            ray=self.ray or None,
         )
 
-    def helper_argv(self, settings: TuneSettings) -> list[list[str]]:
-        """The `tune` arguments of this call's helper workers: one each, with its share of
-        n_trials and the resolved space, epochs and study name (one worker each). The storage
-        goes without its password, which `ps` would show to every user of the machine: the
-        helpers get it through their environment (tuning/workers/processes.py)."""
+    def worker_options(self, settings: TuneSettings) -> list[TuneOptions]:
+        """This call's workers, one options each: its share of n_trials and the resolved space,
+        epochs and study name (one worker each). The storage goes without its
+        password, which `ps` would show to every user of the machine: the workers get it from
+        their environment (tuning/workers/processes.py, tuning/workers/ray_tasks.py)."""
         from pipeline.core.credentials import without_password
 
         resolved = dataclasses.replace(
@@ -215,12 +230,17 @@ class TuneOptions:
             study_name=settings.study_name,
             storage=without_password(self.storage),
             workers=1,
+            ray="",
             helper_of="",
         )
         return [
-            options.to_argv(dataclasses.replace(resolved, n_trials=n))
-            for n in shares(self.n_trials, self.workers)[1:]
+            dataclasses.replace(resolved, n_trials=n) for n in shares(self.n_trials, self.workers)
         ]
+
+    def helper_argv(self, settings: TuneSettings) -> list[list[str]]:
+        """The `tune` arguments of this call's helper workers (all but the first worker, which
+        is this process)."""
+        return [options.to_argv(worker) for worker in self.worker_options(settings)[1:]]
 
 
 @dataclass(frozen=True)
@@ -243,6 +263,9 @@ class TuneSettings:
     # study summary and registers nothing.
     helper_of: str | None = None
     objectives: str = OBJECTIVES[0]  # "val_acc", or "val_acc,train_time_s" (the frontier)
+    ray: str | None = (
+        None  # the Ray cluster whose tasks are the workers (tuning/workers/ray_tasks.py)
+    )
 
     @property
     def metric_names(self) -> list[str]:

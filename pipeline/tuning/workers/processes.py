@@ -30,6 +30,8 @@ class Helpers:
     `threads` threads and nests its trials under the main worker's parent run. `password`: the
     storage's, when the main worker's URL held one (the commands' URL does not)."""
 
+    main_trains = True  # the main worker runs trials beside them
+
     def __init__(self, commands: list[list[str]], threads: int, password: str | None = None):
         self.commands, self.threads, self.password = commands, threads, password
         self.procs: list[subprocess.Popen] = []
