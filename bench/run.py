@@ -9,7 +9,9 @@ held out and on all 60,000 images and the FCN recipe that passes 90.5%, over 3 s
 of MLflow tracking and of an Optuna trial around the same training; and tune's trials per hour
 with one 2-thread process vs two 1-thread processes on one storage; make's default study over 4
 seeds on an emulated slow machine and on this one (bench/default_study.py); and the base FCN
-served by `mlflow models serve` under 1, 4 and 16 concurrent clients (bench/serve.py). It prints
+served by `mlflow models serve` under 1, 4 and 16 concurrent clients (bench/serve.py); tune's
+trials per hour with `--workers 2` and `--ray local --workers 2`, and Ray's start-up
+(bench/ray_overhead.py). It prints
 a table (bench/table.py) and writes every figure as JSON. It asserts nothing: it is a tool, not
 a test.
 """
@@ -25,7 +27,7 @@ from typing import Annotated
 
 import typer
 
-from bench import measure
+from bench import measure, ray_overhead
 from bench.default_study import default_study
 from bench.table import table
 
@@ -41,10 +43,11 @@ SECTIONS = (
     "tune",
     "study",
     "serving",
+    "ray",
 )
 # Sections that start processes (tune's, the study's, a model server): their start-ups alone
 # would take --quick past a minute, so --quick runs them only when --only names them.
-STARTS_PROCESSES = ("tune", "study", "serving")
+STARTS_PROCESSES = ("tune", "study", "serving", "ray")
 
 app = typer.Typer(add_completion=False)
 
@@ -162,6 +165,8 @@ def plan(
         # (every 5 s) to take several samples in each run
         "tracking": lambda: m.tracking_overhead(data, 1 if quick else 50, tmp),
         "tune": lambda: m.trials_per_hour(data_dir, tune_seconds, 20, tmp),
+        # the same study as 2 processes and as 2 Ray tasks; Ray's start-up (bench/ray_overhead.py)
+        "ray": lambda: ray_overhead.measure(data_dir, tune_seconds, 20, tmp),
         # make's default study, 4 seeds on an emulated slow machine and on this one
         "study": lambda: default_study(data_dir, study_args[0], tmp, study_args[1]),
         # a briefly trained base FCN behind `mlflow models serve`; --quick: one worker, 1 s

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bench import ray_overhead
+
 
 def table(results: dict) -> str:
     r = results
@@ -232,4 +234,5 @@ SECTION_LINES = (
     ("tune", _tune),
     ("study", _study),
     ("serving", _serving),
+    ("ray", ray_overhead.lines),
 )
