@@ -12,6 +12,7 @@ left). The refusals are checked without a cluster, table-driven.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -85,6 +86,14 @@ class RayCluster:
             return "Ray runtime started" in log.read_text()
 
         wait_until(started, f"ray start {name}", timeout=180)
+
+    def session(self) -> Path:
+        """The head's session folder: every log and file of this cluster's processes."""
+        found = re.search(
+            r"(/\S+/session_[^/\s]+)/logs", (self.folder / "ray-head.log").read_text()
+        )
+        assert found, "no session folder in the head's log"
+        return Path(found.group(1))
 
     def stop(self) -> None:
         for node in reversed(self.nodes):
@@ -164,9 +173,14 @@ def test_two_ray_tasks_share_one_study_under_one_parent(study, ray_cluster, post
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     [version] = champions(study)  # registered once, by the driver
     assert version.tags["trial_number"] in {str(t.number) for t in trials}
+    # Neither password in what the driver printed (the tasks' output included) nor in any
+    # file of the cluster: its logs, the runtime environments it unpacked
     output = study.stderr(driver) + (study.folder / "driver.out").read_text()
+    kept = [f.read_bytes() for f in ray_cluster.session().rglob("*") if f.is_file()]
+    assert kept
     for secret in (postgres.password, WORKERS["MLFLOW_TRACKING_PASSWORD"]):
         assert secret not in output
+        assert not [data for data in kept if secret.encode() in data]
 
 
 @pytest.mark.slow

@@ -108,9 +108,10 @@ def ray_worker(opts: TuneOptions, space_text: str, threads: int) -> None:
     interrupt.reset()
     interrupt.install((signal.SIGINT,))
     torch.set_num_threads(threads)
-    space = Path(tempfile.mkdtemp(prefix="tune-space-")) / Path(opts.space).name
-    space.write_text(space_text)
-    tune(dataclasses.replace(opts, space=str(space)))
+    with tempfile.TemporaryDirectory(prefix="tune-space-") as folder:
+        space = Path(folder) / Path(opts.space).name
+        space.write_text(space_text)
+        tune(dataclasses.replace(opts, space=str(space)))
 
 
 def helpers(opts: TuneOptions, settings):
