@@ -10,8 +10,9 @@ bench/measure.py); the cost of MLflow tracking and of an Optuna trial around the
 and tune's trials per hour with one 2-thread process vs two 1-thread processes on one storage
 (bench/overhead.py); make's default study over 4 seeds on an emulated slow machine and on this
 one (bench/default_study.py); and the base FCN served by `mlflow models serve` under 1, 4 and 16
-concurrent clients (bench/overhead.py, bench/serve.py). It prints a table (bench/table.py) and
-writes every figure as JSON. It asserts nothing: it is a tool, not a test.
+concurrent clients (bench/overhead.py, bench/serve.py); tune's trials per hour with `--workers
+2` and `--ray local --workers 2`, and Ray's start-up (bench/ray_overhead.py). It prints a table
+(bench/table.py) and writes every figure as JSON. It asserts nothing: it is a tool, not a test.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Annotated
 
 import typer
 
-from bench import measure, overhead
+from bench import measure, overhead, ray_overhead
 from bench.default_study import default_study
 from bench.table import table
 
@@ -41,10 +42,11 @@ SECTIONS = (
     "tune",
     "study",
     "serving",
+    "ray",
 )
 # Sections that start processes (tune's, the study's, a model server): their start-ups alone
 # would take --quick past a minute, so --quick runs them only when --only names them.
-STARTS_PROCESSES = ("tune", "study", "serving")
+STARTS_PROCESSES = ("tune", "study", "serving", "ray")
 
 app = typer.Typer(add_completion=False)
 
@@ -162,6 +164,8 @@ def plan(
         # (every 5 s) to take several samples in each run
         "tracking": lambda: overhead.tracking_overhead(data, 1 if quick else 50, tmp),
         "tune": lambda: overhead.trials_per_hour(data_dir, tune_seconds, 20, tmp),
+        # the same study as 2 processes and as 2 Ray tasks; Ray's start-up (bench/ray_overhead.py)
+        "ray": lambda: ray_overhead.measure(data_dir, tune_seconds, 20, tmp),
         # make's default study, 4 seeds on an emulated slow machine and on this one
         "study": lambda: default_study(data_dir, study_args[0], tmp, study_args[1]),
         # a briefly trained base FCN behind `mlflow models serve`; --quick: one worker, 1 s

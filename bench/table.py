@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bench import ray_overhead
 from pipeline.core.metrics import TEST_ACC
 
 
@@ -234,4 +235,5 @@ SECTION_LINES = (
     ("tune", _tune),
     ("study", _study),
     ("serving", _serving),
+    ("ray", ray_overhead.lines),
 )

@@ -19,6 +19,7 @@ from pipeline.replication.report.frontier import frontier_markdown
 from pipeline.tuning import directions, pareto, summary
 from pipeline.tuning.study import tune
 from pipeline.tuning.tune_settings import TuneOptions
+from pipeline.tuning.workers.processes import helper_argv
 
 # Both families, one epoch each (--epochs 1 caps the space's ranges), tiny FCN widths; the
 # start points make sure each family runs.
@@ -231,7 +232,7 @@ def test_the_frontier_section_survives_results_json(tmp_path):
 
 def test_tune_workers_helpers_run_the_same_frontier():
     opts = TuneOptions(objectives=directions.FRONTIER, workers=2, n_trials=5, epochs=2)
-    [helper] = opts.helper_argv(opts.resolve())
+    [helper] = helper_argv(opts, opts.resolve())
     assert helper[helper.index("--objectives") + 1] == directions.FRONTIER
     assert helper[helper.index("--epochs") + 1] == "2"  # the cap, not a family's own epochs
     assert helper[helper.index("--study-name") + 1] == "frontier"

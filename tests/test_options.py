@@ -19,6 +19,7 @@ from pipeline.core.config import TrainConfig
 from pipeline.core.recipes import TrainOptions
 from pipeline.replication.replicate_settings import ReplicateOptions, ReplicateSettings
 from pipeline.tuning.tune_settings import DEFAULT_EPOCHS, TuneOptions, TuneSettings
+from pipeline.tuning.workers.processes import helper_argv
 from tests.conftest import ROOT
 
 SPEC = yaml.safe_load(Path(ROOT, "MLproject").read_text())["entry_points"]
@@ -114,7 +115,7 @@ def test_replicate_logs_its_options_and_the_threads():
 def test_tune_helpers_get_the_resolved_settings_and_their_share():
     opts = TuneOptions(model="fast_cnn", n_trials=5, workers=2, data_dir="elsewhere", helper_of="")
     settings = opts.resolve()
-    [helper] = opts.helper_argv(settings)
+    [helper] = helper_argv(opts, settings)
     typed = dict(zip(helper[::2], helper[1::2]))
     assert typed["--n-trials"] == "2" and typed["--workers"] == "1"
     assert typed["--epochs"] == str(DEFAULT_EPOCHS["fast_cnn"])

@@ -104,7 +104,7 @@ def test_the_study_s_parameters_and_tags_hold_no_password():
 
 def test_helpers_get_the_password_in_their_environment_not_their_command_line(monkeypatch):
     opts = TuneOptions(storage=f"postgresql://tuner:{quoted()}@db/optuna", n_trials=4, workers=2)
-    [argv] = opts.helper_argv(opts.resolve())
+    [argv] = processes.helper_argv(opts, opts.resolve())
     assert argv[argv.index("--storage") + 1] == "postgresql://tuner@db/optuna"
     assert not any(SECRET in a or quoted() in a for a in argv)
     # what the helper does with its environment: the password back, and gone from os.environ

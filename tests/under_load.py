@@ -2,7 +2,7 @@
 a CPU-bound process per core running beside them the whole time.
 
 Races hide where workers, servers and signals meet; a loaded machine widens their windows. A
-flaky test is a defect: every round must pass. Default: 3 rounds of the scale-out, workers,
+flaky test is a defect: every round must pass. Default: 3 rounds of the scale-out, Ray, workers,
 champion, recovery, signal and served-model tests (`make test-load`).
 """
 
@@ -17,6 +17,7 @@ import time
 E2E = "tests/test_end_to_end.py::test_"
 CONCURRENCY_TESTS = [
     "tests/test_scale_out.py",
+    "tests/test_ray.py",
     "tests/test_champion.py",
     "tests/test_recovery.py",
     "tests/test_signals.py",

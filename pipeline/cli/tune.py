@@ -1,5 +1,6 @@
 """What `tune` does once its options are checked: resolve the settings, check storage and
-tracking, start any helper workers, run the study, print its summary.
+tracking (and with --ray the cluster), start any helper workers or Ray tasks, run the study,
+print its summary.
 
 Every check that can fail on user input runs before the study or an MLflow run is created.
 The storage's password, when its URL holds one, is never printed, logged or passed on a command
@@ -8,6 +9,7 @@ line (core/credentials.py); under `mlflow run`, which logs the URL itself, it is
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 from pipeline.core.errors import Stopped, UserError
@@ -25,6 +27,10 @@ def tune(opts: TuneOptions) -> None:
 
     if opts.helper_of:
         opts = dataclasses.replace(opts, storage=helper_storage(opts.storage))
+    if opts.ray:
+        from pipeline.tuning.workers.ray_tasks import here
+
+        opts = here(opts)
     settings = opts.resolve()
     from pipeline.core import data
     from pipeline.core.errors import first_line
@@ -33,30 +39,40 @@ def tune(opts: TuneOptions) -> None:
     from pipeline.tuning.search.sampler import open_study
     from pipeline.tuning.study import tune as run_study
     from pipeline.tuning.summary import summary
+    from pipeline.tuning.workers import processes
     from pipeline.tuning.workers.storage import check_storage, lost_storage, refuse_logged_password
 
     refuse_logged_password(opts.storage)  # mlflow run has logged it: before anything of ours
-    dataset = data.load(opts.data_dir)
-    storage = check_storage(settings)  # storage errors surface before any MLflow write
-    store.configure()  # and tracking errors before the study is created
-    settings = budget.fit(settings, dataset, storage, epochs_given=opts.epochs > 0)
-    team = helpers(opts, settings)
-    try:
-        study = run_study(settings, dataset, open_study(settings, storage), team)
-    except KeyboardInterrupt:
-        raise Stopped(
-            "interrupted: the running trial ends FAIL and its MLflow run KILLED; "
-            "run the same command again to resume the study"
-        ) from None
-    except Exception as e:
-        lost = lost_storage(e)  # the database went away mid-study
-        if lost is None:
-            raise
-        raise UserError(
-            f"storage {without_password(opts.storage)}: lost the database "
-            f"({first_line(lost.__cause__ or lost)}); completed trials are "
-            "kept: run the same command again to resume"
-        ) from None
+    with ray_cluster(opts, settings) as cluster:  # its refusals, too, before anything is written
+        dataset = data.load(opts.data_dir)
+        storage = check_storage(settings)  # storage errors surface before any MLflow write
+        store.configure()  # and tracking errors before the study is created
+        settings = budget.fit(settings, dataset, storage, epochs_given=opts.epochs > 0)
+        team = (
+            cluster.tasks(
+                ray_worker,
+                processes.worker_options(opts, settings),
+                settings.space.path.read_text(),
+            )
+            if cluster
+            else helpers(opts, settings)
+        )
+        try:
+            study = run_study(settings, dataset, open_study(settings, storage), team)
+        except KeyboardInterrupt:
+            raise Stopped(
+                "interrupted: the running trial ends FAIL and its MLflow run KILLED; "
+                "run the same command again to resume the study"
+            ) from None
+        except Exception as e:
+            lost = lost_storage(e)  # the database went away mid-study
+            if lost is None:
+                raise
+            raise UserError(
+                f"storage {without_password(opts.storage)}: lost the database "
+                f"({first_line(lost.__cause__ or lost)}); completed trials are "
+                "kept: run the same command again to resume"
+            ) from None
     if settings.helper_of:
         return  # the main worker prints the summary
     print(summary(study, settings))
@@ -64,6 +80,41 @@ def tune(opts: TuneOptions) -> None:
         f"{store.look_at_it()}; and python -m pipeline dashboard --storage "
         f"{without_password(opts.storage)}"
     )
+
+
+def ray_cluster(opts: TuneOptions, settings):
+    """With --ray: the Ray cluster whose tasks are this call's workers (joined or started,
+    left at the end); otherwise None."""
+    if not opts.ray:
+        return contextlib.nullcontext(None)
+    from pipeline.tuning.workers import ray_tasks
+
+    return ray_tasks.cluster(opts.ray, settings.storage)
+
+
+def ray_worker(opts: TuneOptions, space_text: str, threads: int) -> None:
+    """One Ray task of `tune --ray`, in a Ray worker process: the worker loop a `tune --workers`
+    helper runs (tuning/workers/ray_tasks.py), on `threads` threads, with the driver's search
+    space written here (the task's node may not have the driver's file)."""
+    import os
+    import signal
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from pipeline.core import interrupt
+
+    os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run`'s run belongs to the driver
+    # ray.cancel raises through the SIGINT handler: ours keeps the raise out of database
+    # writes. Ray's own SIGTERM handler stays: it is how Ray ends its worker processes.
+    interrupt.reset()
+    interrupt.install((signal.SIGINT,))
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="tune-space-") as folder:
+        space = Path(folder) / Path(opts.space).name
+        space.write_text(space_text)
+        tune(dataclasses.replace(opts, space=str(space)))
 
 
 def helpers(opts: TuneOptions, settings):
@@ -79,5 +130,5 @@ def helpers(opts: TuneOptions, settings):
 
     torch.set_num_threads(share_threads(settings.workers))
     return processes.Helpers(
-        opts.helper_argv(settings), torch.get_num_threads(), password(opts.storage)
+        processes.helper_argv(opts, settings), torch.get_num_threads(), password(opts.storage)
     )

@@ -88,10 +88,10 @@ def _raise_when_safe(frame) -> None:
     check()
 
 
-def install() -> None:
-    """Handle SIGINT and SIGTERM in this process (the main thread only)."""
-    signal.signal(signal.SIGINT, _handle)
-    signal.signal(signal.SIGTERM, _handle)
+def install(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> None:
+    """Handle `signals` in this process (the main thread only)."""
+    for signum in signals:
+        signal.signal(signum, _handle)
 
 
 def reset() -> None:

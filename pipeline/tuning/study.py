@@ -35,17 +35,19 @@ from pipeline.tuning.tune_settings import TuneSettings
 from pipeline.tuning.workers import recovery
 from pipeline.tuning.workers.optuna_private import StudyFull
 from pipeline.tuning.workers.processes import Helpers
+from pipeline.tuning.workers.ray_tasks import RayTasks  # imports Ray only when it runs
 
 
 def tune(
     settings: TuneSettings,
     data: FashionMNIST,
     study: optuna.Study | None = None,
-    helpers: Helpers | None = None,
+    helpers: Helpers | RayTasks | None = None,
 ) -> optuna.Study:
     """Run the study inside one parent MLflow run (the active one under `mlflow run`), with
-    `helpers` (more worker processes of this call) nesting their trials under it. The study's
-    summary and the champion's registration come once every worker has ended."""
+    `helpers` (more worker processes of this call, or its Ray tasks, which leave this process
+    only the waiting) nesting their trials under it. The study's summary and the champion's
+    registration come once every worker has ended."""
     study = study or open_study(settings)
     study_tags = settings.tags()
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
@@ -68,7 +70,8 @@ def tune(
         mlflow.log_artifact(str(settings.space.path))
         objective = make_objective(settings, data, study_tags, run.info.run_id, deadline=deadline)
         with helpers.running(run.info.run_id) if helpers else contextlib.nullcontext():
-            run_trials(study, objective, settings, deadline)
+            if helpers is None or helpers.main_trains:  # Ray's driver only waits
+                run_trials(study, objective, settings, deadline)
             if helpers:
                 helpers.wait()
         summary.log_study(study, settings, data)

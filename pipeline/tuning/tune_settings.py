@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,18 +32,16 @@ DEFAULT_EPOCHS = {"fcn": 20, "fast_cnn": FAST_CNN.epochs, "study_cnn": CNN.epoch
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 MAX_TRIALS = 1_000_000
 MAX_WORKERS = 64  # processes on this machine, each with its own copy of the data
-# A full trial takes at most this share of --timeout (tuning/search/budget.py). With the default
-# 540 s: 20 epochs up to 10.0 s per epoch of the 1024-512 FCN (the fast 2-core Xeon: 4 s), 14 up
-# to 14.3 s: the slow 2-core EPYC (13.2 s) and its emulation here (one core shared with a busy
-# process, which timed 10.7-12.1 s) sit inside that band, not at an edge, where timing noise
-# would flip the choice (at a share of 0.4 one emulated study timed 10.7 s, took 20-epoch
-# trials and ran 9 trials).
+# A full trial takes at most this share of --timeout (tuning/search/budget.py): the default 540 s
+# then gives 20-epoch trials up to 10.0 s per epoch of the 1024-512 FCN, 14 up to 14.3 s; the
+# fast Xeon (4 s) and the slow EPYC (13.2 s, or its emulation) sit inside a tier, not at an edge.
 TRIAL_SHARE = 0.37
 # The tags that name a study on its runs and logged models (`TuneSettings.tags`).
 STUDY_TAG, STORAGE_TAG = "study_name", "optuna_storage"
+RAY_ADDRESS = re.compile(r"auto|local|[\w.-]+:\d{1,5}")  # ray.init's forms we accept
 
 
-def _by_model(values: Mapping[str, object]) -> str:
+def _by_model(values: Mapping[str, object]) -> str:  # "20 for fcn, 10 for fast_cnn"
     return ", ".join(f"{value} for {model}" for model, value in values.items())
 
 
@@ -144,9 +142,16 @@ class TuneOptions:
     workers: int = options.integer(
         1,
         "Worker processes of this call, on one study, sharing the threads and n_trials "
-        "(python -m bench measured 2 no faster than 1 for the FCN study on 2 cores).",
+        "(python -m bench measured 2 no faster than 1 for the FCN study on 2 cores); with "
+        "--ray, Ray tasks sharing the cluster's CPUs.",
         low=1,
         high=MAX_WORKERS,
+    )
+    ray: str = options.text(
+        "",
+        "Run the --workers as Ray tasks on a Ray cluster (docs/ray.md): auto (the cluster this "
+        "machine belongs to), local (one started here for this call) or the head's HOST:PORT; "
+        "empty: processes on this machine. Needs pip install -r requirements-ray.txt.",
     )
     # a `tune --workers` helper (pipeline/tuning/workers/processes.py): the main worker's parent run
     helper_of: str = options.text("", "", hidden=True)
@@ -160,6 +165,11 @@ class TuneOptions:
                 "never end; set one of them"
             )
         resolve_pruner(self.pruner, self.objectives)  # a pruner on a frontier: refused
+        if self.ray and not RAY_ADDRESS.fullmatch(self.ray):
+            raise ConfigError(
+                f"ray: {self.ray!r} is no Ray cluster; use auto, local or the head's "
+                "HOST:PORT (such as 10.0.0.5:6379)"
+            )
         if self.heartbeat and self.grace_period <= self.heartbeat:
             raise ConfigError(
                 f"grace_period: {self.grace_period} must be greater than "
@@ -208,28 +218,8 @@ class TuneOptions:
             workers=len(shares(self.n_trials, self.workers)),
             helper_of=self.helper_of or None,
             objectives=self.objectives,
+            ray=self.ray or None,
         )
-
-    def helper_argv(self, settings: TuneSettings) -> list[list[str]]:
-        """The `tune` arguments of this call's helper workers: one each, with its share of
-        n_trials and the resolved space, epochs and study name (one worker each). The storage
-        goes without its password, which `ps` would show to every user of the machine: the
-        helpers get it through their environment (tuning/workers/processes.py)."""
-        from pipeline.core.credentials import without_password
-
-        resolved = dataclasses.replace(
-            self,
-            space=str(settings.space.path),
-            epochs=settings.epochs,
-            study_name=settings.study_name,
-            storage=without_password(self.storage),
-            workers=1,
-            helper_of="",
-        )
-        return [
-            options.to_argv(dataclasses.replace(resolved, n_trials=n))
-            for n in shares(self.n_trials, self.workers)[1:]
-        ]
 
 
 @dataclass(frozen=True)
@@ -251,10 +241,9 @@ class TuneSettings:
     grace_period: int  # seconds without a heartbeat after which a trial's worker is dead
     keep_models: int | None  # logged models kept per study (tuning/registry/logged_models.py)
     workers: int  # processes of this call, sharing n_trials (tuning/workers/processes.py)
-    # A `tune --workers` helper: its trials nest under this run of the main worker; it logs no
-    # study summary and registers nothing.
-    helper_of: str | None
+    helper_of: str | None  # a helper's main run: its trials nest there; no summary, no champion
     objectives: str  # "val_acc", or "val_acc,train_time_s" (the frontier)
+    ray: str | None  # the Ray cluster whose tasks are the workers (tuning/workers/ray_tasks.py)
 
     @property
     def metric_names(self) -> list[str]:

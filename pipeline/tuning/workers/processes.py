@@ -10,6 +10,7 @@ password; a password typed in the main worker's URL reaches them in their enviro
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -17,18 +18,46 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pipeline.core.credentials import with_password
+from pipeline.core import options
+from pipeline.core.credentials import with_password, without_password
 from pipeline.core.errors import UserError
+from pipeline.tuning.tune_settings import TuneOptions, TuneSettings, shares
 
 # The main worker's storage password, for its helpers only (an environment is private to its
 # process and user; a command line is not).
 PASSWORD_VARIABLE = "PIPELINE_HELPER_STORAGE_PASSWORD"
 
 
+def worker_options(opts: TuneOptions, settings: TuneSettings) -> list[TuneOptions]:
+    """This call's workers, one options each: its share of n_trials and the resolved space,
+    epochs and study name. The storage goes without its password, which `ps` would show to
+    every user: the helpers get it from their environment (`helper_storage`; Ray tasks:
+    tuning/workers/ray_tasks.py)."""
+    resolved = dataclasses.replace(
+        opts,
+        space=str(settings.space.path),
+        epochs=settings.epochs,
+        study_name=settings.study_name,
+        storage=without_password(opts.storage),
+        workers=1,
+        ray="",
+        helper_of="",
+    )
+    return [dataclasses.replace(resolved, n_trials=n) for n in shares(opts.n_trials, opts.workers)]
+
+
+def helper_argv(opts: TuneOptions, settings: TuneSettings) -> list[list[str]]:
+    """The `tune` arguments of this call's helper workers (all but the first worker, which
+    is this process)."""
+    return [options.to_argv(worker) for worker in worker_options(opts, settings)[1:]]
+
+
 class Helpers:
     """The helpers of one `tune` call: `commands` are their `tune` arguments; each trains with
     `threads` threads and nests its trials under the main worker's parent run. `password`: the
     storage's, when the main worker's URL held one (the commands' URL does not)."""
+
+    main_trains = True  # the main worker runs trials beside them
 
     def __init__(self, commands: list[list[str]], threads: int, password: str | None = None):
         self.commands, self.threads, self.password = commands, threads, password

@@ -1,0 +1,91 @@
+"""What Ray costs a study (`python -m bench --only ray`): trials per hour of the same study with
+`tune --workers 2` (two processes here) and `tune --ray local --workers 2` (two Ray tasks on a
+cluster started for the call), side by side in one run, and Ray's start-up time.
+
+Each mode runs the FCN study (its search space, `epochs` per trial, seed 0) for `seconds` on a
+fresh SQLite storage and tracking store. Its rate counts the trials that finished (complete or
+pruned) over the wall time of the whole command, Ray's start and stop included: what a user
+waits for. Start-up: a fresh process's `import ray`, `ray.init` of a local cluster and its first
+task's answer, then `ray.shutdown`. Needs Ray (requirements-ray.txt); without it, says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP = """
+import json, time
+t0 = time.perf_counter()
+import ray
+ray.init(address="local", include_dashboard=False, configure_logging=False)
+t1 = time.perf_counter()
+ray.get(ray.remote(lambda: 1).remote())
+t2 = time.perf_counter()
+ray.shutdown()
+t3 = time.perf_counter()
+print(json.dumps({"init_s": t1 - t0, "first_task_s": t2 - t1, "shutdown_s": t3 - t2}))
+"""
+MODES = {"workers": ["--workers", "2"], "ray": ["--ray", "local", "--workers", "2"]}
+
+
+def measure(data_dir: Path, seconds: float, epochs: int, tmp: Path) -> dict:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return {"skipped": "Ray is not installed: pip install -r requirements-ray.txt"}
+    out: dict = {"seconds": seconds, "epochs": epochs}
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "RAY_ADDRESS")}
+    started = subprocess.run(
+        [sys.executable, "-c", STARTUP], env=env, capture_output=True, text=True, check=True
+    )
+    out["startup"] = json.loads(started.stdout.strip().splitlines()[-1])
+    for mode, args in MODES.items():
+        out[mode] = study_rate(mode, args, data_dir, seconds, epochs, tmp, env)
+    out["ray_vs_workers"] = out["ray"]["trials_per_hour"] / out["workers"]["trials_per_hour"]
+    return out
+
+
+def study_rate(
+    mode: str, args: list[str], data_dir: Path, seconds: float, epochs: int, tmp: Path, env: dict
+) -> dict:
+    import optuna
+
+    storage = f"sqlite:///{tmp / f'optuna-ray-{mode}.db'}"
+    t0 = time.perf_counter()
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pipeline", "tune", "--epochs", str(epochs)),
+            *("--n-trials", "0", "--timeout", str(seconds), "--storage", storage),
+            *("--study-name", f"bench-{mode}", "--data-dir", str(data_dir), *args),
+        ],
+        env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / f'mlflow-ray-{mode}.db'}"},
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    wall = time.perf_counter() - t0
+    trials = optuna.load_study(study_name=f"bench-{mode}", storage=storage).trials
+    done = [t for t in trials if t.state.is_finished()]
+    return {"wall_s": wall, "trials": len(done), "trials_per_hour": 3600 * len(done) / wall}
+
+
+def lines(r: dict) -> list[str]:
+    """The section's lines in bench/table.py's summary."""
+    t = r["ray"]
+    if "skipped" in t:
+        return [f"Ray: skipped ({t['skipped']})"]
+    s = t["startup"]
+    return [
+        f"tune trials/hour ({t['seconds']:.0f} s, {t['epochs']} epochs): --workers 2 "
+        f"{t['workers']['trials_per_hour']:.0f}, --ray local --workers 2 "
+        f"{t['ray']['trials_per_hour']:.0f} ({t['ray_vs_workers']:.2f}x)",
+        f"  Ray start-up: import and init {s['init_s']:.1f} s, first task "
+        f"{s['first_task_s']:.1f} s, shutdown {s['shutdown_s']:.1f} s",
+    ]
