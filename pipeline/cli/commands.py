@@ -60,6 +60,7 @@ def evaluate(opts: EvaluateOptions) -> None:
 
     dataset = data.load(opts.data_dir)
     store.configure(experiment=False)
+    close_dead_runs()
     info = evaluation.resolve(opts.model_uri)  # a bad URI fails here, before any write
     model = evaluation.load(opts.model_uri)
     store.configure()
@@ -97,8 +98,25 @@ def predict(opts: PredictOptions) -> None:
     """Classify images: each becomes 28x28 grayscale (inverted if dark-on-light); prints the
     most likely classes with their probabilities."""
     from pipeline.serving import predict as predicting
+    from pipeline.tracking import store
 
     files, pixels = predicting.load_images(list(opts.images))
+    store.configure(experiment=False)
+    close_dead_runs()
     model = predicting.load_model(opts.model_uri)
     for path, probs in zip(files, predicting.probabilities(model, pixels)):
         print(f"{path}: {predicting.describe(probs, opts.top)}")
+
+
+def close_dead_runs() -> None:
+    """End KILLED the runs that dead processes of this host left RUNNING (tracking/orphans.py),
+    as every command that opens the store does; a SQLite store that does not exist is not
+    created for it (evaluate and predict then say the model is not found)."""
+    import mlflow
+
+    from pipeline.serving.evaluate import sqlite_file
+    from pipeline.tracking import orphans
+
+    path = sqlite_file(mlflow.get_tracking_uri())
+    if path is None or path.exists():
+        orphans.close_orphans()

@@ -31,6 +31,7 @@ def tune(opts: TuneOptions) -> None:
     from pipeline.tracking import store
     from pipeline.tuning.search import budget
     from pipeline.tuning.search.sampler import open_study
+    from pipeline.tuning.study import stopped_line
     from pipeline.tuning.study import tune as run_study
     from pipeline.tuning.summary import summary
     from pipeline.tuning.workers.storage import check_storage, lost_storage, refuse_logged_password
@@ -43,11 +44,8 @@ def tune(opts: TuneOptions) -> None:
     team = helpers(opts, settings)
     try:
         study = run_study(settings, dataset, open_study(settings, storage), team)
-    except KeyboardInterrupt:
-        raise Stopped(
-            "interrupted: the running trial ends FAIL and its MLflow run KILLED; "
-            "run the same command again to resume the study"
-        ) from None
+    except KeyboardInterrupt as stop:
+        raise Stopped(stopped_line(stop, team is not None)) from None
     except Exception as e:
         lost = lost_storage(e)  # the database went away mid-study
         if lost is None:

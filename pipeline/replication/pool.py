@@ -5,7 +5,8 @@ The workers are spawned (no fork of a process whose OpenMP pool is running); eac
 once, takes its share of the threads and trains the jobs it is sent, each as
 `tracklog.train_run` under its table's run. Stop requests are core/interrupt.py's while a job
 trains: Ctrl-C (which reaches the whole process group) or the parent's SIGTERM stops the
-training, whose run ends KILLED, and the worker starts no later job. Between jobs a signal is
+training, whose run ends KILLED, and the worker starts no later job (so do the other stop
+signals of core/interrupt.py, a closed terminal's SIGHUP among them). Between jobs a signal is
 only recorded (raising there would kill the worker inside the pool's own loop, with a
 traceback): the next job sees it and does not start.
 """
@@ -120,8 +121,9 @@ def _hold(signum, frame) -> None:
 
 
 def _hold_signals() -> None:
-    signal.signal(signal.SIGINT, _hold)
-    signal.signal(signal.SIGTERM, _hold)
+    for signum in interrupt.STOP_SIGNALS:  # a closed terminal's SIGHUP reaches the workers too
+        if signal.getsignal(signum) != signal.SIG_IGN:  # `nohup replicate` stays so
+            signal.signal(signum, _hold)
 
 
 def _start_worker(settings: ReplicateSettings, tracking_uri: str, experiment_id: str) -> None:
