@@ -35,13 +35,24 @@ def prepare(opts: PrepareOptions) -> None:
 
 def train(opts: TrainOptions) -> None:
     """Train one model as one MLflow run: per-epoch metrics, curves, confusion matrix, model."""
-    from pipeline.core import data
+    from pipeline.core import data, memory
+    from pipeline.core.training import pick_device
     from pipeline.tracking import log as tracklog
     from pipeline.tracking import store
 
     dataset = data.load(opts.data_dir)
+    config = opts.config
+    memory.check_fits(  # before any run: a model too big for memory is one line, not the OOM killer
+        config,
+        pick_device(),
+        what=f"--model {config.model}"
+        + (f" --hidden {memory.layers(config.hidden)}" if config.model == "fcn" else ""),
+        fix="use fewer or narrower --hidden layers or a smaller --batch-size"
+        if config.model == "fcn"
+        else "use a smaller --batch-size",
+    )
     store.configure()
-    trained = tracklog.train_run(opts.config, dataset, log_model=True)
+    trained = tracklog.train_run(config, dataset, log_model=True)
     final, result = trained.result.final, trained.result
     val = f"val_acc {final['val_acc']:.4f}, " if "val_acc" in final else "no val split, "
     print(

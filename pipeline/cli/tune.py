@@ -30,6 +30,7 @@ def tune(opts: TuneOptions) -> None:
     from pipeline.core.errors import first_line
     from pipeline.tracking import store
     from pipeline.tuning.search import budget
+    from pipeline.tuning.search.largest import check_space_fits
     from pipeline.tuning.search.sampler import open_study
     from pipeline.tuning.study import stopped_line
     from pipeline.tuning.study import tune as run_study
@@ -38,6 +39,8 @@ def tune(opts: TuneOptions) -> None:
 
     refuse_logged_password(opts.storage)  # mlflow run has logged it: before anything of ours
     dataset = data.load(opts.data_dir)
+    if not settings.helper_of:  # before the study and any run: a model too big for memory
+        check_space_fits(settings)
     storage = check_storage(settings)  # storage errors surface before any MLflow write
     store.configure()  # and tracking errors before the study is created
     settings = budget.fit(settings, dataset, storage, epochs_given=opts.epochs > 0)
