@@ -240,3 +240,53 @@ def test_tune_killed_9_ends_its_helpers_and_the_next_command_closes_the_rest(
     runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
     assert "RUNNING" not in {r.info.status for r in runs}
     assert "RUNNING" not in {t.state.name for t in study.trials}
+
+
+def session_processes(sid: int) -> list[str]:
+    """The live processes of session `sid` (zombies, waiting for init to reap them, are dead)."""
+    ps = subprocess.run(
+        ["ps", "-o", "pid=,stat=,args=", "-s", str(sid)], capture_output=True, text=True
+    ).stdout.splitlines()
+    return [line for line in ps if line.split()[1][0] != "Z"]
+
+
+@pytest.mark.slow
+def test_replicate_killed_9_ends_its_training_processes(tmp_path, tracking_env, data_dir):
+    """Its pool workers trained their jobs on under a dead parent, then waited for good on the
+    pool's queue. Now each ends its training KILLED and exits."""
+    mlflow.MlflowClient().search_experiments()  # the store exists before this process polls it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "replicate", "--quick", "--workers", "2", "--out",
+         "report", "--data-dir", str(data_dir)],
+        env=tracking_env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+
+    def training() -> list:
+        runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
+        return [r for r in runs if "variant" in r.data.tags and "val_acc" in r.data.metrics]
+
+    try:
+        deadline = time.monotonic() + 300
+        while len(training()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.returncode
+            time.sleep(0.5)
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 120
+        while session_processes(proc.pid):
+            assert time.monotonic() < deadline, session_processes(proc.pid)
+            time.sleep(0.5)
+    finally:
+        if session_processes(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+    trainings = [
+        r
+        for r in mlflow.search_runs(experiment_names=["tests"], output_format="list")
+        if "variant" in r.data.tags
+    ]
+    assert {r.info.status for r in trainings} <= {"KILLED", "FINISHED"}
+    assert "stopped by signal SIGTERM" in {r.data.tags.get("end_reason") for r in trainings}
+    orphans.close_orphans()  # the replicate process's own runs, as the next command does
+    runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
+    assert "RUNNING" not in {r.info.status for r in runs}
