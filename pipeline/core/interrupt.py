@@ -128,6 +128,10 @@ class _Output:
     def write(self, text: str) -> int:
         return self._guard(self._stream.write, text)
 
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
     def flush(self) -> None:
         self._guard(self._stream.flush)
 
