@@ -25,8 +25,8 @@ import os, sys, time
 from pipeline.core import interrupt
 interrupt.install()
 interrupt.follow_parent(int(os.environ[interrupt.PARENT_VARIABLE]))
-print("following", flush=True)
-try:
+try:  # the parent may die while this line is still being written
+    print("following", flush=True)
     while True:  # a training loop: check() after each batch
         interrupt.check()
         time.sleep(0.05)
