@@ -38,6 +38,23 @@ def test_the_private_hook_and_models_are_as_the_adapter_expects():
     assert "failed_trial" in inspect.getsource(optuna.storages.RetryHeartbeatStaleTrialCallback)
 
 
+def test_a_trial_is_created_and_its_failure_reported_where_the_adapter_expects():
+    """A fresh trial names its taker in `_create_new_trial`, which Optuna's cache (wrapping
+    every RDB storage of a study) calls instead of the public method; a stopped trial's report
+    is dropped from the logger `_log_failed_trial` writes to."""
+    from optuna.storages import _cached_storage
+    from optuna.study import _optimize
+
+    from pipeline.tuning.workers.optuna_private import FAILED_TRIAL_LOGGER
+
+    create = optuna.storages.RDBStorage._create_new_trial
+    assert list(inspect.signature(create).parameters) == ["self", "study_id", "template_trial"]
+    cached = inspect.getsource(_cached_storage._CachedStorage.create_new_trial)
+    assert "self._backend._create_new_trial(study_id, template_trial)" in cached
+    assert _optimize._logger.name == FAILED_TRIAL_LOGGER
+    assert inspect.getsource(_optimize._log_failed_trial).count("_logger.warning(") == 2
+
+
 def test_no_other_module_uses_a_private_optuna_name():
     sources = [*PACKAGE.rglob("*.py"), *(ROOT / "bench").rglob("*.py")]
     users = [

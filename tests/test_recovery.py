@@ -9,16 +9,18 @@ import signal
 import socket
 import subprocess
 import sys
+from datetime import datetime, timedelta
 
 import mlflow
 import optuna
 import pytest
 
 from pipeline.core import interrupt
+from pipeline.tracking import orphans
 from pipeline.tuning import summary
-from pipeline.tuning.attrs import RUN_ID_ATTR, WORKER_ATTR
+from pipeline.tuning.attrs import CLAIMED_BY_ATTR, CLAIMED_START_ATTR, RUN_ID_ATTR, WORKER_ATTR
 from pipeline.tuning.search.sampler import open_study
-from pipeline.tuning.study import pause, run_trials, tune
+from pipeline.tuning.study import TrialStopped, pause, run_trials, stopped_line, tune
 from pipeline.tuning.workers import recovery
 
 # Trials started by hand (study.ask) have no heartbeat thread: Optuna says so, and it is fine.
@@ -117,3 +119,151 @@ def test_a_trial_whose_worker_never_began_it_is_retried_after_the_grace_period(s
     assert recovery.fail_unstarted_trials(study, grace_period=0) == [0]
     assert [t.state.name for t in study.trials] == ["FAIL", "RUNNING", "WAITING"]
     assert study.trials[2].user_attrs["retry_of"] == 0
+
+
+STORAGES = {
+    "sqlite": lambda tmp: f"sqlite:///{tmp / 'optuna.db'}",
+    "journal": lambda tmp: str(tmp / "journal.log"),
+}
+
+
+def claimed_study(tmp_path, storage: str, queued: bool) -> optuna.Study:
+    from pipeline.tuning.workers.storage import make_storage
+
+    study = optuna.create_study(
+        study_name="claims", storage=make_storage(STORAGES[storage](tmp_path)), direction="maximize"
+    )
+    if queued:
+        study.enqueue_trial({"x": 1.0})
+    return study
+
+
+@pytest.mark.parametrize("queued", [False, True], ids=["fresh", "queued"])
+@pytest.mark.parametrize("storage", STORAGES)
+def test_a_trial_names_the_process_that_took_it_as_it_is_taken(tmp_path, storage, queued):
+    trial = claimed_study(tmp_path, storage, queued).ask()
+    attrs = trial.study.trials[trial.number].user_attrs
+    assert attrs[CLAIMED_BY_ATTR] == f"{socket.gethostname()}:{os.getpid()}"
+    assert attrs[CLAIMED_START_ATTR] == orphans.process_start(os.getpid())
+
+
+TAKE_AND_WAIT = """
+import signal, sys
+import optuna
+from pipeline.tuning.workers.storage import make_storage
+study = optuna.load_study(study_name="claims", storage=make_storage(sys.argv[1]))
+print(study.ask().number, flush=True)
+signal.pause()  # killed here, before any objective could name its worker
+"""
+
+
+@pytest.mark.parametrize("queued", [False, True], ids=["fresh", "queued"])
+@pytest.mark.parametrize("storage", STORAGES)
+def test_a_worker_killed_right_after_taking_a_trial_leaves_it_found_at_once(
+    tmp_path, tracking_env, storage, queued
+):
+    """kill -9 between Optuna's creating (or dequeuing) a trial and the objective's first line:
+    the trial was RUNNING with no worker through every later `tune`, and no summary counted it."""
+    study = claimed_study(tmp_path, storage, queued)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", TAKE_AND_WAIT, STORAGES[storage](tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=tracking_env,
+    )
+    number = int(worker.stdout.readline())
+    worker.kill()
+    worker.wait()
+    assert [t.state.name for t in study.trials] == ["RUNNING"]
+    assert summary.summary(study).startswith(
+        "study claims: 1 trials (0 complete, 0 pruned, 0 fail, 1 running)"
+    )
+    assert recovery.fail_dead_local_trials(study) == [number]
+    assert [t.state.name for t in study.trials] == ["FAIL", "WAITING"]
+
+
+def add_running(study: optuna.Study, **attrs) -> None:
+    """A RUNNING trial as another process left it an hour ago (`attrs` its user attrs)."""
+    left = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, user_attrs=attrs)
+    left.datetime_start = datetime.now() - timedelta(hours=1)
+    study.add_trial(left)
+
+
+@pytest.mark.parametrize(
+    "left",
+    [
+        {WORKER_ATTR: "HERE:DEAD"},  # its worker died mid-trial
+        {CLAIMED_BY_ATTR: "HERE:DEAD"},  # its taker died before naming the worker
+        {},  # taken by a process of another host, or of an older version: after the grace
+    ],
+    ids=["dead worker", "dead taker", "nobody, past the grace period"],
+)
+def test_the_next_tune_recovers_a_trial_left_running_before_its_own_trials(
+    settings, tiny_data, no_summary, left
+):
+    s = settings(n_trials=1)  # grace period 180 s
+    study = open_study(s)
+    here = f"{socket.gethostname()}:{dead_pid()}"
+    add_running(study, **{key: value.replace("HERE:DEAD", here) for key, value in left.items()})
+    tune(s, tiny_data, study)
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
+    assert study.trials[1].user_attrs["retry_of"] == 0
+
+
+def test_the_summary_counts_trials_not_finished_only_when_there_are_some(settings):
+    study = open_study(settings())
+    assert (
+        summary.summary(study).splitlines()[0] == "study s: 0 trials (0 complete, 0 pruned, 0 fail)"
+    )
+    study.enqueue_trial({"lr": 1e-3})
+    add_running(study)
+    assert (
+        summary.summary(study).splitlines()[0]
+        == "study s: 2 trials (0 complete, 0 pruned, 0 fail, 1 running, 1 waiting)"
+    )
+
+
+def test_a_stop_mid_trial_fails_it_says_which_and_optuna_reports_nothing(
+    settings, stop_requests, capfd
+):
+    s = settings(n_trials=3)
+    study = open_study(s)
+
+    def objective(trial):
+        swallowed_stop_request()
+        interrupt.check()  # as the training loop does after each batch
+
+    with pytest.raises(TrialStopped) as stop:
+        run_trials(study, objective, s)
+    assert stop.value.number == 0 and [t.state.name for t in study.trials] == ["FAIL"]
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "failed with" not in err, err
+
+
+@pytest.mark.parametrize(
+    "stop, helpers, line",
+    [
+        (
+            TrialStopped("stopped by signal SIGHUP", 4),
+            False,
+            "interrupted (stopped by signal SIGHUP) trial 4 ended FAIL and its MLflow run KILLED; "
+            "run the same command again to resume the study",
+        ),
+        (
+            interrupt.Interrupted("stopped by signal SIGTERM"),
+            False,
+            "interrupted (stopped by signal SIGTERM) between trials: no trial of this worker was "
+            "running; run the same command again to resume the study",
+        ),
+        (
+            interrupt.Interrupted("stopped by signal SIGINT"),
+            True,
+            "interrupted (stopped by signal SIGINT) between trials: no trial of this worker was "
+            "running; its helper workers' running trials end FAIL too; run the same command "
+            "again to resume the study",
+        ),
+    ],
+    ids=["mid-trial", "between trials", "between trials, with helpers"],
+)
+def test_the_stop_line_says_what_the_stop_ended(stop, helpers, line):
+    assert stopped_line(stop, helpers) == line

@@ -21,6 +21,7 @@ CONCURRENCY_TESTS = [
     "tests/test_champion.py",
     "tests/test_recovery.py",
     "tests/test_signals.py",
+    "tests/test_process_tree.py",
     "tests/test_optuna_adapter.py",
     "tests/test_serving.py",
     f"{E2E}tune_stopped_with_two_workers_leaves_nothing_running",

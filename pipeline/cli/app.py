@@ -46,21 +46,34 @@ def main() -> None:
     """Entry point: typer in non-standalone mode, so every error becomes one line."""
     from pipeline.core import interrupt
 
-    # `kill`, a CI timeout, `docker stop`, Ctrl-C: end runs KILLED, not RUNNING
+    # `kill`, a CI timeout, `docker stop`, Ctrl-C, a closed terminal: end runs KILLED
     interrupt.install()
-    if os.environ.get("MLFLOW_RUN_ID"):  # started by `mlflow run`: die with it, not after it
+    parent = os.environ.pop(interrupt.PARENT_VARIABLE, "")  # not for our own children
+    if parent.isdigit():  # a `tune --workers` helper: ends when its main worker dies
+        interrupt.follow_parent(int(parent))
+    elif os.environ.get("MLFLOW_RUN_ID"):  # started by `mlflow run`: die with it, not after it
         interrupt.follow_parent()
     try:
         code = app(standalone_mode=False)
     except typer.TyperException as e:  # usage errors: bad option, bad type, bad choice
         fail(f"{e.format_message()} (see --help)", 2)
     except UserError as e:
+        if e.exit_code == 130 and quiet_helper(parent):
+            sys.exit(130)
         fail(str(e), e.exit_code)
-    if code == 130:  # typer turns KeyboardInterrupt (Ctrl-C, or SIGTERM above) into exit 130
+    if code == 130 and not quiet_helper(
+        parent
+    ):  # typer turns KeyboardInterrupt (a stop request above) into exit 130
         # only a command that imported mlflow can have had runs to close
         runs = "; MLflow runs in progress ended KILLED" if "mlflow" in sys.modules else ""
         print(f"error: interrupted{runs}", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def quiet_helper(parent: str) -> bool:
+    """A `tune --workers` helper stopped while its main worker lives prints nothing: its main
+    worker stopped it, and says so in its one line (or reports the helper's exit)."""
+    return parent.isdigit() and os.getppid() == int(parent)
 
 
 def fail(message: str, code: int) -> None:

@@ -37,14 +37,25 @@ def prepare(opts: PrepareOptions) -> None:
 def train(opts: TrainOptions) -> None:
     """Train one model as one MLflow run: per-epoch metrics, curves, confusion matrix, model.
     `--recipe fast_cnn` trains a named configuration; the options given beside it override it."""
-    from pipeline.core import data
+    from pipeline.core import data, memory
+    from pipeline.core.training import pick_device
     from pipeline.tracking import log as tracklog
     from pipeline.tracking import store
 
     dataset = data.load(opts.data_dir)
+    config = opts.config
+    memory.check_fits(  # before any run: a model too big for memory is one line, not the OOM killer
+        config,
+        pick_device(),
+        what=f"--model {config.model}"
+        + (f" --hidden {memory.layers(config.hidden)}" if config.model == "fcn" else ""),
+        fix="use fewer or narrower --hidden layers or a smaller --batch-size"
+        if config.model == "fcn"
+        else "use a smaller --batch-size",
+    )
     store.configure()
     tags = {TAG: opts.recipe} if opts.recipe else None  # the params say what it overrode
-    trained = tracklog.train_run(opts.config, dataset, log_model=True, tags=tags)
+    trained = tracklog.train_run(config, dataset, log_model=True, tags=tags)
     final, result = trained.result.final, trained.result
     val = f"val_acc {final[VAL_ACC]:.4f}, " if VAL_ACC in final else "no val split, "
     print(
@@ -63,6 +74,7 @@ def evaluate(opts: EvaluateOptions) -> None:
 
     dataset = data.load(opts.data_dir)
     store.configure(experiment=False)
+    close_dead_runs()
     info = evaluation.resolve(opts.model_uri)  # a bad URI fails here, before any write
     model = evaluation.load(opts.model_uri)
     store.configure()
@@ -100,8 +112,25 @@ def predict(opts: PredictOptions) -> None:
     """Classify images: each becomes 28x28 grayscale (inverted if dark-on-light); prints the
     most likely classes with their probabilities."""
     from pipeline.serving import predict as predicting
+    from pipeline.tracking import store
 
     files, pixels = predicting.load_images(list(opts.images))
+    store.configure(experiment=False)
+    close_dead_runs()
     model = predicting.load_model(opts.model_uri)
     for path, probs in zip(files, predicting.probabilities(model, pixels)):
         print(f"{path}: {predicting.describe(probs, opts.top)}")
+
+
+def close_dead_runs() -> None:
+    """End KILLED the runs that dead processes of this host left RUNNING (tracking/orphans.py),
+    as every command that opens the store does; a SQLite store that does not exist is not
+    created for it (evaluate and predict then say the model is not found)."""
+    import mlflow
+
+    from pipeline.serving.evaluate import sqlite_file
+    from pipeline.tracking import orphans
+
+    path = sqlite_file(mlflow.get_tracking_uri())
+    if path is None or path.exists():
+        orphans.close_orphans()

@@ -36,7 +36,9 @@ def tune(opts: TuneOptions) -> None:
     from pipeline.core.errors import first_line
     from pipeline.tracking import store
     from pipeline.tuning.search import budget
+    from pipeline.tuning.search.largest import check_space_fits
     from pipeline.tuning.search.sampler import open_study
+    from pipeline.tuning.study import stopped_line
     from pipeline.tuning.study import tune as run_study
     from pipeline.tuning.summary import summary
     from pipeline.tuning.workers import processes
@@ -45,6 +47,8 @@ def tune(opts: TuneOptions) -> None:
     refuse_logged_password(opts.storage)  # mlflow run has logged it: before anything of ours
     with ray_cluster(opts, settings) as cluster:  # its refusals, too, before anything is written
         dataset = data.load(opts.data_dir)
+        if not settings.helper_of:  # before the study and any run: a model too big for memory
+            check_space_fits(settings)
         storage = check_storage(settings)  # storage errors surface before any MLflow write
         store.configure()  # and tracking errors before the study is created
         settings = budget.fit(settings, dataset, storage, epochs_given=opts.epochs > 0)
@@ -59,11 +63,8 @@ def tune(opts: TuneOptions) -> None:
         )
         try:
             study = run_study(settings, dataset, open_study(settings, storage), team)
-        except KeyboardInterrupt:
-            raise Stopped(
-                "interrupted: the running trial ends FAIL and its MLflow run KILLED; "
-                "run the same command again to resume the study"
-            ) from None
+        except KeyboardInterrupt as stop:
+            raise Stopped(stopped_line(stop, team is not None)) from None
         except Exception as e:
             lost = lost_storage(e)  # the database went away mid-study
             if lost is None:

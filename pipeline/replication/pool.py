@@ -5,9 +5,12 @@ The workers are spawned (no fork of a process whose OpenMP pool is running); eac
 once, takes its share of the threads and trains the jobs it is sent, each as
 `tracklog.train_run` under its table's run. Stop requests are core/interrupt.py's while a job
 trains: Ctrl-C (which reaches the whole process group) or the parent's SIGTERM stops the
-training, whose run ends KILLED, and the worker starts no later job. Between jobs a signal is
+training, whose run ends KILLED, and the worker starts no later job (so do the other stop
+signals of core/interrupt.py, a closed terminal's SIGHUP among them). Between jobs a signal is
 only recorded (raising there would kill the worker inside the pool's own loop, with a
-traceback): the next job sees it and does not start.
+traceback): the next job sees it and does not start. When the replicate process dies without a
+word (kill -9, the OOM killer), Linux sends each worker SIGTERM (core/interrupt.py
+`follow_parent`): its training ends KILLED, and the worker exits.
 """
 
 from __future__ import annotations
@@ -115,23 +118,41 @@ _WORKER_DATA: FashionMNIST | None = None
 _stopped_between_jobs: list[int] = []  # signals received while no job trained
 
 
+_parent: list[int] = []  # the replicate process's pid
+
+
 def _hold(signum, frame) -> None:
     _stopped_between_jobs.append(signum)
+    _end_if_orphaned()
+
+
+def _end_if_orphaned() -> None:
+    """The replicate process is gone (kill -9, the OOM killer): no job will come, and none
+    runs now (its run is closed), so this worker ends rather than wait for good on the pool's
+    queue, whose ends it holds itself."""
+    if _parent and os.getppid() != _parent[0]:
+        os._exit(1)
 
 
 def _hold_signals() -> None:
-    signal.signal(signal.SIGINT, _hold)
-    signal.signal(signal.SIGTERM, _hold)
+    for signum in interrupt.STOP_SIGNALS:  # a closed terminal's SIGHUP reaches the workers too
+        if signal.getsignal(signum) != signal.SIG_IGN:  # `nohup replicate` stays so
+            signal.signal(signum, _hold)
 
 
-def _start_worker(settings: ReplicateSettings, tracking_uri: str, experiment_id: str) -> None:
+def _start_worker(
+    settings: ReplicateSettings, tracking_uri: str, experiment_id: str, parent: int
+) -> None:
     global _WORKER_DATA
+    _parent.append(parent)
     _hold_signals()
+    interrupt.follow_parent(parent)  # SIGTERM when the replicate process dies, however it dies
     os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run`'s run is the parent's top-level run
     torch.set_num_threads(settings.threads)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(experiment_id=experiment_id)
     _WORKER_DATA = subset(datasets.load(settings.data_dir), settings.train_size)
+    _end_if_orphaned()  # the parent died while this worker started
 
 
 def _train_job(settings: ReplicateSettings, job: Job) -> SeedRun:
@@ -146,6 +167,7 @@ def _train_job(settings: ReplicateSettings, job: Job) -> SeedRun:
         return train_seed(settings, job, _WORKER_DATA)
     finally:
         _hold_signals()
+        _end_if_orphaned()
 
 
 def train_all(
@@ -162,7 +184,7 @@ def train_all(
         settings.workers,
         mp_context=context,
         initializer=_start_worker,
-        initargs=(settings, mlflow.get_tracking_uri(), experiment_id),
+        initargs=(settings, mlflow.get_tracking_uri(), experiment_id, os.getpid()),
     )
     pending: dict[Future, Job] = {}
     try:

@@ -20,6 +20,9 @@ RETRY_OF_ATTR = "retry_of"  # number of the trial whose dead worker this trial r
 FAIL_REASON_ATTR = "fail_reason"
 WORKER_ATTR = "worker"  # host:pid of the process that ran the trial
 WORKER_START_ATTR = "worker_start"  # its start time, so a reused pid is not taken for it
+# The process that created the trial or took it from the queue, written with that step, before
+# the objective names its worker: a process that dies in between leaves a trial that names it.
+CLAIMED_BY_ATTR, CLAIMED_START_ATTR = "claimed_by", "claimed_by_start"
 EPOCHS_ATTR = "epochs"  # of the study: its trials' length, chosen when it was created
 TRIAL_MODEL_ATTR, TRIAL_EPOCHS_ATTR = "model", "epochs"  # a frontier trial's family and epochs
 

@@ -11,8 +11,11 @@ child run sits under the parent of the worker that ran it. A trial whose worker 
 its MLflow runs closed KILLED, and queued once more (tuning/workers/recovery.py): at once when the
 worker ran on this host, after the heartbeat grace period otherwise.
 
-Ctrl-C and SIGTERM stop `tune` within seconds at any point: the training loop checks for a stop
-request after every batch, and the loop here between trials and while waiting.
+A stop request (core/interrupt.py: Ctrl-C, SIGTERM, a closed terminal) stops `tune` within
+seconds at any point: the training loop checks for one after every batch, and the loop here
+between trials and while waiting. A trial it stops ends FAIL, and the exception says which
+(`TrialStopped`); `stopped_line` is the one line the command prints for it. Optuna's own report
+of that failure (the trial's params and a traceback of the stop) is dropped.
 """
 
 from __future__ import annotations
@@ -33,9 +36,44 @@ from pipeline.tuning.search.objective import make_objective
 from pipeline.tuning.search.sampler import open_study
 from pipeline.tuning.tune_settings import TuneSettings
 from pipeline.tuning.workers import recovery
-from pipeline.tuning.workers.optuna_private import StudyFull
+from pipeline.tuning.workers.optuna_private import StudyFull, quiet_stopped_trials
 from pipeline.tuning.workers.processes import Helpers
 from pipeline.tuning.workers.ray_tasks import RayTasks  # imports Ray only when it runs
+
+
+class TrialStopped(interrupt.Interrupted):
+    """A stop request that arrived while trial `number` ran: the trial ended FAIL."""
+
+    def __init__(self, message: str, number: int):
+        super().__init__(message)
+        self.number = number
+
+
+quiet_stopped_trials()
+
+
+def stopped_line(stop: KeyboardInterrupt, helpers: bool = False) -> str:
+    """What `tune` prints when a stop request ended it: which trial it ended FAIL, if any."""
+    others = "; its helper workers' running trials end FAIL too" if helpers else ""
+    if isinstance(stop, TrialStopped):
+        done = f"trial {stop.number} ended FAIL and its MLflow run KILLED{others}"
+    else:
+        done = f"between trials: no trial of this worker was running{others}"
+    return f"interrupted ({stop}) {done}; run the same command again to resume the study"
+
+
+def named_stops(objective):
+    """`objective`, whose stop requests say which trial they ended (TrialStopped)."""
+
+    def run(trial: optuna.Trial):
+        try:
+            return objective(trial)
+        except TrialStopped:
+            raise
+        except KeyboardInterrupt as e:
+            raise TrialStopped(str(e) or "interrupted (Ctrl-C)", trial.number) from None
+
+    return run
 
 
 def tune(
@@ -85,10 +123,10 @@ def run_trials(
     study is full.
 
     Before each trial: a stop request ends the loop, and trials of dead workers on this host
-    are failed and queued again. A full study may still owe trials: one whose worker died on
-    another host comes back as a queued retry once its heartbeat is `grace_period` old. So a
-    worker that finds the study full waits for the other workers' running trials to end (or
-    be found dead) and runs any retry they leave.
+    (and trials not begun for the grace period) are failed and queued again. A full study may
+    still owe trials: one whose worker died on another host comes back as a queued retry once
+    its heartbeat is `grace_period` old. So a worker that finds the study full waits for the
+    other workers' running trials to end (or be found dead) and runs any retry they leave.
     """
     done = 0
     while settings.own_trials is None or done < settings.own_trials:
@@ -96,8 +134,11 @@ def run_trials(
         if deadline is not None and time.monotonic() >= deadline:
             return
         recovery.fail_dead_local_trials(study)
+        recovery.fail_unstarted_trials(study, settings.grace_period)
         try:
-            study.optimize(objective, n_trials=1, catch=(Diverged,), gc_after_trial=True)
+            study.optimize(
+                named_stops(objective), n_trials=1, catch=(Diverged,), gc_after_trial=True
+            )
             done += 1
             continue
         except StudyFull:

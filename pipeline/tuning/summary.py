@@ -26,12 +26,16 @@ from pipeline.tuning.search.sampler import N_STARTUP_TRIALS
 from pipeline.tuning.tune_settings import TuneSettings
 
 STATES = ("COMPLETE", "PRUNED", "FAIL")
+# Counted only when there are some: a trial another worker still runs, one whose dead worker is
+# not found yet (the next `tune` retries it), one queued.
+UNFINISHED = ("RUNNING", "WAITING")
 
 
 def log_study(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -> None:
     """Summary of the whole study (all workers, all calls) on the active parent run."""
     states = [t.state.name for t in study.trials]
-    mlflow.log_metrics({f"trials_{s.lower()}": states.count(s) for s in STATES})
+    counted = STATES + tuple(s for s in UNFINISHED if s in states)
+    mlflow.log_metrics({f"trials_{s.lower()}": states.count(s) for s in counted})
     kinds = list(sampled_by(study).values())
     mlflow.log_metrics({f"trials_{kind}": kinds.count(kind) for kind in ("start", "random", "tpe")})
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,7 +72,8 @@ def summary(study: optuna.Study, settings: TuneSettings | None = None) -> str:
     sampler's own trials fared, and a line if the search never started or nothing was
     pruned."""
     states = [t.state.name for t in study.trials]
-    counts = ", ".join(f"{states.count(s)} {s.lower()}" for s in STATES)
+    counted = STATES + tuple(s for s in UNFINISHED if s in states)
+    counts = ", ".join(f"{states.count(s)} {s.lower()}" for s in counted)
     lines = [f"study {study.study_name}: {len(states)} trials ({counts})"]
     if len(study.directions) > 1:  # the frontier (tuning/pareto.py)
         return "\n".join(lines + pareto.summary(study))

@@ -1,8 +1,13 @@
 """`tune --workers N`: N-1 more `tune` processes on this machine, on the same study.
 
 They are started after this process has created the study and the MLflow experiment (no
-creation race), each with its share of the threads, in their own session: a Ctrl-C reaches this
-process only, which stops them with SIGTERM (their running trials end FAIL, their runs KILLED).
+creation race), each with its share of the threads, in their own session: a Ctrl-C or a closed
+terminal reaches this process only, which stops them with SIGTERM (their running trials end
+FAIL, their runs KILLED). When this process dies without a word (kill -9, the OOM killer), Linux
+sends each helper SIGTERM (PR_SET_PDEATHSIG, core/interrupt.py `follow_parent`), with the same
+end. The kernel's notice was chosen over a pipe whose end-of-file would tell them (a thread in
+each helper, and an end that every other child of ours must not inherit, or the EOF never comes)
+and over a watch of the parent's pid (a poll: late by its interval).
 A helper logs no study summary and registers nothing; the main worker does once all have ended.
 Their command lines, which `ps` shows to every user of the machine, name the storage without its
 password; a password typed in the main worker's URL reaches them in their environment.
@@ -18,7 +23,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pipeline.core import options
+from pipeline.core import interrupt, options
 from pipeline.core.credentials import with_password, without_password
 from pipeline.core.errors import UserError
 from pipeline.tuning.tune_settings import TuneOptions, TuneSettings, shares
@@ -68,6 +73,7 @@ class Helpers:
         """The helpers run inside; on an exception (Ctrl-C included) they are stopped."""
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
         env.pop("MLFLOW_RUN_ID", None)  # `mlflow run`'s run belongs to the main worker
+        env[interrupt.PARENT_VARIABLE] = str(os.getpid())  # they end when this process dies
         if self.password:
             env[PASSWORD_VARIABLE] = self.password
         self.procs = [
@@ -109,10 +115,20 @@ class Helpers:
         failed = [code for code in codes if code != 0]
         if failed:
             raise UserError(
-                f"{len(failed)} of {len(codes)} helper workers failed (exit "
-                f"{failed[0]}; their error is above); completed trials are kept: "
-                "run the same command again to resume"
+                f"{len(failed)} of {len(codes)} helper workers failed ({ended(failed[0])}); "
+                "completed trials are kept: run the same command again to resume"
             )
+
+
+def ended(code: int) -> str:
+    """How a helper ended, from its exit code."""
+    if code == -signal.SIGKILL:
+        return "killed by SIGKILL: kill -9 or the OOM killer"
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    if code == 130:
+        return "stopped by a signal"
+    return f"exit {code}; their error is above"
 
 
 def helper_storage(url: str) -> str:

@@ -1,6 +1,6 @@
 """A trial whose worker died is failed, its MLflow runs are closed KILLED, and it runs again.
 
-Two ways to find one, both ending in `retry(...)`:
+Three ways to find one, each ending in `retry(...)`:
 - `StaleTrialHandler`: Optuna's stale-trial callback. A trial whose worker sent no heartbeat for
   the grace period (killed, machine lost) has just been failed by whichever worker noticed
   (Optuna looks before starting each trial). Works across hosts; RDB storages only.
@@ -10,11 +10,15 @@ Two ways to find one, both ending in `retry(...)`:
   trials. A trial of another host is left to the heartbeats: from here nobody can tell a live
   process on another machine from a dead one.
 
+  A trial whose worker died before naming itself names the process that created it or took
+  it from the queue (`claim`, written with that step by tuning/workers/storage.py): the same
+  check finds it.
 - `fail_unstarted_trials(study, grace_period)`: a RUNNING trial that never named its worker
   (the first thing the objective does) for the grace period lost its worker between Optuna's
   creating it and our objective starting, typically to a database restart. Optuna's heartbeat
   check never finds it: a trial without a single heartbeat is never stale (RDBStorage's
-  `_get_stale_trial_ids` skips it), so a full study waited for it forever.
+  `_get_stale_trial_ids` skips it), so a full study waited for it forever. `tune` calls it
+  before each trial and while a full study waits; it also covers a worker of another host.
 
 `retry` queues the trial once more (its params, tagged `retry_of`); a retry that dies too is
 not retried again.
@@ -35,6 +39,8 @@ from pipeline.core.errors import first_line
 from pipeline.tracking import orphans
 from pipeline.tracking.tags import END_REASON, set_tags
 from pipeline.tuning.attrs import (
+    CLAIMED_BY_ATTR,
+    CLAIMED_START_ATTR,
     PARENT_RUN_ID_ATTR,
     RETRY_OF_ATTR,
     RUN_ID_ATTR,
@@ -44,6 +50,8 @@ from pipeline.tuning.attrs import (
     WORKER_START_ATTR,
 )
 
+CLAIMED_ATTRS = (CLAIMED_BY_ATTR, CLAIMED_START_ATTR)
+
 
 def this_worker() -> dict[str, str]:
     """The trial user attrs naming this process: host:pid and its start time."""
@@ -51,6 +59,12 @@ def this_worker() -> dict[str, str]:
         WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}",
         WORKER_START_ATTR: orphans.process_start(os.getpid()),
     }
+
+
+def claim() -> dict[str, str]:
+    """The trial user attrs naming this process as the one that took a trial."""
+    me = this_worker()
+    return {CLAIMED_BY_ATTR: me[WORKER_ATTR], CLAIMED_START_ATTR: me[WORKER_START_ATTR]}
 
 
 class StaleTrialHandler:
@@ -106,12 +120,15 @@ def close_runs_of_dead_trial(
 
 
 def dead_local_worker(trial: optuna.trial.FrozenTrial) -> str | None:
-    """The trial's worker (host:pid) when it ran on this host and its process is gone."""
-    worker = trial.user_attrs.get(WORKER_ATTR, "")
+    """The trial's worker (host:pid; else the process that took it) when it ran on this host
+    and its process is gone."""
+    attrs = trial.user_attrs
+    named = (WORKER_ATTR, WORKER_START_ATTR) if WORKER_ATTR in attrs else CLAIMED_ATTRS
+    worker, start = (str(attrs.get(key, "")) for key in named)
     host, _, pid = worker.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return None
-    return None if orphans.alive(int(pid), trial.user_attrs.get(WORKER_START_ATTR, "")) else worker
+    return None if orphans.alive(int(pid), start) else worker
 
 
 def fail_dead_local_trials(study: optuna.Study) -> list[int]:

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import optuna
 
+from pipeline.core import interrupt
 from pipeline.core.credentials import password, without_password
 from pipeline.core.errors import UserError, first_line
 from pipeline.tracking.lifecycle import adopted
 from pipeline.tuning.tune_settings import TuneSettings
-from pipeline.tuning.workers.optuna_private import CappedRDBStorage
-from pipeline.tuning.workers.recovery import StaleTrialHandler
+from pipeline.tuning.workers.optuna_private import CappedRDBStorage, fresh_trial
+from pipeline.tuning.workers.recovery import StaleTrialHandler, claim
 
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 # Where each database's own clients read a password from, so that no URL has to hold it.
@@ -35,9 +36,31 @@ PASSWORD_SOURCES = {
 }
 
 
-class WorkerStorage(CappedRDBStorage):
+class ClaimsTrials(optuna.storages.BaseStorage):
+    """A storage whose trials name the process that took them, as it takes them: a fresh trial
+    in its creation (CappedRDBStorage's `claim`, JournalStorage's template), a queued one in
+    the same store write as its start (a stop request waits for both)."""
+
+    @interrupt.store_write
+    def set_trial_state_values(self, trial_id, state, values=None) -> bool:
+        # a mixin: super() is the concrete storage of each class below, never BaseStorage
+        taken = super().set_trial_state_values(trial_id, state, values)  # type: ignore[safe-super]
+        if taken and state == optuna.trial.TrialState.RUNNING:  # Optuna pops a queued trial
+            for key, value in claim().items():
+                self.set_trial_user_attr(trial_id, key, value)
+        return taken
+
+
+class ClaimingJournalStorage(ClaimsTrials, optuna.storages.JournalStorage):
+    def create_new_trial(self, study_id, template_trial=None) -> int:
+        # One journal entry: the trial and its attrs land together.
+        return super().create_new_trial(study_id, template_trial or fresh_trial(claim()))
+
+
+class WorkerStorage(ClaimsTrials, CappedRDBStorage):
     """Optuna's RDB storage plus what cooperating workers need: an exact study-wide trial cap,
-    and heartbeats that outlive a database restart."""
+    trials that name their worker from the start, and heartbeats that outlive a database
+    restart."""
 
     def record_heartbeat(self, trial_id: int) -> None:
         # Runs in Optuna's heartbeat thread, which an exception would end silently, and the
@@ -104,7 +127,7 @@ def open_rdb(url: str, **kwargs) -> WorkerStorage:
     attempts = 5
     for attempt in range(1, attempts + 1):
         try:
-            return WorkerStorage(url, **kwargs)
+            return WorkerStorage(url, claim=claim, **kwargs)
         except Exception as e:
             if not lost_creation_race(e):  # bad driver, unreachable host, bad credentials...
                 raise UserError(
@@ -134,7 +157,7 @@ def journal_storage(path: str) -> optuna.storages.BaseStorage:
     from optuna.storages.journal import JournalFileBackend
 
     try:
-        return optuna.storages.JournalStorage(JournalFileBackend(path))
+        return ClaimingJournalStorage(JournalFileBackend(path))
     except Exception as e:  # a missing folder, a file that is not a journal
         raise UserError(
             f"storage {path}: cannot be opened as a journal file "
