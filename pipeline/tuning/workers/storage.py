@@ -1,7 +1,9 @@
 """Where a study lives: an RDB URL or a journal file, opened once and checked before any write.
 
-`make_storage(url, ...)` opens it (the study-wide trial cap and heartbeats for RDB storages);
-`check_storage(settings)` also refuses a study of the same name that `tune` cannot continue.
+`make_storage(url, ...)` opens it (the study-wide trial cap and heartbeats for RDB storages),
+refusing first what cannot keep a study (an in-memory SQLite database, a malformed URL, a file
+that is not a database: core/databases.py); `check_storage(settings)` also refuses a study of
+the same name that `tune` cannot continue.
 Database errors are one line (UserError); `lost_storage` finds the database error behind a
 failure mid-study. Every line names a storage without its password (core/credentials.py), and
 `refuse_logged_password` stops `tune` under `mlflow run`, which has logged the URL already.
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import optuna
 
+from pipeline.core import databases
 from pipeline.core.credentials import password, without_password
 from pipeline.core.errors import UserError, first_line
 from pipeline.tracking.lifecycle import adopted
@@ -83,6 +86,9 @@ def make_storage(
             "sqlite:///FILE, postgresql://USER:PW@HOST/DB, mysql+pymysql://... "
             "or a journal file path"
         )
+    why = databases.problem(url)  # in memory (the study gone at exit), malformed, not a file
+    if why:
+        raise UserError(f"storage {without_password(url)}: {why}")
     engine_kwargs = {}
     if scheme != "sqlite":
         # pre-ping: a pooled connection that a database restart closed is replaced on checkout;
