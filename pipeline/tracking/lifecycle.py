@@ -94,29 +94,31 @@ def foreign_run(run_id: str, uri: str) -> str | None:
     experiment = client.get_experiment(run.info.experiment_id)
     wanted_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
     wanted_name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
-    tags, status = run.data.tags, run.info.status
+    tags, status, name = run.data.tags, run.info.status, repr(run.info.run_name)[:80]
     entry, command = tags.get(MLFLOW_PROJECT_ENTRY_POINT), this_command()
     if run.info.lifecycle_stage != "active" or experiment.lifecycle_stage != "active":
         return "is a deleted run (or of a deleted experiment)"
     if wanted_id and wanted_id != run.info.experiment_id:
         return (
-            f"is a run of experiment {run.info.experiment_id}, not MLFLOW_EXPERIMENT_ID={wanted_id}"
+            f"is a run of experiment {run.info.experiment_id}, not "
+            f"MLFLOW_EXPERIMENT_ID={wanted_id[:40]}"
         )
     if wanted_name and wanted_name != experiment.name:
         return (
-            f"is a run of experiment {experiment.name!r}, not MLFLOW_EXPERIMENT_NAME={wanted_name}"
+            f"is a run of experiment {experiment.name[:80]!r}, not "
+            f"MLFLOW_EXPERIMENT_NAME={wanted_name[:80]}"
         )
     if status != "RUNNING":
-        return f"is run {run.info.run_name!r}, {status} already"
+        return f"is run {name}, {status} already"
     if tags.get(MLFLOW_SOURCE_TYPE) != "PROJECT" or entry is None:
-        return f"is run {run.info.run_name!r}, which `mlflow run` did not start"
+        return f"is run {name}, which `mlflow run` did not start"
     if command is not None and entry != command:
-        return f"is the run of `mlflow run -e {entry}`, not of {command}"
+        return f"is the run of `mlflow run -e {entry[:40]}`, not of {command[:40]}"
     owner = [tags.get(k) for k in (orphans.HOST_TAG, orphans.PID_TAG, orphans.START_TAG)]
     if any(owner) and owner != list(owner_tags().values()):
-        return f"is run {run.info.run_name!r} of process {owner[1]} on {owner[0]}"
+        return f"is run {name} of process {owner[1]} on {str(owner[0])[:80]}"
     if not any(owner) and run.data.metrics:
-        return f"is run {run.info.run_name!r}, which holds metrics already"
+        return f"is run {name}, which holds metrics already"
     return None
 
 
