@@ -145,7 +145,42 @@ CASES = [
     (
         "storage-sqlite-missing-folder",
         "tune --data-dir {data} --storage sqlite:////nonexistent/dir/x.db",
-        "storage sqlite:////nonexistent/dir/x.db: cannot be opened",
+        "storage sqlite:////nonexistent/dir/x.db: no folder /nonexistent/dir",
+    ),
+    (
+        "storage-in-memory",
+        "tune --data-dir {data} --storage sqlite://",
+        "storage sqlite://: is an in-memory database, gone when this process ends",
+    ),
+    (
+        "storage-in-memory-named",
+        "tune --data-dir {data} --storage sqlite:///:memory:",
+        "is an in-memory database",
+    ),
+    (
+        "storage-in-memory-uri-filename",
+        "tune --data-dir {data} --storage sqlite:///file:s?mode=memory&uri=true",
+        "is an in-memory database",
+    ),
+    (
+        "storage-sqlite-a-folder",
+        "tune --data-dir {data} --storage sqlite:///afolder",
+        "storage sqlite:///afolder: afolder is a folder, not a database file",
+    ),
+    (
+        "storage-sqlite-not-a-database",
+        "tune --data-dir {data} --storage sqlite:///afile",
+        "storage sqlite:///afile: afile is not an SQLite database",
+    ),
+    (
+        "storage-malformed-host",
+        "tune --data-dir {data} --storage postgresql://u:p@[::1:5432/x",
+        "storage postgresql://(unreadable URL): is not a valid database URL",
+    ),
+    (
+        "storage-malformed-port",
+        "tune --data-dir {data} --storage mysql+pymysql://u@host:port/x",
+        "is not a valid database URL",
     ),
     (
         "storage-sqlite-without-scheme",

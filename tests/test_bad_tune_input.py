@@ -12,6 +12,8 @@ import optuna
 import pytest
 
 from pipeline.core import data
+from pipeline.tuning.space import load_space
+from pipeline.tuning.workers import resume
 
 
 @pytest.fixture
@@ -38,6 +40,44 @@ def test_a_study_that_minimizes_is_refused_and_left_alone(tmp_path, tune, data_d
     assert "exists with direction MINIMIZE" in out.stderr
     [study] = optuna.get_all_study_summaries(storage)
     assert study.direction.name == "MINIMIZE" and study.n_trials == 0
+
+
+@pytest.mark.parametrize(
+    "before, after, message",
+    [
+        (
+            "{type: float, low: 0.001, high: 0.01}",
+            "{type: categorical, choices: [0.001, 0.01]}",
+            "searched lr as a float in [0.001, 0.01]; space.yaml makes it one of [0.001, 0.01]",
+        ),
+        (
+            "{type: float, low: 0.001, high: 0.01}",
+            "{type: float, low: 0.001, high: 0.01, log: true}",
+            "searched lr as a float in [0.001, 0.01]; space.yaml makes it a float in "
+            "[0.001, 0.01] on a log scale",
+        ),
+        (
+            "{type: categorical, choices: [0.001, 0.01]}",
+            "{type: categorical, choices: [0.01, 0.1]}",
+            "searched lr as one of [0.001, 0.01]; space.yaml makes it one of [0.01, 0.1]",
+        ),
+    ],
+)
+def test_a_study_resumed_with_a_parameter_of_another_kind_is_refused(
+    before, after, message, tmp_path, tune, data_dir
+):
+    """Optuna would fail the first trial that suggests it (a traceback, a FAILED parent run)."""
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    space = tmp_path / "space.yaml"
+    space.write_text(f"lr: {before}\nbatch_size: 512\n")
+    asked = resume.distributions(load_space(space), epochs=1)
+    params = {"lr": next(iter(getattr(asked["lr"], "choices", [0.005])))}
+    study = optuna.create_study(study_name="fcn", storage=storage, direction="maximize")
+    study.add_trial(optuna.trial.create_trial(params=params, distributions=asked, value=0.5))
+    space.write_text(f"lr: {after}\nbatch_size: 512\n")
+    out = tune("--data-dir", str(data_dir), "--storage", storage, "--space", str(space))
+    assert_nothing_written(tmp_path, out, f"study 'fcn' in {storage} {message}")
+    assert [s.n_trials for s in optuna.get_all_study_summaries(storage)] == [1]
 
 
 def test_a_corrupted_data_cache_says_how_to_fix_it(tmp_path, tune):

@@ -10,7 +10,7 @@ import pytest
 from pipeline.core.config import TrainConfig
 from pipeline.core.training import EpochEnd
 from pipeline.tuning import summary
-from pipeline.tuning.attrs import EPOCHS_ATTR
+from pipeline.tuning.attrs import EPOCHS_ATTR, STUDY_ID_ATTR
 from pipeline.tuning.search import budget, sampler
 from pipeline.tuning.tune_settings import TuneOptions
 
@@ -113,7 +113,8 @@ def test_a_new_study_gets_the_fitted_length_and_a_resumed_one_its_own(
     )
     assert line.rstrip().endswith("when the pruner stops them as early as it can")
     sampler.open_study(fitted, storage)
-    assert storage.get_study_user_attrs(storage.get_study_id_from_name("fcn")) == {EPOCHS_ATTR: 14}
+    attrs = storage.get_study_user_attrs(storage.get_study_id_from_name("fcn"))
+    assert attrs[EPOCHS_ATTR] == 14 and attrs.keys() == {EPOCHS_ATTR, STUDY_ID_ATTR}
     monkeypatch.setattr(budget, "epoch_seconds", lambda config, data: 1.0)  # a faster machine
     resumed = budget.fit(settings, tiny_data, storage, epochs_given=False)
     assert resumed.epochs == 14

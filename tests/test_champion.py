@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from pipeline.tuning.attrs import MODEL_ID_ATTR
-from pipeline.tuning.registry import champion
+from pipeline.tuning.registry import champion, logged_models
 from tests.test_logged_models import log_trial_model
 
 NAME = champion.registry_name("fcn")
@@ -125,7 +125,7 @@ def test_the_best_trial_is_read_again_and_registered_once(settings, tiny_data): 
     # handle was made.
     other = optuna.load_study(study_name="s", storage=s.storage)
     best = other.best_trial
-    model_id = log_trial_model(s.tags(), 2, 1.0)
+    model_id = log_trial_model(logged_models.study_tags(s, study), 2, 1.0)
     other.add_trial(
         optuna.trial.create_trial(
             params=best.params,
@@ -142,4 +142,4 @@ def test_the_best_trial_is_read_again_and_registered_once(settings, tiny_data): 
 
 
 def client_versions():
-    return champion.versions_of(mlflow.MlflowClient(), NAME, {})
+    return champion.versions_of(mlflow.MlflowClient(), NAME)

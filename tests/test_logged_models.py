@@ -81,7 +81,7 @@ def test_a_study_keeps_the_models_of_its_best_trials(settings, tiny_data, monkey
     parent = mlflow.search_runs(
         experiment_names=["tests"], output_format="list", filter_string="tags.tune_parent = 'true'"
     )[0]
-    (kept,) = logged_models.ranked(parent.info.experiment_id, s.tags())
+    (kept,) = logged_models.ranked(parent.info.experiment_id, logged_models.study_tags(s, study))
     assert kept.model_id == study.best_trial.user_attrs[MODEL_ID_ATTR]
     assert len(files) == 4
     for trial in study.trials:

@@ -159,7 +159,7 @@ def test_commands_starting_together_close_the_same_orphans_without_an_error(trac
 def test_a_stale_experiment_id_in_the_shell_is_one_line(tracking_env, monkeypatch):
     store.configure()
     monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "12345")
-    with pytest.raises(UserError, match="MLFLOW_EXPERIMENT_ID=12345 names no active experiment"):
+    with pytest.raises(UserError, match="MLFLOW_EXPERIMENT_ID=12345 names no experiment"):
         store.configure()
     other = mlflow.create_experiment("other")
     monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", other)

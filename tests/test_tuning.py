@@ -57,7 +57,7 @@ def test_a_study_leaves_one_parent_and_a_child_run_per_trial(settings, tiny_data
 
     # Every completed trial's network is a logged model of its run, its final metrics linked
     # to it and to the split they were measured on.
-    models = logged_models.ranked(parent.info.experiment_id, s.tags())
+    models = logged_models.ranked(parent.info.experiment_id, logged_models.study_tags(s, study))
     assert sorted(m.tags["trial_number"] for m in models) == ["0", "1", "2"]
     for model in models:
         trial = study.trials[int(model.tags["trial_number"])]

@@ -56,6 +56,8 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except typer.TyperException as e:  # usage errors: bad option, bad type, bad choice
+        if not e.format_message():  # no command: typer has shown the help, which says it all
+            sys.exit(2)
         fail(f"{e.format_message()} (see --help)", 2)
     except UserError as e:
         if e.exit_code == 130 and quiet_helper(parent):

@@ -1,5 +1,5 @@
 """What a tune trial records in the study storage, named once: its MLflow runs and its worker;
-and what the study itself records: its trials' length.
+and what the study itself records: its trials' length and its identity.
 
 Whoever closes a dead worker's trial reads these (tuning/workers/recovery.py), and so does the
 champion's registration (tuning/registry/champion.py), possibly in another process on another
@@ -24,6 +24,10 @@ WORKER_START_ATTR = "worker_start"  # its start time, so a reused pid is not tak
 # the objective names its worker: a process that dies in between leaves a trial that names it.
 CLAIMED_BY_ATTR, CLAIMED_START_ATTR = "claimed_by", "claimed_by_start"
 EPOCHS_ATTR = "epochs"  # of the study: its trials' length, chosen when it was created
+# Of the study: a uuid written when it is created, tagged on its runs, models and versions. A
+# study made again under the same name and storage string (a deleted or moved optuna.db, a
+# second folder's sqlite:///optuna.db on one tracking server) gets another.
+STUDY_ID_ATTR = "study_id"
 TRIAL_MODEL_ATTR, TRIAL_EPOCHS_ATTR = "model", "epochs"  # a frontier trial's family and epochs
 
 

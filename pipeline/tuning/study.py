@@ -32,6 +32,7 @@ from pipeline.core.data import FashionMNIST
 from pipeline.core.training import Diverged
 from pipeline.tracking import lifecycle
 from pipeline.tuning import summary
+from pipeline.tuning.registry import logged_models
 from pipeline.tuning.search.objective import make_objective
 from pipeline.tuning.search.sampler import open_study
 from pipeline.tuning.tune_settings import TuneSettings
@@ -87,7 +88,7 @@ def tune(
     only the waiting) nesting their trials under it. The study's summary and the champion's
     registration come once every worker has ended."""
     study = study or open_study(settings)
-    study_tags = settings.tags()
+    study_tags = logged_models.study_tags(settings, study)
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     if settings.helper_of:  # trials go where the main worker's run is (`mlflow run` picks it)
         parent = mlflow.MlflowClient().get_run(settings.helper_of)

@@ -9,9 +9,9 @@ Any number of workers may end a study together, on any MLflow backend, so each s
 repeat and to interleave:
 - The best model is searched right before registering: another worker may have completed a
   better trial since this worker's last one.
-- A trial already registered (a version tagged with its study_name and trial_number) is not
-  registered again; when two workers register the same trial at once, the later version is
-  deleted again.
+- A trial already registered (a version tagged with its study's name and identity and its
+  trial_number: tuning/registry/logged_models.py `of_study`) is not registered again; when
+  two workers register the same trial at once, the later version is deleted again.
 - `move_alias` puts `champion` on the version with the best val_acc among all the model's
   versions, re-reading after each write until it sees that state (another worker may have
   written an older view in between); conflicting writes are retried with jitter.
@@ -41,7 +41,7 @@ from pipeline.tracking.registered import CHAMPION_ALIAS as ALIAS
 from pipeline.tracking.registered import registry_name
 from pipeline.tuning.registry import logged_models
 from pipeline.tuning.registry.logged_models import TRIAL_TAG
-from pipeline.tuning.tune_settings import STUDY_TAG, TuneSettings
+from pipeline.tuning.tune_settings import STORAGE_TAG, STUDY_TAG, TuneSettings
 
 
 def register_champion(study: optuna.Study, settings: TuneSettings, data: FashionMNIST) -> None:
@@ -49,7 +49,8 @@ def register_champion(study: optuna.Study, settings: TuneSettings, data: Fashion
     best version of `fashion-mnist-<model>`."""
     client = mlflow.MlflowClient()
     name = registry_name(settings.model)
-    ranked = logged_models.ranked(lifecycle.active_run().info.experiment_id, settings.tags())
+    study_tags = logged_models.study_tags(settings, study)
+    ranked = logged_models.ranked(lifecycle.active_run().info.experiment_id, study_tags)
     if not ranked:
         print("no trial of this study has a logged model: nothing to register")
         return
@@ -60,7 +61,10 @@ def register_champion(study: optuna.Study, settings: TuneSettings, data: Fashion
             f"note: the study's best trial {study.best_trial.number} has no logged model "
             f"here; the best that has one is trial {trial}"
         )
-    tags = {STUDY_TAG: settings.study_name, TRIAL_TAG: trial}
+    tags = {
+        **{k: v for k, v in study_tags.items() if k != STORAGE_TAG},
+        TRIAL_TAG: trial,
+    }
     registered = versions_of(client, name, tags)
     if registered:
         print(
@@ -116,12 +120,14 @@ def register(
     )
 
 
-def versions_of(client: mlflow.MlflowClient, name: str, tags: dict[str, str]) -> list:
-    """The versions of model `name` carrying all of `tags`, oldest first."""
+def versions_of(client: mlflow.MlflowClient, name: str, tags: dict[str, str] | None = None):
+    """The versions of model `name`, oldest first: all, or those of the trial of `tags` (its
+    number, its study's name and identity)."""
+    trial = logged_models.TRIAL_TAG
     found = [
         v
         for v in client.search_model_versions(f"name = '{name}'")
-        if all(v.tags.get(k) == value for k, value in tags.items())
+        if tags is None or v.tags.get(trial) == tags[trial] and logged_models.of_study(v.tags, tags)
     ]
     return sorted(found, key=lambda v: int(v.version))
 
@@ -135,7 +141,7 @@ def best_version(client: mlflow.MlflowClient, name: str):
         except (KeyError, ValueError):
             return math.nan
 
-    scored = [v for v in versions_of(client, name, {}) if not math.isnan(val_acc(v))]
+    scored = [v for v in versions_of(client, name) if not math.isnan(val_acc(v))]
     return max(scored, key=lambda v: (val_acc(v), -int(v.version)), default=None)
 
 

@@ -87,8 +87,11 @@ def make_objective(
         config = settings.space.sample(
             trial, model=settings.model, epochs=settings.epochs, seed=settings.seed
         )
+        # Read again for each trial: a worker that loaded the study while its creator was still
+        # writing the identity (tuning/search/sampler.py) tags its trials with it all the same.
+        trial_study = {**study_tags, **logged_models.identity(trial.study)}
         tags = {
-            **study_tags,
+            **trial_study,
             logged_models.TRIAL_TAG: str(trial.number),
             TRIAL_STATE_TAG: "RUNNING",
             WORKER_ATTR: worker[WORKER_ATTR],
@@ -121,12 +124,12 @@ def make_objective(
                 finished_on=(optuna.TrialPruned,),
                 on_start=remember,
                 log_model=True,
-                model_tags=logged_models.model_tags(study_tags, trial.number),
+                model_tags=logged_models.model_tags(trial_study, trial.number),
             )
             trial.set_user_attr(MODEL_ID_ATTR, trained.model_id)
             final = trained.result.final
             trial.set_user_attr(TEST_ACC, final[TEST_ACC])  # reported, never selected
-            logged_models.keep_best(experiment_id, study_tags, settings.keep_models)
+            logged_models.keep_best(experiment_id, trial_study, settings.keep_models)
             ended.state = "COMPLETE"
             return objective_values(settings, trial, config, trained.result)
 

@@ -6,19 +6,21 @@ apart. NSGA-II samples only the parameters every trial shares (the intersection 
 draws the rest at random, and spends its first generation (50 trials by default) at random:
 more than a frontier study of a few dozen trials holds.
 
-`open_study(settings)` creates the study (queuing the search space's start points, once) or
-loads it, with `TrialSeededSampler` and the pruner named in the settings.
+`open_study(settings)` creates the study (with its identity, attrs.STUDY_ID_ATTR, and the search
+space's start points queued, once) or loads it, with `TrialSeededSampler` and the pruner named
+in the settings.
 """
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from typing import TypedDict
 
 import numpy as np
 import optuna
 
-from pipeline.tuning.attrs import EPOCHS_ATTR
+from pipeline.tuning.attrs import EPOCHS_ATTR, STUDY_ID_ATTR
 from pipeline.tuning.tune_settings import TuneSettings
 from pipeline.tuning.workers.storage import check_storage
 
@@ -205,6 +207,9 @@ def open_study(
         study = optuna.create_study(directions=settings.directions, **kwargs)
     except optuna.exceptions.DuplicatedStudyError:
         return optuna.load_study(**kwargs)
+    # First: what tells this study's runs and models from those of any study made before
+    # under the same name and storage (tuning/registry/logged_models.py).
+    study.set_user_attr(STUDY_ID_ATTR, uuid.uuid4().hex)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # optuna-dashboard shows "val_acc" (and "train_time_s"), not "Objective 0"

@@ -1,7 +1,9 @@
 """Where a study lives: an RDB URL or a journal file, opened once and checked before any write.
 
-`make_storage(url, ...)` opens it (the study-wide trial cap and heartbeats for RDB storages);
-`check_storage(settings)` also refuses a study of the same name that `tune` cannot continue.
+`make_storage(url, ...)` opens it (the study-wide trial cap and heartbeats for RDB storages),
+refusing first what cannot keep a study (an in-memory SQLite database, a malformed URL, a file
+that is not a database: core/databases.py); `check_storage(settings)` also refuses a study of
+the same name that `tune` cannot continue (tuning/workers/resume.py).
 Database errors are one line (UserError); `lost_storage` finds the database error behind a
 failure mid-study. Every line names a storage without its password (core/credentials.py), and
 `refuse_logged_password` stops `tune` under `mlflow run`, which has logged the URL already.
@@ -18,13 +20,14 @@ from pathlib import Path
 
 import optuna
 
-from pipeline.core import interrupt
+from pipeline.core import databases, interrupt
 from pipeline.core.credentials import password, without_password
 from pipeline.core.errors import UserError, first_line
 from pipeline.tracking.lifecycle import adopted
 from pipeline.tuning.tune_settings import TuneSettings
 from pipeline.tuning.workers.optuna_private import CappedRDBStorage, fresh_trial
 from pipeline.tuning.workers.recovery import StaleTrialHandler, claim
+from pipeline.tuning.workers.resume import check_resumable
 
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 # Where each database's own clients read a password from, so that no URL has to hold it.
@@ -106,6 +109,9 @@ def make_storage(
             "sqlite:///FILE, postgresql://USER:PW@HOST/DB, mysql+pymysql://... "
             "or a journal file path"
         )
+    why = databases.problem(url)  # in memory (the study gone at exit), malformed, not a file
+    if why:
+        raise UserError(f"storage {without_password(url)}: {why}")
     engine_kwargs = {}
     if scheme != "sqlite":
         # pre-ping: a pooled connection that a database restart closed is replaced on checkout;
@@ -167,7 +173,8 @@ def journal_storage(path: str) -> optuna.storages.BaseStorage:
 
 def check_storage(settings: TuneSettings) -> optuna.storages.BaseStorage:
     """Open the storage and refuse a study of this name that tune cannot continue (other
-    objectives or directions than `settings.objectives`); creates no study."""
+    objectives or directions than `settings.objectives`, a parameter of another kind:
+    tuning/workers/resume.py); creates no study."""
     storage = make_storage(
         settings.storage, settings.heartbeat, settings.grace_period, settings.total_trials
     )
@@ -176,25 +183,7 @@ def check_storage(settings: TuneSettings) -> optuna.storages.BaseStorage:
     except KeyError:
         return storage
     where = f"study {settings.study_name!r} in {without_password(settings.storage)}"
-    if [d.name.lower() for d in existing.directions] == settings.directions:
-        return storage
-    if len(settings.directions) > 1:
-        names = ",".join(existing.metric_names or ["?"])
-        raise UserError(
-            f"{where} exists with objective {names}; a frontier study optimizes "
-            f"{settings.objectives}: choose another --study-name"
-        )
-    if len(existing.directions) > 1:
-        raise UserError(
-            f"{where} is multi-objective ({len(existing.directions)} objectives); "
-            "tune maximizes val_acc alone unless --objectives says otherwise: "
-            "choose another --study-name"
-        )
-    if existing.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise UserError(
-            f"{where} exists with direction {existing.direction.name}; tune "
-            "maximizes val_acc: choose another --study-name"
-        )
+    check_resumable(existing, settings, where)
     return storage
 
 
