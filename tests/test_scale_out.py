@@ -355,6 +355,19 @@ def test_without_the_workers_credentials_nobody_changes_anything(study, mlflow_s
         last = study.stderr(intruder).strip().splitlines()[-1]
         assert last.startswith("error: MLflow tracking server") and status in last, last
         assert env["MLFLOW_TRACKING_PASSWORD"] not in study.stderr(intruder)
+    # A user who may write runs but only read the registered model: refused before the study,
+    # not at the registration an hour later.
+    editor = ("editor", secrets.token_urlsafe(18))
+    admin = AuthServiceClient(study.tracking_uri)
+    admin.create_user(*editor)
+    admin.grant_user_permission(editor[0], "experiment", experiment_id, "MANAGE")
+    [worker] = study.start(1, "--total-trials", "4", env=credentials(*editor))
+    assert study.finish([worker]) == [2]
+    last = study.stderr(worker).strip().splitlines()[-1]
+    assert (
+        last.startswith("error: MLflow tracking server")
+        and f"READ on the registered model '{MODEL}'" in last
+    ), last
     assert state() == before
 
 
