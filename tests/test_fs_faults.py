@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 
@@ -205,3 +206,24 @@ def test_predict_reads_only_regular_files(tmp_path, command, kind, inside):
         path = path / "y.png"
     out = command("predict", "images" if inside else "x.png")
     one_line(out, f"{path}: is {KINDS[kind]}; predict reads only regular files")
+
+
+@pytest.mark.parametrize("kind", ["mlruns a file", "its folder a file"])
+def test_an_artifact_folder_that_cannot_be_one_is_refused_before_any_run(
+    tmp_path, command, data_dir, kind
+):
+    """The default artifact root is ./mlruns beside the store: a file there (or above it) is one
+    line before the run starts, not a traceback from the first artifact the run logs."""
+    blocker = tmp_path / "mlruns"
+    if kind == "mlruns a file":
+        blocker.write_text("not a folder")
+    else:
+        blocker.mkdir()
+        (blocker / "1").write_text("not a folder")  # the new experiment's own folder
+    out = command("train", "--epochs", "1", "--data-dir", str(data_dir))
+    assert out.returncode == 2
+    line = out.stderr.strip().splitlines()[-1]  # after MLflow's own lines on a new store
+    assert line.startswith("error: the experiment's artifact folder ")
+    assert ("which is a file" if kind == "mlruns a file" else "is a file, not a folder") in line
+    assert "Traceback" not in out.stderr
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []

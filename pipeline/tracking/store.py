@@ -18,7 +18,7 @@ from pathlib import Path
 
 import mlflow
 
-from pipeline.core import databases
+from pipeline.core import databases, files
 from pipeline.core.credentials import password, without_password
 from pipeline.core.errors import UserError, first_line
 from pipeline.tracking import lifecycle, orphans
@@ -63,6 +63,7 @@ def configure(experiment: bool = True) -> None:
         except mlflow.exceptions.MlflowException as e:  # an unknown scheme, a bad path
             raise unusable(uri, e) from None
         check_can_write(uri, os.environ["MLFLOW_EXPERIMENT_ID"])  # set by set_experiment
+        check_artifact_folder(os.environ["MLFLOW_EXPERIMENT_ID"])
     orphans.close_orphans()
 
 
@@ -117,6 +118,21 @@ def check_run_context() -> None:
         raise UserError(
             f"MLFLOW_RUN_CONTEXT={text[:60]!r} is not a JSON object of tags (such as "
             '{"team": "vision"}); fix or unset it'
+        )
+
+
+def check_artifact_folder(experiment_id: str) -> None:
+    """An experiment whose artifacts go to a local folder that cannot be one (a file where the
+    folder should be, or under one): one line now, not a traceback after the run has started."""
+    location = mlflow.MlflowClient().get_experiment(experiment_id).artifact_location
+    if "://" in location and not location.startswith("file://"):
+        return  # a server or a cloud store: its own errors name it
+    folder = Path(location.removeprefix("file://"))
+    why = files.not_a_folder(folder)
+    if why:
+        raise UserError(
+            f"the experiment's artifact folder {folder} {why}; move it away, or use another "
+            "folder (MLFLOW_EXPERIMENT_NAME, or a tracking store elsewhere)"
         )
 
 
