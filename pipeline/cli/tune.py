@@ -34,7 +34,7 @@ def tune(opts: TuneOptions) -> None:
     settings = opts.resolve()
     from pipeline.core import data
     from pipeline.core.errors import first_line
-    from pipeline.tracking import store
+    from pipeline.tracking import permissions, store
     from pipeline.tracking.registered import registry_name
     from pipeline.tuning.search import budget
     from pipeline.tuning.search.largest import check_space_fits
@@ -53,7 +53,7 @@ def tune(opts: TuneOptions) -> None:
         storage = check_storage(settings)  # storage errors surface before any MLflow write
         store.configure()  # and tracking errors before the study is created
         if not settings.helper_of and len(settings.directions) == 1:  # it registers a champion
-            store.check_can_register(registry_name(settings.model))
+            permissions.check_can_register(registry_name(settings.model))
         settings = budget.fit(settings, dataset, storage, epochs_given=opts.epochs > 0)
         team = (
             cluster.tasks(
