@@ -1,7 +1,8 @@
 """What a person sees, with real servers on 127.0.0.1: the MLflow UI and optuna-dashboard in
 headless Chromium, the champion served by `mlflow models serve`, and `predict` on image files.
 
-One tiny real study (3 trials of 2 epochs, a small FCN) feeds every test of this module.
+One tiny real study (3 trials of 2 epochs, a small FCN) feeds every test of this module; a
+tinier one run with `--ray local` must look the same in the MLflow UI and optuna-dashboard.
 Screenshots go to test-artifacts/ (ignored by git); docs/ holds the curated pair the README shows.
 """
 
@@ -63,12 +64,11 @@ class Study:
     parent: mlflow.entities.Run
     trials: list[mlflow.entities.Run]  # by trial number
     link: str  # the runs page `tune` prints ("#/experiments/...")
+    name: str  # the study's
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory, data_dir) -> Study:
-    """`tune` for real: 3 trials, 2 epochs, the champion registered; private stores."""
-    folder = tmp_path_factory.mktemp("study")
+def tune(folder: Path, data_dir: Path, name: str, *options: str) -> Study:
+    """`tune` for real on `folder`'s private stores, the champion registered."""
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     # None of the MLFLOW_* settings that earlier tests or `mlflow run` may have left behind
     # (MLFLOW_RUN_ID, MLFLOW_EXPERIMENT_ID, ...): these stores and names only.
@@ -89,10 +89,6 @@ def study(tmp_path_factory, data_dir) -> Study:
         "tune",
         "--space",
         "space.yaml",
-        "--n-trials",
-        "3",
-        "--epochs",
-        "2",
         "--timeout",
         "0",
         "--pruner",
@@ -100,9 +96,10 @@ def study(tmp_path_factory, data_dir) -> Study:
         "--storage",
         storage,
         "--study-name",
-        STUDY,
+        name,
         "--data-dir",
         str(data_dir),
+        *options,
         env=env,
         cwd=folder,
     )
@@ -114,9 +111,32 @@ def study(tmp_path_factory, data_dir) -> Study:
         (r for r in runs if "trial_number" in r.data.tags),
         key=lambda r: int(r.data.tags["trial_number"]),
     )
-    assert len(trials) == 3
     link = re.search(r"http://127\.0\.0\.1:5000/(#/experiments/\S+)", out.stdout).group(1)
-    return Study(folder, env, storage, parent.info.experiment_id, parent, trials, link)
+    return Study(folder, env, storage, parent.info.experiment_id, parent, trials, link, name)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, data_dir) -> Study:
+    """3 trials of 2 epochs in this process's helpers."""
+    found = tune(
+        tmp_path_factory.mktemp("study"), data_dir, STUDY, "--n-trials", "3", "--epochs", "2"
+    )
+    assert len(found.trials) == 3
+    return found
+
+
+@pytest.fixture(scope="module")
+def ray_study(tmp_path_factory, data_dir) -> Study:
+    """The same, smaller, as two tasks of a Ray cluster started here: 3 trials of 1 epoch."""
+    pytest.importorskip("ray", reason="pip install -r requirements-ray.txt (.ci/run does)")
+    found = tune(
+        tmp_path_factory.mktemp("ray-study"),
+        data_dir,
+        f"{STUDY}-ray",
+        *("--ray", "local", "--workers", "2", "--n-trials", "3", "--epochs", "1"),
+    )
+    assert len(found.trials) == 3
+    return found
 
 
 def free_port() -> int:
@@ -164,8 +184,8 @@ def server(command: list[str], ready_path: str, port: int, study: Study, name: s
             proc.wait()
 
 
-@pytest.fixture(scope="module")
-def mlflow_ui(study):
+@contextmanager
+def mlflow_ui_of(study: Study):
     port = free_port()
     with server(
         [
@@ -190,8 +210,8 @@ def mlflow_ui(study):
         yield url
 
 
-@pytest.fixture(scope="module")
-def dashboard(study):
+@contextmanager
+def dashboard_of(study: Study):
     port = free_port()
     with server(
         [
@@ -210,6 +230,33 @@ def dashboard(study):
         "optuna-dashboard",
     ) as url:
         yield url
+
+
+def served(study_fixture: str, serve):
+    """A module fixture: `serve` (mlflow_ui_of, dashboard_of) on that study's stores."""
+
+    @pytest.fixture(scope="module")
+    def fixture(request):
+        with serve(request.getfixturevalue(study_fixture)) as url:
+            yield url
+
+    return fixture
+
+
+mlflow_ui = served("study", mlflow_ui_of)
+dashboard = served("study", dashboard_of)
+ray_mlflow_ui = served("ray_study", mlflow_ui_of)
+ray_dashboard = served("ray_study", dashboard_of)
+
+
+# What a person sees of a study is the same whichever ran its trials: `--workers` helper
+# processes or `--ray local` tasks (the Ray study skips where Ray is not installed).
+def seen_with(server_fixture: str):
+    return pytest.mark.parametrize(
+        "fixtures",
+        [("study", server_fixture), ("ray_study", f"ray_{server_fixture}")],
+        ids=["workers", "ray"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -244,21 +291,25 @@ def row(page, run_name: str):
     return page.locator(f"[role=row][row-index='{index}']")
 
 
-def test_mlflow_ui_lists_the_tune_run_its_trials_and_their_val_acc(study, mlflow_ui, page):
+@seen_with("mlflow_ui")
+def test_mlflow_ui_lists_the_tune_run_its_trials_and_their_val_acc(fixtures, request, page):
+    study, mlflow_ui = map(request.getfixturevalue, fixtures)
     # The link tune prints opens on the runs, not on MLflow 3's GenAI overview; the experiment
     # is tagged as model training (the UI's kind selector shows it).
     assert f"experiments/{study.experiment_id}/runs" in study.link
     page.goto(f"{mlflow_ui}/{study.link}")
-    page.get_by_text(f"tune {STUDY}").wait_for()
+    page.get_by_text(f"tune {study.name}").wait_for()
     assert "/runs" in page.url, page.url
+    client = mlflow.MlflowClient(study.env["MLFLOW_TRACKING_URI"])
     assert (
-        mlflow.get_experiment(study.experiment_id).tags["mlflow.experimentKind"]
+        client.get_experiment(study.experiment_id).tags["mlflow.experimentKind"]
         == "custom_model_development"
     )
     close = page.get_by_role("button", name="Close")  # the MLflow Assistant's side panel
     if close.count():
         close.first.click()
-    parent = page.locator("[role=row]", has_text=f"tune {STUDY}")
+    assert {t.data.tags["mlflow.parentRunId"] for t in study.trials} == {study.parent.info.run_id}
+    parent = page.locator("[role=row]", has_text=f"tune {study.name}")
     parent.locator("button[data-component-id*=runnamecellrenderer]").click()  # expand
     for trial in study.trials:
         page.get_by_text(trial.info.run_name, exact=True).wait_for()
@@ -273,10 +324,14 @@ def test_mlflow_ui_lists_the_tune_run_its_trials_and_their_val_acc(study, mlflow
         value = shown(trial.data.metrics["val_acc"])
         row(page, trial.info.run_name).filter(has_text=value).first.wait_for()
         assert len(value) <= 6, value  # 0.8623, not float32's 0.8622999787330627
-    champion = mlflow.MlflowClient().get_model_version_by_alias("fashion-mnist-fcn", "champion")
+    champion = client.get_model_version_by_alias("fashion-mnist-fcn", "champion")
     best = study.trials[int(champion.tags["trial_number"])]  # its own model is registered
     row(page, best.info.run_name).filter(has_text="fashion-mnist-fcn").first.wait_for()
-    screenshot(page, "mlflow-runs.png")
+    screenshot(page, f"mlflow-runs{'-ray' * (study.name != STUDY)}.png")
+    page.goto(f"{mlflow_ui}/#/models/fashion-mnist-fcn")  # the version with its alias
+    page.get_by_role("row").filter(has_text=f"Version {champion.version}").filter(
+        has_text=re.compile(r"@\s*champion")
+    ).wait_for()
 
 
 def test_mlflow_ui_shows_a_trials_metrics_and_curves(study, mlflow_ui, page):
@@ -324,21 +379,26 @@ def test_mlflow_ui_models_view_lists_every_trial_model_with_its_val_acc(study, m
         page.set_viewport_size({"width": 1440, "height": 860})
 
 
-def test_optuna_dashboard_shows_the_study_its_trials_and_best_value(study, dashboard, page):
+@seen_with("dashboard")
+def test_optuna_dashboard_shows_the_study_its_trials_and_best_value(fixtures, request, page):
     import optuna
 
-    optuna_study = optuna.load_study(study_name=STUDY, storage=study.storage)
+    study, dashboard = map(request.getfixturevalue, fixtures)
+    optuna_study = optuna.load_study(study_name=study.name, storage=study.storage)
     page.goto(f"{dashboard}/dashboard")
-    page.get_by_text(STUDY, exact=False).first.wait_for()
-    page.get_by_text(STUDY).first.click()
+    page.get_by_text(study.name).first.wait_for()
+    page.get_by_text(study.name).first.click()
     best = optuna_study.best_trial
     page.get_by_text(f"Best Trial (number={best.number})").wait_for()
     page.get_by_text(repr(best.value), exact=True).first.wait_for()
     assert page.get_by_text("val_acc").count() > 0  # the objective's name, not "Objective 0"
-    screenshot(page, "optuna-dashboard.png", full_page=True)
+    screenshot(page, f"optuna-dashboard{'-ray' * (study.name != STUDY)}.png", full_page=True)
     page.goto(f"{dashboard}/dashboard/studies/{optuna_study._study_id}/trials")
-    for trial in optuna_study.trials:
-        page.get_by_text(f"Trial {trial.number}", exact=True).first.wait_for()
+    assert len(optuna_study.trials) == len(study.trials)  # one MLflow run per trial
+    for trial in optuna_study.trials:  # each in the list with its state's chip
+        page.get_by_role("button").filter(
+            has_text=re.compile(rf"^Trial {trial.number}\s*Complete")
+        ).first.wait_for()
 
 
 @pytest.fixture(scope="module")
