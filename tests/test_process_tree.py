@@ -285,8 +285,12 @@ def test_replicate_killed_9_ends_its_training_processes(tmp_path, tracking_env, 
         for r in mlflow.search_runs(experiment_names=["tests"], output_format="list")
         if "variant" in r.data.tags
     ]
+    # A training the kill caught ends KILLED by its worker's SIGTERM; one that had finished
+    # (quick trainings are short: whether any was mid-epoch is the machine's timing) stays so.
     assert {r.info.status for r in trainings} <= {"KILLED", "FINISHED"}
-    assert "stopped by signal SIGTERM" in {r.data.tags.get("end_reason") for r in trainings}
+    assert {r.data.tags.get("end_reason") for r in trainings if r.info.status == "KILLED"} <= {
+        "stopped by signal SIGTERM"
+    }
     orphans.close_orphans()  # the replicate process's own runs, as the next command does
     runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
     assert "RUNNING" not in {r.info.status for r in runs}
