@@ -153,6 +153,21 @@ CASES = [
         "storage sqlite://: is an in-memory database, gone when this process ends",
     ),
     (
+        "study-name-newline",
+        ["tune", "--data-dir", "{data}", "--study-name", "two\nlines"],
+        "study_name: 'two\\nlines' holds the control character '\\n'",
+    ),
+    (
+        "study-name-escape",
+        ["tune", "--data-dir", "{data}", "--study-name", "red\x1b[31m"],
+        "holds the control character '\\x1b'",
+    ),
+    (
+        "study-name-too-long",
+        ["tune", "--data-dir", "{data}", "--study-name", "s" * 513],
+        "study_name: 513 characters, more than the 512",
+    ),
+    (
         "storage-in-memory-named",
         "tune --data-dir {data} --storage sqlite:///:memory:",
         "is an in-memory database",
@@ -255,6 +270,11 @@ CASES = [
         "dashboard-misspelled-store",
         "dashboard --storage sqlite:///misspeled.db",
         "storage sqlite:///misspeled.db: no such file misspeled.db",
+    ),
+    (
+        "dashboard-in-memory",
+        "dashboard --storage sqlite://",
+        "storage sqlite://: an in-memory database holds no study",
     ),
     (
         "dashboard-missing-journal",

@@ -17,7 +17,7 @@ import mlflow
 import pytest
 
 from pipeline.tracking import lifecycle, orphans
-from tests.conftest import ROOT, with_this_checkout
+from tests.conftest import ROOT, project_run, with_this_checkout
 
 TRAIN = ("train", "--epochs", "1", "--hidden", "8")
 NO_RUN = "0123456789abcdef0123456789abcdef"
@@ -105,12 +105,6 @@ CASES = [
     ("run-context-not-json", {"MLFLOW_RUN_CONTEXT": "team=x"}, "MLFLOW_RUN_CONTEXT='team=x'"),
     ("run-context-a-list", {"MLFLOW_RUN_CONTEXT": "[1]"}, "is not a JSON object of tags"),
 ]
-
-
-def project_run(client, experiment_id: str, name: str, entry_point: str = "train", **tags) -> str:
-    """A RUNNING run as `mlflow run -e ENTRY_POINT` creates it."""
-    tags = {"mlflow.source.type": "PROJECT", "mlflow.project.entryPoint": entry_point, **tags}
-    return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pipeline.tracking import store
 from pipeline.tuning.tune_settings import TuneOptions
 from pipeline.tuning.workers import processes
 from pipeline.tuning.workers.storage import refuse_logged_password
-from tests.conftest import cli
+from tests.conftest import cli, project_run
 
 SECRET = "s3cr:et@/?#%"  # every character that a URL must escape
 
@@ -152,27 +152,54 @@ def test_outside_mlflow_run_an_inline_password_still_works(monkeypatch):
     refuse_logged_password(f"postgresql://tuner:{quoted()}@db/optuna")
 
 
-def test_mlflow_run_s_tune_refuses_it_in_one_line_before_anything(tracking_env, tmp_path):
-    # A process of its own: under MLFLOW_RUN_ID, main() asks Linux to stop it with its parent.
-    storage = f"postgresql://tuner:{quoted()}@127.0.0.1:1/optuna"
+def password_tune(run_id: str, env: dict[str, str], cwd) -> tuple[str, str]:
+    """`tune` on a PostgreSQL storage with an inline password, under MLFLOW_RUN_ID=run_id: its
+    one error line (exit 2) and all it printed."""
     out = cli(
         "tune",
         "--storage",
-        storage,
+        f"postgresql://tuner:{quoted()}@127.0.0.1:1/optuna",
         "--n-trials",
         "1",
         "--data-dir",
-        str(tmp_path / "no-data"),
-        env={**tracking_env, "MLFLOW_RUN_ID": "abc123"},
-        cwd=tmp_path,
+        str(cwd / "no-data"),
+        env={**env, "MLFLOW_RUN_ID": run_id},
+        cwd=cwd,
         timeout=120,
     )
     assert out.returncode == 2
     [line] = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    return line, out.stderr + out.stdout
+
+
+def test_mlflow_run_s_tune_refuses_it_in_one_line_before_anything(tracking_env, tmp_path):
+    # A process of its own: under MLFLOW_RUN_ID, main() asks Linux to stop it with its parent.
+    client = mlflow.MlflowClient()
+    run_id = project_run(client, client.create_experiment("tests"), "tune", "tune")
+    line, printed = password_tune(run_id, tracking_env, tmp_path)
     assert line.startswith("error: storage postgresql://tuner@127.0.0.1:1/optuna: ")
-    assert "PGPASSWORD" in line and quoted() not in out.stderr + out.stdout
-    # before the data (there is none) and before any run
-    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+    assert "PGPASSWORD" in line and f"delete run {run_id}" in line
+    assert quoted() not in printed
+    # before the data (there is none) and before anything of ours: the run as mlflow run made
+    # it, with the line as its end reason
+    run = client.get_run(run_id)
+    assert run.data.params == {} and run.data.metrics == {}
+    assert run.data.tags["end_reason"] == line and quoted() not in str(run.data.tags)
+    assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == 1
+
+
+@pytest.mark.parametrize("stale", ["finished", "missing"])
+def test_a_stale_mlflow_run_id_is_named_not_blamed_for_the_password(stale, tracking_env, tmp_path):
+    """Outside `mlflow run` an inline password works; a stale MLFLOW_RUN_ID in the shell is the
+    problem to name, not a run to delete (it never saw the password)."""
+    client = mlflow.MlflowClient()
+    run_id = project_run(client, client.create_experiment("tests"), "old", "tune")
+    client.set_terminated(run_id, "FINISHED")
+    named = run_id if stale == "finished" else "0" * 32
+    line, printed = password_tune(named, tracking_env, tmp_path)
+    assert line.startswith(f"error: MLFLOW_RUN_ID={named} ") and "unset it" in line
+    assert "delete run" not in line and quoted() not in printed
+    assert client.get_run(run_id).data.tags.get("end_reason") is None  # left as it was
 
 
 # (MLFLOW_TRACKING_URI, refused: a server URI with a password, which MLflow itself prints)

@@ -45,6 +45,7 @@ def tune(opts: TuneOptions) -> None:
     from pipeline.tuning.workers import processes
     from pipeline.tuning.workers.storage import check_storage, lost_storage, refuse_logged_password
 
+    store.configure(experiment=False)  # a stale MLFLOW_RUN_ID is not `mlflow run`'s: say so
     refuse_logged_password(opts.storage)  # mlflow run has logged it: before anything of ours
     with ray_cluster(opts, settings) as cluster:  # its refusals, too, before anything is written
         dataset = data.load(opts.data_dir)

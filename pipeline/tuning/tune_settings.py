@@ -38,6 +38,7 @@ MAX_WORKERS = 64  # processes on this machine, each with its own copy of the dat
 TRIAL_SHARE = 0.37
 # The tags that name a study on its runs and logged models (`TuneSettings.tags`).
 STUDY_TAG, STORAGE_TAG = "study_name", "optuna_storage"
+STUDY_NAME_LENGTH = 512  # the width of the study name column in Optuna's RDB storage
 RAY_ADDRESS = re.compile(r"auto|local|[\w.-]+:\d{1,5}")  # ray.init's forms we accept
 
 
@@ -165,6 +166,7 @@ class TuneOptions:
                 "never end; set one of them"
             )
         resolve_pruner(self.pruner, self.objectives)  # a pruner on a frontier: refused
+        check_study_name(self.study_name)
         if self.ray and not RAY_ADDRESS.fullmatch(self.ray):
             raise ConfigError(
                 f"ray: {self.ray!r} is no Ray cluster; use auto, local or the head's "
@@ -219,6 +221,24 @@ class TuneOptions:
             helper_of=self.helper_of or None,
             objectives=self.objectives,
             ray=self.ray or None,
+        )
+
+
+def check_study_name(name: str) -> None:
+    """Any name a user can type works end to end (quotes, %, _, backslashes and tabs included:
+    tests/test_study_identity.py); refused up front are what cannot: a line break or another
+    control character (every line of ours that names the study would break in two) and more
+    characters than Optuna's storages keep in a study's name."""
+    bad = next((c for c in name if not c.isprintable() and c != "\t"), None)
+    if bad is not None:
+        raise ConfigError(
+            f"study_name: {name[:40]!r} holds the control character {bad!r}; use a name "
+            "of printable characters"
+        )
+    if len(name) > STUDY_NAME_LENGTH:
+        raise ConfigError(
+            f"study_name: {len(name)} characters, more than the {STUDY_NAME_LENGTH} an "
+            "Optuna storage keeps; use a shorter name"
         )
 
 
