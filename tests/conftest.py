@@ -4,6 +4,7 @@ ones, private tracking stores, in-process commands."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,17 @@ from pipeline.core import data, interrupt
 from pipeline.core.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    """Ctrl-C and Ctrl-\\ reach this suite and the commands it starts, even from a shell's
+    background job (`make test &`, a CI step), which POSIX starts with SIGINT and SIGQUIT
+    ignored: children inherit that, and our commands rightly keep an ignored signal ignored
+    (pipeline/core/interrupt.py), so the signal tests would test the shell instead."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def synthetic_split(n: int, seed: int) -> data.Split:
@@ -84,6 +96,12 @@ def cli(
 
 def with_this_checkout(env: dict[str, str] | None) -> dict[str, str]:
     return {**(env if env is not None else os.environ), "PYTHONPATH": str(ROOT)}
+
+
+def project_run(client, experiment_id: str, name: str, entry_point: str = "train", **tags) -> str:
+    """A RUNNING run as `mlflow run -e ENTRY_POINT` creates it."""
+    tags = {"mlflow.source.type": "PROJECT", "mlflow.project.entryPoint": entry_point, **tags}
+    return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
 
 
 @pytest.fixture

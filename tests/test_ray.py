@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import mlflow
+import psutil
 import pytest
 
 from pipeline.tuning.workers.ray_tasks import Cluster, refuse_unshared
@@ -43,6 +45,11 @@ PORT_OPTIONS = (  # each node its own, or two nodes on one host fight over the d
     "--metrics-export-port",
     "--runtime-env-agent-port",
 )
+
+
+# With the Ray half of tests/test_what_a_person_sees.py on one xdist worker: one Ray cluster at a
+# time.
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 class RayCluster:
@@ -106,18 +113,28 @@ class RayCluster:
                 node.wait()
 
 
+def token_auth(folder: Path) -> dict[str, str]:
+    """Ray's token authentication with a token of this cluster's own (as `ray get-auth-token
+    --generate` makes one), not whatever ~/.ray/auth_token this machine holds or lacks."""
+    token = folder / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+
+
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory, postgres):  # noqa: F811 (the fixture)
     pytest.importorskip("ray", reason="pip install -r requirements-ray.txt (.ci/run does)")
+    folder = tmp_path_factory.mktemp("ray")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
         **postgres.env(),  # the secrets live on the nodes, never in Ray (docs/ray.md)
         **WORKERS,
-        "RAY_AUTH_MODE": "token",
+        **token_auth(folder),
         "PYTHONPATH": str(ROOT),
         "OMP_NUM_THREADS": "1",
     }
-    cluster = RayCluster(tmp_path_factory.mktemp("ray"), env)
+    cluster = RayCluster(folder, env)
     yield cluster
     cluster.stop()
 
@@ -131,21 +148,26 @@ def ray_tune(study: Study, cluster: RayCluster, *extra: str) -> subprocess.Popen
         "--workers",
         "2",
         *extra,
-        env={"RAY_AUTH_MODE": "token"},
+        env={k: cluster.env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")},
         stdout=study.folder / "driver.out",
     )
     return driver
 
 
-def tune_workers_running() -> list[int]:
-    """The pids of processes running a task of ours (Ray names them by the task)."""
+def tune_workers_running(cluster: RayCluster) -> list[int]:
+    """The pids of this cluster's processes running a task of ours (Ray names them by the task)."""
     found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for node in cluster.nodes:
         try:
-            if cmdline.read_bytes().startswith(b"ray::tune-worker"):
-                found.append(int(cmdline.parent.name))
-        except OSError:  # ended meanwhile
-            pass
+            processes = psutil.Process(node.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        for process in processes:
+            try:
+                if " ".join(process.cmdline()).startswith("ray::tune-worker"):
+                    found.append(process.pid)
+            except psutil.Error:  # ended meanwhile
+                pass
     return found
 
 
@@ -236,7 +258,9 @@ def test_the_driver_stopped_by_sigterm_leaves_nothing_running(study, ray_cluster
     assert "RUNNING" not in {r.info.status for r in runs}
     [parent] = [r for r in runs if r.data.tags.get("tune_parent") == "true"]
     assert parent.info.status == "KILLED"
-    wait_until(lambda: not tune_workers_running(), "the tasks' processes to end", timeout=60)
+    wait_until(
+        lambda: not tune_workers_running(ray_cluster), "the tasks' processes to end", timeout=60
+    )
 
 
 OTHER_HOSTS = Cluster("10.0.0.5:6379", ("node-a", "node-b"), 8, 4, 0)
