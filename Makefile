@@ -35,16 +35,20 @@ data: setup
 main: data
 	$(MLFLOW_RUN) -e tune
 
+# Two pytest workers (pytest-xdist): the suite waits on servers and subprocesses about half the
+# time; tests sharing a server or a Ray cluster run on one worker (their xdist_group).
+XDIST := -n 2 --dist loadgroup
+
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(XDIST) -m "not slow"
 
 # The unit tests again with PyTorch's and MKL's AVX2 kernels forced, as on a machine without
 # AVX-512: a tolerance must hold for the precision of the computation, not for one CPU's kernels.
 test-avx2: setup
-	ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(PY) -m pytest -q -m "not slow"
+	ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(PY) -m pytest -q $(XDIST) -m "not slow"
 
 # The concurrency tests (workers, servers, signals) 3 times with a CPU burner per core beside them.
 test-load: setup

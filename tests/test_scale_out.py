@@ -31,7 +31,8 @@ from pipeline.tracking.access import grant_workers
 from tests.conftest import ROOT, with_this_checkout
 from tests.services import MlflowServer, Postgres, credentials, postgres_bin, wait_until
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs them all (`make test` runs two): one PostgreSQL and MLflow server.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("scale_out")]
 
 SPACE = """
 lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}

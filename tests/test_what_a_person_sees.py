@@ -30,7 +30,8 @@ from PIL import Image
 from pipeline.core import data
 from tests.conftest import ROOT, cli
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs this module (`make test` runs two): its studies are module fixtures.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"  # Debian's; never a downloaded browser
@@ -254,8 +255,15 @@ ray_dashboard = served("ray_study", dashboard_of)
 def seen_with(server_fixture: str):
     return pytest.mark.parametrize(
         "fixtures",
-        [("study", server_fixture), ("ray_study", f"ray_{server_fixture}")],
-        ids=["workers", "ray"],
+        [
+            pytest.param(("study", server_fixture), id="workers"),
+            # beside tests/test_ray.py on one xdist worker: one Ray cluster at a time
+            pytest.param(
+                ("ray_study", f"ray_{server_fixture}"),
+                id="ray",
+                marks=pytest.mark.xdist_group("ray"),
+            ),
+        ],
     )
 
 
