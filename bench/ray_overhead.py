@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -73,7 +74,13 @@ def study_rate(
     wall = time.perf_counter() - t0
     trials = optuna.load_study(study_name=f"bench-{mode}", storage=storage).trials
     done = [t for t in trials if t.state.is_finished()]
-    return {"wall_s": wall, "trials": len(done), "trials_per_hour": 3600 * len(done) / wall}
+    lengths = [t.duration.total_seconds() for t in done if t.duration is not None]
+    return {
+        "wall_s": wall,
+        "trials": len(done),
+        "trials_per_hour": 3600 * len(done) / wall,
+        "median_trial_s": statistics.median(lengths) if lengths else None,
+    }
 
 
 def lines(r: dict) -> list[str]:
@@ -82,10 +89,14 @@ def lines(r: dict) -> list[str]:
     if "skipped" in t:
         return [f"Ray: skipped ({t['skipped']})"]
     s = t["startup"]
+    trial_s = "/".join(
+        f"{t[m]['median_trial_s']:.0f}" if t[m].get("median_trial_s") else "-" for m in MODES
+    )
     return [
         f"tune trials/hour ({t['seconds']:.0f} s, {t['epochs']} epochs): --workers 2 "
         f"{t['workers']['trials_per_hour']:.0f}, --ray local --workers 2 "
-        f"{t['ray']['trials_per_hour']:.0f} ({t['ray_vs_workers']:.2f}x)",
+        f"{t['ray']['trials_per_hour']:.0f} ({t['ray_vs_workers']:.2f}x); median trial "
+        f"{trial_s} s",
         f"  Ray start-up: import and init {s['init_s']:.1f} s, first task "
         f"{s['first_task_s']:.1f} s, shutdown {s['shutdown_s']:.1f} s",
     ]
