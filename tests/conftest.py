@@ -29,13 +29,6 @@ def pytest_configure(config):
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
-    # Under pytest-xdist (`make test`: two workers), one thread each, for the workers and the
-    # commands they start: two torch processes with two OpenMP threads each on two cores wait on
-    # each other at every operation (docs/operations.md, "Sharing a machine"). Serial runs
-    # (`pytest`, `make test-load`) keep torch's own count.
-    if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
-        torch.set_num_threads(1)
 
 
 def synthetic_split(n: int, seed: int) -> data.Split:

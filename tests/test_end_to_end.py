@@ -490,6 +490,8 @@ def test_replicate_stopped_mid_training_leaves_every_run_killed(tmp_path, tracki
             "pipeline",
             "replicate",
             "--quick",
+            "--workers",
+            "2",  # two trainings at once, whatever this machine's thread count
             "--out",
             "report",
             "--data-dir",
