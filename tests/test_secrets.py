@@ -244,3 +244,39 @@ def test_configure_refuses_a_server_uri_with_a_password_before_any_request(
             store.configure()
     finally:
         mlflow.set_tracking_uri(tracking_env["MLFLOW_TRACKING_URI"])
+
+
+@pytest.mark.parametrize(
+    "uri, experiment, shown",
+    [
+        (
+            "sqlite:///mlflow.db",
+            "3",
+            "Look at it: mlflow ui --backend-store-uri sqlite:///mlflow.db, then "
+            "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning",
+        ),
+        (
+            "sqlite:///mlflow.db",
+            None,
+            "Look at it: mlflow ui --backend-store-uri sqlite:///mlflow.db",
+        ),
+        (
+            f"https://workers:{quoted()}@mlflow.lan/",
+            "3",
+            "Look at it: https://mlflow.lan/#/experiments/3/runs?workflowType=machine_learning",
+        ),
+        ("http://127.0.0.1:5000", None, "Look at it: http://127.0.0.1:5000"),
+    ],
+)
+def test_look_at_it_points_at_the_ui_a_server_is_its_own(uri, experiment, shown, monkeypatch):
+    """A tracking server is the UI: its page, not an `mlflow ui` command on its URL."""
+    if experiment:
+        monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment)
+    else:
+        monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    before = mlflow.get_tracking_uri()
+    try:
+        mlflow.set_tracking_uri(uri)
+        assert store.look_at_it() == shown
+    finally:
+        mlflow.set_tracking_uri(before)

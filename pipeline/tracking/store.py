@@ -15,6 +15,7 @@ import os
 import urllib.request
 from contextlib import nullcontext
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import mlflow
 
@@ -213,17 +214,25 @@ def shown_uri() -> str:
 
 
 def look_at_it() -> str:
-    """How to open the runs: the UI command and the experiment's runs page. The link says
-    workflowType=machine_learning: MLflow 3.17's UI opens an experiment on its GenAI view unless
-    the link (or its "Model training" switch, remembered by the browser) says otherwise."""
+    """How to open the runs: the UI command and the experiment's runs page, or on a tracking
+    server the server's own page (it is the UI). The link says workflowType=machine_learning:
+    MLflow 3.17's UI opens an experiment on its GenAI view unless the link (or its "Model
+    training" switch, remembered by the browser) says otherwise."""
     experiment = os.environ.get("MLFLOW_EXPERIMENT_ID")  # set by mlflow run and set_experiment
+    uri = shown_uri()
+    server = uri.startswith(("http://", "https://"))
+    # the server's address for a browser: no user name (MLflow reads it from the environment)
+    parts = urlsplit(uri)
+    ui = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if server else ""
+    ui = ui.rstrip("/") or "http://127.0.0.1:5000"
     page = (
-        f", then http://127.0.0.1:5000/#/experiments/{experiment}/runs?"
-        "workflowType=machine_learning"
-        if experiment
-        else ""
+        f"{ui}/#/experiments/{experiment}/runs?workflowType=machine_learning" if experiment else ui
     )
-    return f"Look at it: mlflow ui --backend-store-uri {shown_uri()}{page}"
+    if server:
+        return f"Look at it: {page}"
+    return f"Look at it: mlflow ui --backend-store-uri {uri}" + (
+        f", then {page}" if experiment else ""
+    )
 
 
 def log_files(paths: list[Path], artifact_path: str) -> None:
