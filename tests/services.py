@@ -147,6 +147,7 @@ class MlflowServer:
             "MLFLOW_AUTH_CONFIG_PATH": str(config),
             "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin["MLFLOW_TRACKING_PASSWORD"],
             "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }
         mlflow = Path(sys.executable).parent / "mlflow"
         self.process = subprocess.Popen(
