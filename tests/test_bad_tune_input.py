@@ -133,10 +133,15 @@ def test_a_database_lost_as_a_trial_reports_is_one_line(tmp_path, tune, data_dir
     monkeypatch.setattr(RDBStorage, "set_trial_state_values", set_trial_state_values)
     monkeypatch.setattr(RDBStorage, "get_trial", lost_get_trial)
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    out = tune(
-        "--data-dir", str(data_dir), "--storage", storage, "--n-trials", "1", "--epochs", "1"
+    space = tmp_path / "narrow.yaml"  # a trial of seconds (the default space's is 1024-512)
+    space.write_text(
+        "lr: {type: float, low: 1.0e-3, high: 1.0e-2}\nhidden: [32]\nbatch_size: 512\n"
     )
-    assert gone
+    out = tune(
+        *("--data-dir", str(data_dir), "--storage", storage, "--space", str(space)),
+        *("--n-trials", "1", "--epochs", "1"),
+    )
+    assert gone, out.stderr
     assert out.returncode == 2, out.stderr
     last = out.stderr.strip().splitlines()[-1]
     assert (

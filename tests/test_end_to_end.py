@@ -193,7 +193,7 @@ def test_mlflow_run_tune_nests_trials_under_the_project_run_and_resumes(
     space.write_text(SMALL_FCN_SPACE)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
 
-    def mlflow_run_tune():
+    def mlflow_run_tune(workers: int):
         out = subprocess.run(
             [
                 "mlflow",
@@ -210,7 +210,7 @@ def test_mlflow_run_tune_nests_trials_under_the_project_run_and_resumes(
                 "-P",
                 "epochs=2",
                 "-P",
-                "workers=2",  # a helper process too, under `mlflow run`
+                f"workers={workers}",
                 "-P",
                 f"space={space}",
                 "-P",
@@ -228,8 +228,8 @@ def test_mlflow_run_tune_nests_trials_under_the_project_run_and_resumes(
         )
         assert out.returncode == 0, out.stderr[-3000:]
 
-    mlflow_run_tune()
-    mlflow_run_tune()  # the same study name resumes: 2 more trials
+    mlflow_run_tune(2)  # a helper process too, under `mlflow run`
+    mlflow_run_tune(1)  # the same study name resumes: 2 more trials
     study = optuna.load_study(study_name="e2e", storage=storage)
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
     runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
