@@ -31,6 +31,15 @@ def pytest_configure(config):
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on its test (`item.reports[when]`), for fixtures that look at how
+    the test went (the browser tests' screenshot of a failure)."""
+    report = yield
+    item.__dict__.setdefault("reports", {})[report.when] = report
+    return report
+
+
 def synthetic_split(n: int, seed: int) -> data.Split:
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g)

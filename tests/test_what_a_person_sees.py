@@ -281,6 +281,16 @@ def page():
         browser.close()
 
 
+@pytest.fixture(autouse=True)
+def screenshot_of_a_failure(request):
+    """A failed browser test leaves what the browser showed: test-artifacts/FAILED-<test>.png."""
+    yield
+    report = getattr(request.node, "reports", {}).get("call")
+    if report is not None and report.failed and "page" in request.fixturenames:
+        name = re.sub(r"[^\w.-]+", "-", request.node.name)
+        screenshot(request.getfixturevalue("page"), f"FAILED-{name}.png", full_page=True)
+
+
 def screenshot(page, name: str, **kwargs) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
