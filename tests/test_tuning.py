@@ -1,5 +1,7 @@
 """tune on tiny synthetic data with private stores: runs, tags, states, resume, failures."""
 
+import gc
+
 import mlflow
 import optuna
 import pytest
@@ -10,7 +12,7 @@ from pipeline.tuning.attrs import MODEL_ID_ATTR, RETRY_OF_ATTR
 from pipeline.tuning.registry import logged_models
 from pipeline.tuning.search import objective, sampler
 from pipeline.tuning.search.sampler import open_study
-from pipeline.tuning.study import tune
+from pipeline.tuning.study import run_trials, tune
 from pipeline.tuning.workers import storage
 
 
@@ -321,3 +323,23 @@ def test_the_summary_says_how_the_sampler_s_own_trials_fared_against_the_start_p
     ]
     study.add_trial(optuna.trial.create_trial(value=0.96, params={"lr": 2e-3}, distributions=dist))
     assert "trial 5 (val_acc 0.9600) is 1.00 points ahead of" in summary.search_vs_start(study)[0]
+
+
+def test_trials_after_the_first_run_with_the_heap_frozen_and_the_loop_unfreezes_it(settings):
+    """gc_after_trial's full collection walks only what the trials make (pipeline/tuning/
+    study.py): the heap is frozen after the first trial, and given back when the loop ends."""
+    frozen_during = []
+
+    def objective(trial):
+        frozen_during.append(gc.get_freeze_count())
+        return trial.suggest_float("x", 0, 1)
+
+    resolved = settings(n_trials=3)
+    study = optuna.create_study(
+        storage=resolved.storage, study_name=resolved.study_name, direction="maximize"
+    )
+    assert gc.get_freeze_count() == 0
+    run_trials(study, objective, resolved)
+    assert len(frozen_during) == 3
+    assert frozen_during[0] == 0 and all(n > 0 for n in frozen_during[1:])
+    assert gc.get_freeze_count() == 0
