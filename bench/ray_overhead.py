@@ -43,7 +43,7 @@ lr: {type: float, low: 5.0e-4, high: 2.0e-3, log: true}
 dropout: {type: float, low: 0.1, high: 0.4}
 """
 LONG_TRIALS = 6  # three rounds of two workers
-LONG_EPOCHS = 14  # trials of about 75 s on one thread each of a 2-core EPYC (AVX-512)
+LONG_EPOCHS = 14  # median trials of 80-83 s on a 2-core EPYC (AVX-512, docs/ray.md)
 
 
 def measure(data_dir: Path, seconds: float, epochs: int, tmp: Path) -> dict:

@@ -12,8 +12,8 @@ and tune's trials per hour with one 2-thread process vs two 1-thread processes o
 one (bench/default_study.py); and the base FCN served by `mlflow models serve` under 1, 4 and 16
 concurrent clients (bench/overhead.py, bench/serve.py); tune's trials per hour with `--workers
 2` and `--ray local --workers 2`, on short trials and on trials of a minute or more, and Ray's
-start-up (bench/ray_overhead.py). It prints a table
-(bench/table.py) and writes every figure as JSON. It asserts nothing: it is a tool, not a test.
+start-up (bench/ray_overhead.py). It prints a table (bench/table.py) and writes every figure as
+JSON. It asserts nothing: it is a tool, not a test.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import optuna
 import pytest
 
 from pipeline.core.errors import UserError
+from pipeline.tuning import study as study_module
 from pipeline.tuning import summary
 from pipeline.tuning.attrs import MODEL_ID_ATTR, RETRY_OF_ATTR
 from pipeline.tuning.registry import logged_models
@@ -343,3 +344,19 @@ def test_trials_after_the_first_run_with_the_heap_frozen_and_the_loop_unfreezes_
     assert len(frozen_during) == 3
     assert frozen_during[0] == 0 and all(n > 0 for n in frozen_during[1:])
     assert gc.get_freeze_count() == 0
+
+
+def test_a_worker_that_finds_the_study_full_looks_again_soon_not_a_heartbeat_later(
+    settings, monkeypatch
+):
+    """Another worker's trial runs in a full study: this worker waits FULL_STUDY_POLL_S before
+    it looks again (then ends with that trial), not a whole heartbeat."""
+    waits = []
+    monkeypatch.setattr(study_module, "pause", waits.append)
+    resolved = settings(total_trials=1, heartbeat=60)
+    study = optuna.create_study(
+        storage=resolved.storage, study_name=resolved.study_name, direction="maximize"
+    )
+    study.ask()  # the other worker's trial, RUNNING
+    assert study_module.owes_trials(study, resolved)  # it may still come back as a retry
+    assert waits == [study_module.FULL_STUDY_POLL_S] and study_module.FULL_STUDY_POLL_S < 60

@@ -147,6 +147,7 @@ def run_trials(
 def trial_loop(
     study: optuna.Study, objective, settings: TuneSettings, deadline: float | None
 ) -> None:
+    """run_trials' loop, the heap frozen after its first trial."""
     done = 0
     while settings.own_trials is None or done < settings.own_trials:
         interrupt.check()
